@@ -1,0 +1,156 @@
+"""Run configuration: small dataclasses, a TOML file, and ``section.key=value`` overrides.
+
+Defaults follow method.md §9 (the reference code's HEAD), so an empty config is the paper protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .atomic import atomic_write_text
+from .errors import ConfigError
+
+#: Per-class Sobel aperture used by the reference code (method.md §2.6; undocumented there and
+#: possibly tuned on test data, §10.6). Selected with ``data.sobel_preset = "trd-per-class"``.
+SOBEL_PRESETS: dict[str, dict[str, int]] = {
+    "trd-per-class": {"cookie": 3, "dowel": 7, "foam": 7, "tire": 7},
+}
+
+
+@dataclass
+class DataConfig:
+    root: str = ""
+    format: str = "mvtec3d"  # mvtec3d | eyecandies | folder
+    category: str = ""
+    image_size: int = 256
+    modality_3d: str = "normals"  # normals | depth
+    sobel_k: int = 5  # global default aperture (method.md §10.6: report with one global k)
+    sobel_preset: str = ""  # "" or a key of SOBEL_PRESETS
+    plane: str = "corners"  # corners (reference) | ransac (robust) | none
+    plane_threshold: float = 0.005  # distance to the background plane, in xyz units (metres)
+    cache_dir: str = ""  # "" -> $TRD_CACHE or ~/.cache/trd
+    num_workers: int = 0
+
+    def sobel_for(self, category: str) -> int:
+        """Sobel aperture for a category: the preset's entry if any, else the global ``sobel_k``."""
+        if not self.sobel_preset:
+            return self.sobel_k
+        if self.sobel_preset not in SOBEL_PRESETS:
+            raise ConfigError(f"unknown data.sobel_preset {self.sobel_preset!r}; known: {sorted(SOBEL_PRESETS)}")
+        return SOBEL_PRESETS[self.sobel_preset].get(category, self.sobel_k)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "wide_resnet50_2"  # see trd.model.backbone.BACKBONES
+    weights: str = "imagenet"  # imagenet | none | path to a state-dict file
+    variant: str = "trd"  # see trd.model.VARIANTS
+    fuse_stopgrad: bool = False  # method.md §3.6, the pre-2025-05 reference variant
+    decoder_blocks: list[int] = field(default_factory=lambda: [3, 4, 6])
+    bottleneck_blocks: int = 3
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 16
+    lr: float = 0.005
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    gamma: float = 0.95  # ExponentialLR, stepped once per epoch
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 on CUDA with bf16 support, else fp32)
+    channels_last: bool = False
+    compile: bool = False
+    cache_teacher: bool = True  # teacher features of fixed inputs are deterministic: compute once
+    checkpoint_every: int = 1  # epochs between resumable checkpoints
+
+
+@dataclass
+class ScoreConfig:
+    sigma: float = 4.0  # Gaussian smoothing of the fused map (scipy truncate 4.0, mode reflect)
+    target_fpr: float = 0.01  # image threshold: this false-positive rate on validation normals
+    pixel_fpr: float = 0.01  # pixel threshold for binary masks, also from validation normals
+    aupro_limits: list[float] = field(default_factory=lambda: [0.3, 0.1, 0.05, 0.01])
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> Config:
+        cfg = cls()
+        for section, values in raw.items():
+            if not hasattr(cfg, section) or not isinstance(values, dict):
+                raise ConfigError(f"{source}: unknown section [{section}]; known: data, model, train, score")
+            for key, value in values.items():
+                _set(cfg, f"{section}.{key}", value, source)
+        return cfg
+
+
+def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
+    section_name, _, key = dotted.partition(".")
+    section = getattr(cfg, section_name, None)
+    if section is None or not dataclasses.is_dataclass(section) or not key:
+        raise ConfigError(f"{source}: unknown setting {dotted!r}")
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if key not in fields:
+        raise ConfigError(f"{source}: unknown setting {dotted!r}; known in [{section_name}]: {sorted(fields)}")
+    current = getattr(section, key)
+    setattr(section, key, _coerce(value, current, dotted, source))
+
+
+def _coerce(value: Any, current: Any, dotted: str, source: str) -> Any:
+    """Convert ``value`` (from TOML or a ``key=value`` string) to the type of the current value."""
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(value)
+                return value.lower() in {"true", "1", "yes"}
+            return bool(value)
+        if isinstance(current, list):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            kind = type(current[0]) if current else str
+            return [kind(v) for v in items]
+        return type(current)(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {dotted}={value!r} is not a valid {type(current).__name__}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file (if any), then ``section.key=value`` overrides, in that order."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+        cfg = Config.from_dict(raw, source=str(p))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        _set(cfg, key.strip(), value.strip(), "override")
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as TOML (atomically), so a run can be repeated exactly."""
+    atomic_write_text(path, tomli_w.dumps(cfg.to_dict()))
