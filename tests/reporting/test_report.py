@@ -1,0 +1,153 @@
+"""metrics.json/.csv and the Markdown/HTML reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+
+from trd.reporting.figures import save_heatmap_png
+from trd.reporting.report import SampleRow, metric_rows, write_metrics, write_report
+
+RESULT = {
+    "overall": {"i_auroc": 0.9731, "p_auroc": np.float64(0.991), "aupro@0.3": 0.95, "i_ap": float("nan")},
+    "per_defect": {
+        "crack": {"i_auroc": 0.99, "p_auroc": 0.98},
+        "hole <&>": {"i_auroc": 1.0, "p_auroc": float("inf")},
+    },
+    "per_branch": {"rgb": {"i_auroc": 0.9}, "3d": {"i_auroc": 0.8, "aupro": {"0.3": 0.7, "0.01": 0.2}}},
+    "counts": {"images": 12, "defective": np.int64(6), "aupro_impl": "head-100"},
+    "category": "bagel",
+}
+N_LEAVES = 4 + 4 + 4 + 3 + 1
+
+VOID = {"meta", "img", "br", "hr", "input", "link"}
+
+
+class _Checker(HTMLParser):
+    """Checks that tags nest properly and collects img srcs, texts and hrefs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.srcs: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"] or "")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(f"unexpected </{tag}> at {self.getpos()}")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(html: str) -> _Checker:
+    checker = _Checker()
+    checker.feed(html)
+    checker.close()
+    assert not checker.errors, checker.errors
+    assert not checker.stack, checker.stack
+    return checker
+
+
+def test_metric_rows_flatten_generically() -> None:
+    rows = metric_rows(RESULT)
+    assert len(rows) == N_LEAVES
+    assert ("overall", "", "i_auroc", 0.9731) in rows
+    assert ("overall", "", "i_ap", None) in rows
+    assert ("defect:hole <&>", "", "p_auroc", None) in rows
+    assert ("branch:3d", "aupro", "0.3", 0.7) in rows
+    assert ("counts", "", "defective", 6) in rows
+    assert ("", "", "category", "bagel") in rows
+
+
+def test_write_metrics_json_and_csv(tmp_path: Path) -> None:
+    write_metrics(tmp_path, RESULT)
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text)
+    assert data["overall"]["i_ap"] is None and data["per_defect"]["hole <&>"]["p_auroc"] is None
+    assert data["overall"]["p_auroc"] == 0.991 and data["counts"]["defective"] == 6
+    assert data["per_branch"]["3d"]["aupro"]["0.01"] == 0.2
+    with (tmp_path / "metrics.csv").open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["scope", "name", "metric", "value"]
+    assert len(rows) == 1 + N_LEAVES
+    assert ["defect:crack", "", "i_auroc", "0.99"] in rows and ["overall", "", "i_ap", ""] in rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "metrics.json"]
+
+
+def _rows(tmp_path: Path) -> list[SampleRow]:
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    out = []
+    scores = [0.4, 3.5, float("nan"), 2.0, 1.1]
+    for i, score in enumerate(scores):
+        panel = None
+        if i != 3:
+            panel = f"panels/{'crack' if i % 2 else 'good'}/{i:03d} <x> é.png"
+            save_heatmap_png(tmp_path / panel, rgb, np.full((8, 8), score), 0.0, 4.0)
+        out.append(SampleRow(
+            name=f"bagel/test/{i:03d}<script>.png", category="bagel", defect="crack" if i % 2 else "good",
+            label=i % 2, score=score, decision=None if i == 4 else score > 1.0,
+            contributions={"rgb": 0.7, "3d": 0.3} if i else {"rgb": -1.0, "3d": float("nan")}, panel=panel,
+        ))
+    return out
+
+
+def test_write_report_html_and_markdown(tmp_path: Path) -> None:
+    rows = _rows(tmp_path)
+    config = {"data": {"category": "bagel", "root": Path("/data/mvtec 3d")}, "score": {"sigma": 4.0}}
+    html_path = write_report(
+        tmp_path, title="TRD <bagel> & co", result=RESULT, rows=rows, config=config,
+        notes=["AU-PRO: HEAD 100-threshold variant", "x < y"],
+    )
+    assert html_path == tmp_path / "report.html"
+    html = html_path.read_text(encoding="utf-8")
+    checker = _parse(html)
+    text = "".join(checker.text)
+    assert "http://" not in html and "https://" not in html and "<script" not in html and "<link" not in html
+    assert "TRD <bagel> & co" in text and "x < y" in text and "hole <&>" in text
+    for row in rows:  # every sample listed
+        assert row.name in text
+    assert html.count("<tr") == len(rows) + 1 + _metric_table_rows()
+    assert len(checker.srcs) == 4
+    for src in checker.srcs:
+        assert (tmp_path / unquote(src)).is_file()
+    order = [text.index(f"{i:03d}<script>") for i in (1, 3, 4, 0, 2)]  # by score, NaN last
+    assert order == sorted(order)
+    assert "70%" in text and "30%" in text and "/data/mvtec 3d" in text
+
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert md.startswith("# TRD <bagel> & co")
+    assert "## Overall" in md and "## Per defect type" in md and "## Per branch" in md
+    assert "| i_auroc | 0.9731 |" in md and "| i_ap | – |" in md
+    assert "| defect | i_auroc | p_auroc |" in md and "| crack | 0.9900 | 0.9800 |" in md
+    assert "| 3d | 0.8000 | 0.7000 | 0.2000 |" in md  # nested metrics become columns
+    assert '"sigma": 4.0' in md and "/data/mvtec 3d" in md
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _metric_table_rows() -> int:
+    """<tr> count of the metric tables: header + rows per group of RESULT."""
+    return (1 + 4) + (1 + 2) + (1 + 2) + (1 + 3) + (1 + 1)
+
+
+def test_report_without_samples_or_config(tmp_path: Path) -> None:
+    path = write_report(tmp_path, title="empty", result={"overall": {"i_auroc": math.nan}},
+                        rows=[], config=None, notes=[])
+    html = path.read_text(encoding="utf-8")
+    _parse(html)
+    assert "Test samples (0" in html and "Configuration" not in html
+    assert "Configuration" not in (tmp_path / "report.md").read_text(encoding="utf-8")
