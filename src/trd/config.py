@@ -34,7 +34,7 @@ class DataConfig:
     sobel_preset: str = ""  # "" or a key of SOBEL_PRESETS
     plane: str = "corners"  # corners (reference) | ransac (robust) | none
     plane_threshold: float = 0.005  # distance to the background plane, in xyz units (metres)
-    cache_dir: str = ""  # "" -> $TRD_CACHE or ~/.cache/trd
+    cache_dir: str = ""  # "" -> $TRD_CACHE or ~/.cache/trd/preprocess; "none" disables the cache
     num_workers: int = 0
 
     def sobel_for(self, category: str) -> int:
@@ -69,6 +69,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     cache_teacher: bool = True  # teacher features of fixed inputs are deterministic: compute once
+    teacher_cache_gb: float = 8.0  # memory the cached teacher features may take on the device
     checkpoint_every: int = 1  # epochs between resumable checkpoints
 
 

@@ -1,0 +1,244 @@
+"""Reading dataset files with validation, and writing dataset folders all at once.
+
+Every reader raises :class:`trd.errors.DataError` (file path + a one-line problem) for anything it
+cannot turn into a well-formed array, so a bad file never ends in a numpy/PIL/tifffile traceback.
+Conventions: images are HxW(x3); point clouds are organised float32 HxWx3 (x, y, z) in metres
+where a missing point is (0, 0, 0), as in MVTec 3D-AD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ..errors import DataError
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image, turning every failure into a DataError."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, expected an image file") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
+        raise DataError(path, f"cannot decode image (corrupt or truncated?): {exc}") from None
+
+
+def _sixteen_to_eight(path: Path, arr: np.ndarray) -> np.ndarray:
+    """Scale a 16-bit grey image (0..65535) linearly to 0..255."""
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise DataError(path, f"integer image values {arr.min()}..{arr.max()} are outside the 16-bit range")
+    return np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read a colour image as uint8 HxWx3.
+
+    Grey (L), grey+alpha (LA), RGBA, palette (P) and other 8-bit modes are converted to RGB; any
+    alpha channel is dropped, not composited. 16-bit grey images (modes I;16 / I) are scaled
+    linearly from 0..65535 to 0..255 and repeated on the 3 channels.
+    """
+    path = Path(path)
+    im = _open_image(path)
+    if im.mode in _SIXTEEN_BIT_MODES:
+        grey = _sixteen_to_eight(path, np.asarray(im))
+        arr = np.repeat(grey[:, :, None], 3, axis=2)
+    elif im.mode in ("F", "I;32", "RGBX") or im.mode.startswith("I;"):
+        raise DataError(path, f"unsupported image mode {im.mode} for an RGB image")
+    else:
+        arr = np.asarray(im.convert("RGB"))
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(path, "image is empty (0 pixels)")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def read_normals_png(path: str | Path) -> np.ndarray:
+    """Read an Eyecandies normal-map PNG as float32 HxWx3 in [0, 1] (handled like an RGB image)."""
+    return read_rgb(path).astype(np.float32) / np.float32(255.0)
+
+
+def read_xyz(path: str | Path) -> np.ndarray:
+    """Read an organised point cloud TIFF as float32 HxWx3.
+
+    Integer clouds are converted to float32. NaN/inf values, a shape other than HxWx3 and a cloud
+    without a single point (z == 0 everywhere) are refused.
+    """
+    path = Path(path)
+    try:
+        arr = tifffile.imread(path)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, expected a TIFF file") from None
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+        raise DataError(path, f"cannot read TIFF (corrupt or truncated?): {exc}") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] != 3:
+        shape = getattr(arr, "shape", None)
+        raise DataError(path, f"expected an HxWx3 point cloud, found shape {shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(path, "point cloud is empty (0 pixels)")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(path, f"unsupported point cloud dtype {arr.dtype}, expected float or integer")
+    xyz = arr.astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(xyz)))
+    if bad:
+        raise DataError(path, f"{bad} NaN or inf values in the point cloud; store missing points as 0")
+    if not np.any(xyz[:, :, 2]):
+        raise DataError(path, "no valid points: z is 0 everywhere")
+    return xyz
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a ground-truth mask as bool HxW: any value > 0 (in any colour channel) is defect.
+
+    Accepts 1-bit, 8-bit grey, palette, RGB(A) and 16-bit masks; alpha channels are ignored. If
+    ``shape`` (H, W) is given the mask must have exactly that size.
+    """
+    path = Path(path)
+    im = _open_image(path)
+    if im.mode in ("1", "P", "PA", "LA", "CMYK", "YCbCr", "HSV", "LAB"):
+        im = im.convert("L")
+    elif im.mode in ("RGBA", "RGBX", "RGBa"):
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    mask = arr > 0
+    if shape is not None and mask.shape != tuple(shape):
+        raise DataError(
+            path, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image is {shape[0]}x{shape[1]}"
+        )
+    return mask
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole intrinsics of a depth camera: focal lengths and principal point in pixels.
+
+    ``depth_scale`` is metres per depth-PNG unit (0.001: the PNG stores millimetres).
+    """
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    depth_scale: float = 0.001
+
+    def __post_init__(self) -> None:
+        problem = _camera_problem({f.name: getattr(self, f.name) for f in fields(self)})
+        if problem:
+            raise ValueError(problem)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Camera:
+        """Load ``{"fx": .., "fy": .., "cx": .., "cy": .., "depth_scale": ..}`` (depth_scale optional)."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(path, "camera file not found (needed for depth PNGs: fx, fy, cx, cy, depth_scale)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(path, f"cannot read camera file: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(path, f"not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise DataError(path, "expected a JSON object with keys fx, fy, cx, cy, depth_scale")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise DataError(path, f"unknown camera keys {unknown}; known: {known}")
+        missing = [k for k in ("fx", "fy", "cx", "cy") if k not in raw]
+        if missing:
+            raise DataError(path, f"missing camera keys {missing}")
+        problem = _camera_problem(raw)
+        if problem:
+            raise DataError(path, problem)
+        return cls(**{k: float(v) for k, v in raw.items()})
+
+
+def _camera_problem(values: dict[str, object]) -> str:
+    """Why these intrinsics are unusable ("" if they are fine)."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"camera value {key}={value!r} is not a finite number"
+        if key in ("fx", "fy", "depth_scale") and value <= 0:
+            return f"camera value {key}={value!r} must be > 0"
+    return ""
+
+
+def read_depth_png(path: str | Path, camera: Camera) -> np.ndarray:
+    """Back-project a 16-bit depth PNG (0 = missing) to an organised float32 HxWx3 cloud in metres.
+
+    Pixel (row v, column u) with depth d becomes (x, y, z) = ((u-cx) z/fx, (v-cy) z/fy, d*depth_scale);
+    missing pixels stay (0, 0, 0) as in MVTec 3D-AD clouds.
+    """
+    path = Path(path)
+    im = _open_image(path)
+    if im.mode not in _SIXTEEN_BIT_MODES:
+        raise DataError(path, f"expected a 16-bit single-channel depth PNG, found mode {im.mode}")
+    depth = np.asarray(im).astype(np.float64)
+    if depth.min() < 0 or depth.max() > 65535:
+        raise DataError(path, f"depth values {depth.min():.0f}..{depth.max():.0f} are outside 0..65535")
+    if not np.any(depth):
+        raise DataError(path, "no valid depth: every pixel is 0 (missing)")
+    z = depth * camera.depth_scale
+    rows, cols = np.indices(z.shape, dtype=np.float64)
+    xyz = np.stack([(cols - camera.cx) * z / camera.fx, (rows - camera.cy) * z / camera.fy, z], axis=2)
+    return xyz.astype(np.float32)
+
+
+def check_pair(
+    rgb_path: str | Path, rgb_shape: tuple[int, ...], xyz_path: str | Path, xyz_shape: tuple[int, ...]
+) -> None:
+    """Refuse an RGB image and its 3D file whose HxW sizes differ (the maps must align pixel-wise)."""
+    if tuple(rgb_shape[:2]) != tuple(xyz_shape[:2]):
+        raise DataError(
+            rgb_path,
+            f"RGB image is {rgb_shape[0]}x{rgb_shape[1]} but its 3D file {xyz_path} is "
+            f"{xyz_shape[0]}x{xyz_shape[1]}; they must have the same size",
+        )
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden folder next to ``target``; on success it replaces ``target`` whole.
+
+    Used to write a dataset category so an interrupted run leaves the old folder (or none), never a
+    half-written one. On failure the staging folder is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
+        if target.exists():
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old.exists():
+                os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

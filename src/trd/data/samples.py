@@ -1,0 +1,201 @@
+"""Dataset layouts: which files make up each sample of a split, checked before any training.
+
+Three layouts are understood (``fmt``):
+
+``mvtec3d``  MVTec 3D-AD: ``<root>/<category>/{train,validation,test}/<defect>/{rgb/*.png,
+             xyz/*.tiff, gt/*.png}``; the synthetic dataset (:mod:`trd.data.synth`) uses it too.
+``eyecandies``  the preprocessed Eyecandies layout written by :func:`trd.data.eyecandies.prepare_eyecandies`:
+             ``<root>/<Category>/{train/good, validation/good, test/{good,bad}}/{rgb,normals,gt}/<id>.png``;
+             the 3D input is the dataset's normal map (``depth/`` is ignored).
+``folder``   one product of the user's own data: ``<root>/{train,validation,test}/<defect>/{rgb/*.png,
+             xyz/*.tiff or depth/*.png, gt/*.png}``; 16-bit depth PNGs need ``<root>/camera.json``.
+
+Samples are paired by file stem, sorted by defect folder then stem (never shuffled); ``good`` means
+label 0 with no mask file, every other defect folder label 1 with a required ``gt/<stem>.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from .io import Camera
+
+MVTEC3D_CATEGORIES: tuple[str, ...] = (
+    "bagel", "cable_gland", "carrot", "cookie", "dowel", "foam", "peach", "potato", "rope", "tire",
+)
+EYECANDIES_CATEGORIES: tuple[str, ...] = (
+    "CandyCane", "ChocolateCookie", "ChocolatePraline", "Confetto", "GummyBear", "HazelnutTruffle",
+    "LicoriceSandwich", "Lollipop", "Marshmallow", "PeppermintCandy",
+)
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+FORMATS: tuple[str, ...] = ("mvtec3d", "eyecandies", "folder")
+
+#: 3D folder name -> (accepted suffixes, xyz_kind), per format.
+_SOURCES: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "mvtec3d": {"xyz": ((".tiff",), "xyz_tiff")},
+    "eyecandies": {"normals": ((".png",), "normals_png")},
+    "folder": {"xyz": ((".tiff", ".tif"), "xyz_tiff"), "depth": ((".png",), "depth_png")},
+}
+#: Share of the sorted train samples held out as validation when a folder dataset has none.
+IMPLICIT_VALIDATION_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One RGB + 3D pair. ``mask`` is None for good samples (all-zero ground truth)."""
+
+    rgb: Path
+    xyz: Path
+    mask: Path | None
+    label: int  # 0 good, 1 defective
+    defect: str  # "good" or the defect folder name
+    category: str
+    split: str  # train | validation | test
+    xyz_kind: str  # xyz_tiff | depth_png | normals_png
+
+
+def _check_format(fmt: str, root: Path) -> None:
+    if fmt not in FORMATS:
+        raise DataError(root, f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
+    if not root.is_dir():
+        raise DataError(root, "dataset root folder not found")
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Map stem -> file for the files with one of ``suffixes`` (case-insensitive); hidden files ignored."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes:
+            if p.stem in found:
+                raise DataError(p, f"two files named {p.stem} ({found[p.stem].name} and {p.name})")
+            found[p.stem] = p
+    return found
+
+
+def list_categories(fmt: str, root: str | Path) -> list[str]:
+    """Categories under ``root``, sorted: folders holding a ``train/`` or ``test/`` folder.
+
+    For ``folder`` the root is itself the one category, named after the folder.
+    """
+    root = Path(root)
+    _check_format(fmt, root)
+    if fmt == "folder":
+        return [root.name]
+    cats = [p.name for p in _subdirs(root) if (p / "train").is_dir() or (p / "test").is_dir()]
+    if not cats:
+        raise DataError(root, "no category folders found (expected <root>/<category>/train/)")
+    return cats
+
+
+def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[Sample]:
+    """List and check the samples of one split of one category.
+
+    ``fmt`` is one of :data:`FORMATS`; ``split`` one of train / validation / test. For ``folder``
+    the category is ``root.name`` (``category`` may be "" or that name). A folder dataset without
+    ``validation/`` gets an implicit one: the last 10% (at least 1) of its train samples in sorted
+    order, which are then left out of train; this is deterministic and never touches test.
+    Raises DataError for a missing folder, an empty split, an RGB image without its 3D file (or
+    the reverse), a defect sample without its mask, or a depth PNG without ``camera.json``.
+    """
+    root = Path(root)
+    _check_format(fmt, root)
+    if split not in SPLITS:
+        raise DataError(root, f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if fmt == "folder":
+        if category not in ("", root.name):
+            raise DataError(root, f"category {category!r} does not match the folder name {root.name!r}")
+        return _folder_split(root, split)
+    if not category:
+        raise DataError(root, f"no category given; categories here: {_known(fmt, root)}")
+    cat_dir = root / category
+    if not cat_dir.is_dir():
+        raise DataError(
+            cat_dir, f"category folder not found (expected <root>/{category}/{{train,validation,test}}; "
+            f"categories here: {_known(fmt, root)})"
+        )
+    return _scan_split(cat_dir / split, category, split, _SOURCES[fmt])
+
+
+def _known(fmt: str, root: Path) -> str:
+    try:
+        return ", ".join(list_categories(fmt, root))
+    except DataError:
+        return "none"
+
+
+def _folder_split(root: Path, split: str) -> list[Sample]:
+    """Samples of a ``folder`` dataset, carving validation out of train when it is absent."""
+    if split == "test" or (root / "validation").is_dir():
+        samples = _scan_split(root / split, root.name, split, _SOURCES["folder"])
+    else:
+        train = _scan_split(root / "train", root.name, "train", _SOURCES["folder"])
+        if len(train) < 2:
+            raise DataError(root / "train", "need at least 2 train samples to hold some out as validation "
+                            "(or add a validation/ folder)")
+        n_val = max(1, int(len(train) * IMPLICIT_VALIDATION_FRACTION))
+        if split == "train":
+            samples = train[:-n_val]
+        else:
+            samples = [dataclasses.replace(s, split="validation") for s in train[-n_val:]]
+    if any(s.xyz_kind == "depth_png" for s in samples):
+        Camera.from_json(root / "camera.json")  # fail now, with the file name, rather than mid-training
+    return samples
+
+
+def _scan_split(
+    split_dir: Path, category: str, split: str, sources: dict[str, tuple[tuple[str, ...], str]]
+) -> list[Sample]:
+    expected = f"<defect>/rgb/*.png with matching {' or '.join(f'{k}/*{v[0][0]}' for k, v in sources.items())}"
+    if not split_dir.is_dir():
+        raise DataError(split_dir, f"split folder not found (expected {expected})")
+    samples: list[Sample] = []
+    for defect_dir in _subdirs(split_dir):
+        if split != "test" and defect_dir.name != "good":
+            raise DataError(defect_dir, f"the {split} split may only contain good/ (training is on normal samples)")
+        samples += _scan_defect(defect_dir, category, split, sources)
+    if not samples:
+        raise DataError(split_dir, f"empty split: no samples found (expected {expected})")
+    return samples
+
+
+def _scan_defect(
+    defect_dir: Path, category: str, split: str, sources: dict[str, tuple[tuple[str, ...], str]]
+) -> list[Sample]:
+    """Pair ``rgb/<stem>.png`` with the 3D file of the same stem in one defect folder."""
+    rgb_dir = defect_dir / "rgb"
+    if not rgb_dir.is_dir():
+        raise DataError(defect_dir, "missing rgb/ folder")
+    present = [name for name in sources if (defect_dir / name).is_dir()]
+    if not present:
+        raise DataError(defect_dir, f"missing 3D folder: expected {' or '.join(f'{n}/' for n in sources)}")
+    if len(present) > 1:
+        raise DataError(defect_dir, f"both {' and '.join(f'{n}/' for n in present)} present; keep only one")
+    suffixes, kind = sources[present[0]]
+    d3_dir = defect_dir / present[0]
+    rgbs, clouds = _files(rgb_dir, (".png",)), _files(d3_dir, suffixes)
+    lonely_rgb, lonely_3d = sorted(rgbs.keys() - clouds.keys()), sorted(clouds.keys() - rgbs.keys())
+    if lonely_rgb:
+        stem = lonely_rgb[0]
+        raise DataError(rgbs[stem], f"RGB image without its 3D file (expected {d3_dir / stem}{suffixes[0]}); "
+                        f"{len(lonely_rgb)} such image(s) in {rgb_dir}")
+    if lonely_3d:
+        stem = lonely_3d[0]
+        raise DataError(clouds[stem], f"3D file without its RGB image (expected {rgb_dir / stem}.png); "
+                        f"{len(lonely_3d)} such file(s) in {d3_dir}")
+    label = 0 if defect_dir.name == "good" else 1
+    samples = []
+    for stem in sorted(rgbs):
+        mask = None
+        if label:
+            mask = defect_dir / "gt" / f"{stem}.png"
+            if not mask.is_file():
+                raise DataError(mask, f"missing mask for defect sample {rgbs[stem].name}")
+        samples.append(Sample(rgbs[stem], clouds[stem], mask, label, defect_dir.name, category, split, kind))
+    return samples

@@ -1,0 +1,83 @@
+"""Detector: the deployable model = TRDModel (raw per-branch maps) + Scorer (z-score, fuse, blur, max).
+
+Pure PyTorch, eval mode, no host round trips: this is what ``trd test``/``predict`` run and what
+``trd export`` writes to ONNX. ``model.pt`` stores it together with its config and thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Config
+from ..scoring.maps import Scorer
+from ..scoring.threshold import Thresholds
+from ..training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from .trd import TRDModel, build_model
+
+
+class Detector(nn.Module):
+    """(rgb, x3d) -> {"anomaly_map", "score", "map_<branch>", "contrib_<branch>"}.
+
+    ``map_<branch>`` are the raw per-branch cosine maps; ``contrib_<branch>`` says how much of the
+    image score comes from each branch (they add up to ``score``).
+    """
+
+    def __init__(self, model: TRDModel, scorer: Scorer) -> None:
+        super().__init__()
+        self.model = model
+        self.scorer = scorer
+
+    @property
+    def branches(self) -> list[str]:
+        return list(self.model.students)
+
+    def forward(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
+        maps = self.model.raw_maps(rgb, x3d)
+        out = self.scorer(maps)
+        out.update({f"map_{name}": m for name, m in maps.items()})
+        return out
+
+
+def save_detector(path: str | Path, detector: Detector, cfg: Config, thresholds: Thresholds,
+                  extra: dict[str, Any] | None = None) -> None:
+    """Write ``model.pt``. Teacher weights are included unless they are torchvision's ImageNet ones,
+    which every user can rebuild (keeps the file half the size)."""
+    model = detector.model
+    teachers = None
+    if cfg.model.weights != "imagenet":
+        teachers = {name: t.state_dict() for name, t in (("rgb", model.teacher_rgb), ("3d", model.teacher_3d)) if t is not None}
+    save_checkpoint(path, "model", {
+        "config": cfg.to_dict(),
+        "students": model.students.state_dict(),
+        "teachers": teachers,
+        "scorer": detector.scorer.state_dict(),
+        "thresholds": dataclasses.asdict(thresholds),
+        "extra": extra or {},
+    })
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Detector, Config, Thresholds, dict[str, Any]]:
+    """Rebuild the detector from ``model.pt`` in eval mode on ``device``."""
+    blob = load_checkpoint(path, "model", map_location="cpu")
+    cfg = Config.from_dict(blob["config"], source=str(path))
+    model_cfg = cfg.model
+    if blob["teachers"] is not None:
+        # Weights come from the checkpoint: build randomly initialised teachers, then overwrite them.
+        model_cfg = dataclasses.replace(cfg.model, weights="none")
+    with warnings.catch_warnings():
+        if blob["teachers"] is not None:
+            warnings.simplefilter("ignore")
+        model = build_model(model_cfg, cfg.data.image_size)
+    load_state_dict_strict(model.students, blob["students"], path, "student weights")
+    for name, state in (blob["teachers"] or {}).items():
+        load_state_dict_strict(model.teacher_rgb if name == "rgb" else model.teacher_3d, state, path, f"{name} teacher weights")
+    scorer = Scorer(list(model.students), sigma=cfg.score.sigma)
+    load_state_dict_strict(scorer, blob["scorer"], path, "scorer statistics")
+    detector = Detector(model, scorer).to(device).eval()
+    return detector, cfg, Thresholds(**blob["thresholds"]), blob["extra"]

@@ -1,0 +1,169 @@
+"""TRDModel: two frozen teachers and one student per branch (method.md §1, §3.7, §5.1), plus ablations.
+
+Training is driven from outside, one student at a time (method.md §4.2): run
+:meth:`TRDModel.teacher_features` once, then for each name in ``model.students`` forward
+:meth:`TRDModel.student_output`, compute the loss against ``branch_targets(feats)[name]`` and step.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from .backbone import Teacher, build_teacher, feature_info
+from .student import Student, StudentOutput
+
+Features = dict[str, list[Tensor]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model layout: which students exist and which crossmodal modules they have."""
+
+    students: tuple[str, ...]  # "rgb" / "3d" (main = that modality) or "fused" (concatenated teachers)
+    use_filter: bool
+    use_amplifier: bool
+    summary: str
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Teachers the variant needs."""
+        crossmodal = self.use_filter or self.use_amplifier or "fused" in self.students
+        return ("rgb", "3d") if crossmodal else self.students
+
+
+VARIANTS: dict[str, Variant] = {
+    "trd": Variant(("rgb", "3d"), True, True, "full TRD: two students, each with Filter and Amplifier"),
+    "trd_no_filter": Variant(("rgb", "3d"), False, True, "TRD without the Crossmodal Filter"),
+    "trd_no_amplifier": Variant(("rgb", "3d"), True, False, "TRD without the Crossmodal Amplifier"),
+    "rd_rgb": Variant(("rgb",), False, False, "RGB-only reverse distillation"),
+    "rd_3d": Variant(("3d",), False, False, "3D-only reverse distillation"),
+    "rd_fused_teacher": Variant(
+        ("fused",), False, False, "one student distilling the channel concatenation of both teachers"
+    ),
+}
+
+_ASSIST = {"rgb": "3d", "3d": "rgb"}
+
+
+class TRDModel(nn.Module):
+    """Frozen teachers (``teacher_rgb``, ``teacher_3d``; None when a variant does not use one) and
+    trainable ``students`` keyed by branch name."""
+
+    def __init__(
+        self,
+        teacher_rgb: Teacher | None,
+        teacher_3d: Teacher | None,
+        students: dict[str, Student],
+        variant: str,
+        image_size: int,
+    ) -> None:
+        super().__init__()
+        self.teacher_rgb = teacher_rgb
+        self.teacher_3d = teacher_3d
+        self.students = nn.ModuleDict(students)
+        self.variant = variant
+        self.image_size = image_size
+
+    def teacher_features(self, rgb: Tensor, x3d: Tensor) -> Features:
+        """Frozen features of the modalities in use, keyed "rgb" / "3d" (no autograd graph)."""
+        feats: Features = {}
+        with torch.no_grad():
+            if self.teacher_rgb is not None:
+                feats["rgb"] = self.teacher_rgb(rgb)
+            if self.teacher_3d is not None:
+                feats["3d"] = self.teacher_3d(x3d)
+        return feats
+
+    def branch_targets(self, feats: Features) -> Features:
+        """Features each student must reproduce: its main teacher's, or both concatenated for "fused"."""
+        return {name: _target(name, feats) for name in self.students}
+
+    def student_inputs(self, name: str, feats: Features) -> tuple[list[Tensor], list[Tensor] | None]:
+        """(main, assist) teacher features for student ``name`` (useful to call a DDP-wrapped student)."""
+        assist = feats[_ASSIST[name]] if self.students[name].needs_assist else None
+        return _target(name, feats), assist
+
+    def student_output(self, name: str, feats: Features) -> StudentOutput:
+        """Forward one student, so that only its graph is alive during its backward."""
+        return self.students[name](*self.student_inputs(name, feats))
+
+    def student_outputs(self, feats: Features) -> dict[str, StudentOutput]:
+        """Forward every student (keeps all their graphs: meant for evaluation)."""
+        return {name: self.student_output(name, feats) for name in self.students}
+
+    def branch_maps(self, feats: Features, size: int | tuple[int, int]) -> dict[str, Tensor]:
+        """§5.1 raw per-branch maps (B x 1 x size): sum over levels of 1 - channel cosine(S, target)."""
+        targets = self.branch_targets(feats)
+        return {name: cosine_map(self.student_output(name, feats).fused, targets[name], size) for name in self.students}
+
+    def raw_maps(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
+        """Unnormalised per-branch anomaly maps at the input resolution; the scorer's input."""
+        return self.branch_maps(self.teacher_features(rgb, x3d), tuple(rgb.shape[-2:]))
+
+    def forward(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
+        """Eval mode only: raw per-branch maps keyed by branch name (normalisation/fusion: trd.scoring)."""
+        if self.training:
+            raise RuntimeError(
+                "TRDModel.forward is for eval mode; to train, call teacher_features() once per batch, "
+                "then student_output(name, feats) and backward/step for each student in turn"
+            )
+        return self.raw_maps(rgb, x3d)
+
+
+def _target(name: str, feats: Features) -> list[Tensor]:
+    if name == "fused":
+        return [torch.cat(pair, dim=1) for pair in zip(feats["rgb"], feats["3d"])]
+    return feats[name]
+
+
+def cosine_map(preds: Sequence[Tensor], targets: Sequence[Tensor], size: int | tuple[int, int]) -> Tensor:
+    """Sum over levels of the per-pixel 1 - cosine over channels, bilinearly upsampled (align_corners)."""
+    total = None
+    for pred, target in zip(preds, targets):
+        m = 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=1).unsqueeze(1)
+        m = F.interpolate(m, size=size, mode="bilinear", align_corners=True)
+        total = m if total is None else total + m
+    if total is None:
+        raise ValueError("no feature levels given")
+    return total
+
+
+def build_model(cfg: ModelConfig, image_size: int) -> TRDModel:
+    """Teachers (two separate frozen copies) and students of ``cfg.variant`` for ``image_size`` inputs."""
+    if cfg.variant not in VARIANTS:
+        raise ConfigError(f"unknown model.variant {cfg.variant!r}; known: {', '.join(VARIANTS)}")
+    if image_size <= 0 or image_size % 32:
+        raise ConfigError(f"image size {image_size} must be a positive multiple of 32 (bottleneck at 1/32)")
+    if len(cfg.decoder_blocks) != 3 or min(cfg.decoder_blocks) < 1:
+        raise ConfigError(f"model.decoder_blocks must be 3 positive integers, got {cfg.decoder_blocks}")
+    if cfg.bottleneck_blocks < 1:
+        raise ConfigError(f"model.bottleneck_blocks must be >= 1, got {cfg.bottleneck_blocks}")
+    variant = VARIANTS[cfg.variant]
+    channels = feature_info(cfg.backbone).channels
+    first = build_teacher(cfg.backbone, cfg.weights)
+    teachers = {m: first if i == 0 else copy.deepcopy(first) for i, m in enumerate(variant.modalities)}
+    students = {}
+    for name in variant.students:
+        student_channels = tuple(2 * c for c in channels) if name == "fused" else channels
+        students[name] = Student(
+            student_channels,
+            use_filter=variant.use_filter,
+            use_amplifier=variant.use_amplifier,
+            fuse_stopgrad=cfg.fuse_stopgrad,
+            decoder_blocks=tuple(cfg.decoder_blocks),
+            bottleneck_blocks=cfg.bottleneck_blocks,
+        )
+    return TRDModel(teachers.get("rgb"), teachers.get("3d"), students, cfg.variant, image_size)
+
+
+def student_parameter_counts(model: TRDModel) -> dict[str, dict[str, int]]:
+    """Per student: trainable parameters of each module and in total (see :meth:`Student.parameter_counts`)."""
+    return {name: student.parameter_counts() for name, student in model.students.items()}

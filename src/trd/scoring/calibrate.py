@@ -1,0 +1,48 @@
+"""Calibration on the validation split (normal samples only; never the test split).
+
+1. Per-branch mean/std over all pixels of all raw validation maps (method.md §5.2) -> Scorer.
+2. Deployment thresholds: the image-score and pixel-score values that ``score.target_fpr`` /
+   ``score.pixel_fpr`` of the validation normals exceed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.dataset import PairDataset
+from ..model.detector import Detector
+from ..model.trd import TRDModel
+from .infer import iterate_outputs
+from .maps import BranchStats, Scorer
+from .threshold import Thresholds, fpr_threshold
+
+
+def calibrate(model: TRDModel, dataset: PairDataset, cfg: Config, device: torch.device,
+              batch_size: int = 8) -> tuple[Detector, Thresholds]:
+    """Fit the scorer statistics and thresholds on ``dataset`` (validation normals)."""
+    model.eval()
+    branches = list(model.students)
+    stats = {b: BranchStats() for b in branches}
+    raw: dict[str, list[torch.Tensor]] = {b: [] for b in branches}
+    # The raw maps are kept (on the host) so the second step does not rerun the model.
+    for _, maps in iterate_outputs(model.raw_maps, dataset, device, batch_size, cfg.data.num_workers):
+        for b in branches:
+            stats[b].update(maps[b])
+            raw[b].append(maps[b].float().cpu())
+    scorer = Scorer(branches, sigma=cfg.score.sigma)
+    scorer.set_stats(stats)
+    scores, pixels = [], []
+    with torch.inference_mode():
+        for i in range(len(raw[branches[0]])):
+            out = scorer({b: raw[b][i] for b in branches})
+            scores.append(out["score"].numpy())
+            pixels.append(out["anomaly_map"].numpy().ravel())
+    thresholds = Thresholds(
+        image=fpr_threshold(np.concatenate(scores), cfg.score.target_fpr),
+        pixel=fpr_threshold(np.concatenate(pixels), cfg.score.pixel_fpr),
+        target_fpr=cfg.score.target_fpr,
+        pixel_fpr=cfg.score.pixel_fpr,
+    )
+    return Detector(model, scorer.to(device)).eval(), thresholds

@@ -1,0 +1,242 @@
+"""Anomaly maps, their normalisation and fusion (method.md §5), in torch.
+
+Everything here runs on the model's device and uses only ops that TorchScript and ONNX export
+(arithmetic, conv2d, index_select, gather, argmax), so a deployed model needs no scipy. The Gaussian
+blur reproduces ``scipy.ndimage.gaussian_filter(m, sigma, truncate=4.0, mode="reflect")`` exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import TRDError
+
+#: Branch names a scorer can hold (model variants: "rgb" + "3d", or one of the three alone).
+BRANCHES = ("rgb", "3d", "fused")
+#: Floor of a branch's validation std. A branch whose validation maps are constant (std 0, e.g. an
+#: untrained or degenerate student) would otherwise divide by zero; with the floor its z-scores stay
+#: finite (huge where the map moves), which is loud in the results rather than NaN everywhere.
+STD_EPS = 1e-8
+
+
+def cosine_distance_map(student: list[Tensor], teacher: list[Tensor], size: int | tuple[int, int]) -> Tensor:
+    """B x 1 x size x size: sum over levels of 1 - cosine(student, teacher) along channels (§5.1).
+
+    Each level is upsampled bilinearly with ``align_corners=True`` like the reference. Computed in
+    float32 whatever the feature dtype: 1 - cos of near-identical bf16 features would be mostly
+    rounding error.
+    """
+    if len(student) != len(teacher) or not student:
+        raise ValueError(f"need matching non-empty feature lists, got {len(student)} and {len(teacher)}")
+    out_size = (size, size) if isinstance(size, int) else size
+    total = torch.zeros(1, device=student[0].device)
+    for s, t in zip(student, teacher):
+        dist = 1.0 - F.cosine_similarity(s.float(), t.float(), dim=1).unsqueeze(1)
+        total = total + F.interpolate(dist, size=out_size, mode="bilinear", align_corners=True)
+    return total
+
+
+def _symmetric_index(n: int, radius: int, device: torch.device) -> Tensor:
+    """Indices that pad a length-n axis by ``radius`` with scipy's 'reflect' rule (d c b a | a b c d).
+
+    The extension is periodic with period 2n, so radii larger than the axis are handled too.
+    """
+    idx = torch.remainder(torch.arange(-radius, n + radius, device=device), 2 * n)
+    return torch.where(idx >= n, 2 * n - 1 - idx, idx)
+
+
+class GaussianBlur(nn.Module):
+    """Separable Gaussian blur of B x C x H x W maps, equal to scipy's ``gaussian_filter`` per map.
+
+    Kernel radius ``int(truncate * sigma + 0.5)`` and weights exp(-x^2 / 2 sigma^2) normalised to sum
+    1, as scipy. ``sigma <= 0`` (or a radius of 0) is the identity.
+    """
+
+    def __init__(self, sigma: float = 4.0, truncate: float = 4.0) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        self.truncate = float(truncate)
+        self.radius = int(self.truncate * self.sigma + 0.5) if self.sigma > 0 else 0
+        x = torch.arange(-self.radius, self.radius + 1, dtype=torch.float64)
+        w = torch.exp(-0.5 * (x / self.sigma) ** 2) if self.radius > 0 else torch.ones(1, dtype=torch.float64)
+        self.register_buffer("weight", w / w.sum(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.radius == 0:
+            return x
+        b, c, h, w = x.shape
+        k = self.weight.to(x.dtype)
+        y = x.reshape(b * c, 1, h, w).index_select(2, _symmetric_index(h, self.radius, x.device))
+        y = F.conv2d(y, k.view(1, 1, -1, 1))
+        y = y.index_select(3, _symmetric_index(w, self.radius, x.device))
+        y = F.conv2d(y, k.view(1, 1, 1, -1))
+        return y.reshape(b, c, h, w)
+
+
+@dataclass
+class BranchStats:
+    """Streaming mean and population std of every pixel of a branch's validation maps (§5.2).
+
+    ``update`` merges each batch with Chan et al.'s parallel rule in float64, so the validation set
+    never has to be held in memory and the result does not depend on how it is batched.
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0  # sum of squared deviations from the mean
+
+    def update(self, maps: Tensor | np.ndarray) -> None:
+        """Add the pixels of a batch of unsmoothed maps (any shape)."""
+        x = torch.as_tensor(maps).detach().reshape(-1).double()
+        if x.numel() == 0:
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise TRDError("validation anomaly maps contain NaN or inf; cannot compute normalisation statistics")
+        mean = x.mean()
+        self._combine(x.numel(), float(mean), float(((x - mean) ** 2).sum()))
+
+    def merge(self, other: BranchStats) -> None:
+        """Add another accumulator's pixels (e.g. from another process)."""
+        self._combine(other.count, other.mean, other.m2)
+
+    def _combine(self, n: int, mean: float, m2: float) -> None:
+        if n == 0:
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        """Population std (ddof 0), as numpy's default."""
+        if self.count == 0:
+            raise TRDError("no validation maps were seen: the validation split is empty or was not run")
+        return math.sqrt(max(self.m2, 0.0) / self.count)
+
+    @property
+    def scale(self) -> float:
+        """The divisor used for z-scores: ``max(std, STD_EPS)``."""
+        return max(self.std, STD_EPS)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, float | int]) -> BranchStats:
+        return cls(int(raw["count"]), float(raw["mean"]), float(raw["m2"]))
+
+
+StatsLike = Union[BranchStats, tuple[float, float]]
+
+
+def _mean_scale(stats: StatsLike) -> tuple[float, float]:
+    """(mean, divisor) from a BranchStats or a (mean, std) pair, with the std floored at STD_EPS."""
+    if isinstance(stats, BranchStats):
+        return stats.mean, stats.scale  # scale raises if the accumulator saw no data
+    mean, std = stats
+    return float(mean), max(float(std), STD_EPS)
+
+
+def _blurred_z(maps: Mapping[str, Tensor], stats: Mapping[str, StatsLike], blur: GaussianBlur) -> Tensor:
+    """B x K x H x W: each branch's z-scored map, blurred (K = branches in ``maps`` order)."""
+    missing = [name for name in maps if name not in stats]
+    if missing:
+        raise ValueError(f"no normalisation statistics for branch(es) {missing}")
+    parts = []
+    for name, m in maps.items():
+        mean, scale = _mean_scale(stats[name])
+        parts.append((m - mean) / scale)
+    return blur(torch.cat(parts, dim=1))
+
+
+def _fuse_blurred(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """From blurred z-maps (B x K x H x W): fused map (B x 1 x H x W), score (B,), contributions (B x K).
+
+    By linearity, blur(sum of z) == sum of blur(z); the contribution of a branch is its blurred
+    z-value at the fused map's argmax, so the contributions add up to the score.
+    """
+    fused = z.sum(dim=1, keepdim=True)
+    flat = fused.flatten(1)
+    arg = flat.argmax(dim=1)
+    contrib = z.flatten(2).gather(2, arg.view(-1, 1, 1).expand(-1, z.shape[1], 1)).squeeze(2)
+    return fused, flat.amax(dim=1), contrib
+
+
+def fuse_maps(
+    maps: Mapping[str, Tensor], stats: Mapping[str, StatsLike], blur: GaussianBlur
+) -> tuple[Tensor, Tensor]:
+    """(fused B x 1 x H x W map, image scores (B,)): blur of the sum of z-scored maps; score = max."""
+    fused, score, _ = _fuse_blurred(_blurred_z(maps, stats, blur))
+    return fused, score
+
+
+def branch_contributions(
+    maps: Mapping[str, Tensor], stats: Mapping[str, StatsLike], blur: GaussianBlur
+) -> dict[str, Tensor]:
+    """How much of each image score comes from each branch: blurred z-value at the fused argmax (B,)."""
+    _, _, contrib = _fuse_blurred(_blurred_z(maps, stats, blur))
+    return {name: contrib[:, i] for i, name in enumerate(maps)}
+
+
+class _ZScore(nn.Module):
+    """(x - mean) / std with scalar buffers: one per branch, so state-dict keys name the branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("std", torch.full((), float("nan")))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class Scorer(nn.Module):
+    """Normalisation + fusion + blur of raw branch maps as one exportable module (§5.2).
+
+    The statistics live in buffers ``norm.<branch>.mean`` / ``norm.<branch>.std``, so loading the
+    statistics of other branches fails on the key names. Until :meth:`set_stats` is called ``std``
+    is NaN: an uncalibrated scorer yields NaN, never silently un-normalised scores. ``forward``
+    takes the raw B x 1 x H x W maps by branch name and returns ``anomaly_map`` (B x 1 x H x W),
+    ``score`` (B,) and ``contrib_<branch>`` (B,) (see :func:`branch_contributions`).
+    """
+
+    def __init__(self, branches: Sequence[str], sigma: float = 4.0, truncate: float = 4.0) -> None:
+        super().__init__()
+        names = list(branches)
+        if not names or len(set(names)) != len(names) or any(b not in BRANCHES for b in names):
+            raise ValueError(f"branches must be distinct names from {BRANCHES}, got {names}")
+        self.branches = names
+        self.norm = nn.ModuleDict({b: _ZScore() for b in names})
+        self.blur = GaussianBlur(sigma, truncate)
+
+    def set_stats(self, stats: Mapping[str, StatsLike]) -> None:
+        """Store each branch's mean and floored std (from BranchStats or (mean, std) pairs)."""
+        for b, z in self.norm.items():
+            mean, scale = _mean_scale(stats[b])
+            z.mean.fill_(mean)
+            z.std.fill_(scale)
+
+    @property
+    def fitted(self) -> bool:
+        return all(bool(torch.isfinite(z.std)) for z in self.norm.values())
+
+    def forward(self, maps: dict[str, Tensor]) -> dict[str, Tensor]:
+        parts: list[Tensor] = []
+        for b, z in self.norm.items():
+            m = maps[b]
+            parts.append(z(m if m.dtype == torch.float64 else m.float()))
+        fused, score, contrib = _fuse_blurred(self.blur(torch.cat(parts, dim=1)))
+        out = {"anomaly_map": fused, "score": score}
+        for i, b in enumerate(self.branches):
+            out["contrib_" + b] = contrib[:, i]
+        return out

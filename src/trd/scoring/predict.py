@@ -1,0 +1,100 @@
+"""``trd predict``: score new RGB + XYZ pairs, streaming, with bad samples reported and skipped.
+
+Writes ``heatmaps/<name>.png`` (overlay on the RGB image), ``masks/<name>.png`` (pixels above the
+validation pixel threshold) and one JSON line per sample in ``predictions.jsonl``. Memory does not
+grow with the number of samples: each batch is written and dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..atomic import atomic_open, atomic_write_bytes
+from ..config import Config
+from ..data.dataset import PairDataset, build_cache, denormalise
+from ..data.samples import Sample
+from ..errors import DataError
+from ..reporting.figures import save_heatmap_png
+from .infer import Runner, iterate_outputs
+from .threshold import Thresholds
+
+RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+XYZ_SUFFIXES = (".tiff", ".tif")
+
+
+def _pair(rgb: Path, xyz: Path) -> Sample:
+    return Sample(rgb=rgb, xyz=xyz, mask=None, label=0, defect="unknown", category="", split="predict",
+                  xyz_kind="xyz_tiff")
+
+
+def collect_inputs(input_dir: Path | None, rgb: Path | None, xyz: Path | None) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """Samples to score and (name, problem) for files that cannot be paired."""
+    if (input_dir is None) == (rgb is None):
+        raise DataError(input_dir or rgb or Path("."), "give either --input FOLDER or --rgb FILE --xyz FILE")
+    if rgb is not None:
+        if xyz is None:
+            raise DataError(rgb, "--rgb needs --xyz (the matching XYZ TIFF)")
+        for path in (rgb, xyz):
+            if not path.is_file():
+                raise DataError(path, "file not found")
+        return [_pair(rgb, xyz)], []
+    rgb_dir, xyz_dir = input_dir / "rgb", input_dir / "xyz"
+    for folder in (rgb_dir, xyz_dir):
+        if not folder.is_dir():
+            raise DataError(folder, "missing: --input expects a folder with rgb/ and xyz/ subfolders")
+    rgbs = {p.stem: p for p in sorted(rgb_dir.iterdir()) if p.suffix.lower() in RGB_SUFFIXES}
+    xyzs = {p.stem: p for p in sorted(xyz_dir.iterdir()) if p.suffix.lower() in XYZ_SUFFIXES}
+    problems = [(str(rgbs[s]), "no XYZ TIFF with this name in xyz/") for s in sorted(set(rgbs) - set(xyzs))]
+    problems += [(str(xyzs[s]), "no RGB image with this name in rgb/") for s in sorted(set(xyzs) - set(rgbs))]
+    samples = [_pair(rgbs[s], xyzs[s]) for s in sorted(set(rgbs) & set(xyzs))]
+    if not samples:
+        raise DataError(input_dir, "no RGB/XYZ pairs found (files are paired by name, e.g. rgb/001.png + xyz/001.tiff)")
+    return samples, problems
+
+
+def _png(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds: Thresholds, out_dir: Path,
+                    device: torch.device, batch_size: int = 8, unpaired: list[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Score ``samples`` with ``run`` and write heatmaps, masks and predictions.jsonl under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = PairDataset(samples, cfg.data, build_cache(cfg.data))
+    failed = [{"file": f, "error": e} for f, e in unpaired]
+    vmax = max(thresholds.pixel * 2.0, 1.0)
+    n_scored = n_anomalous = 0
+    with atomic_open(out_dir / "predictions.jsonl", "w") as jsonl:
+        for batch, out in iterate_outputs(run, dataset, device, batch_size, skip_bad=True):
+            failed += [{"file": str(samples[i].rgb), "error": msg} for i, msg in batch["errors"]]
+            if not out:
+                continue
+            maps = out["anomaly_map"].float().cpu().numpy()[:, 0]
+            scores = out["score"].float().cpu().numpy()
+            contribs = {k[len("contrib_"):]: v.float().cpu().numpy() for k, v in out.items() if k.startswith("contrib_")}
+            for j, index in enumerate(batch["index"].tolist()):
+                sample = samples[index]
+                name = sample.rgb.stem
+                rgb = denormalise(batch["rgb"][j])
+                heat = out_dir / "heatmaps" / f"{name}.png"
+                save_heatmap_png(heat, rgb, maps[j], 0.0, vmax)
+                atomic_write_bytes(out_dir / "masks" / f"{name}.png", _png(maps[j] > thresholds.pixel))
+                anomalous = bool(scores[j] > thresholds.image)
+                n_scored += 1
+                n_anomalous += anomalous
+                record = {"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
+                          "anomalous": anomalous, "image_threshold": thresholds.image,
+                          "contributions": {k: float(v[j]) for k, v in contribs.items()},
+                          "heatmap": str(heat.relative_to(out_dir)), "mask": f"masks/{name}.png"}
+                jsonl.write(json.dumps(record) + "\n")
+    return {"scored": n_scored, "anomalous": n_anomalous, "failed": failed,
+            "predictions": str(out_dir / "predictions.jsonl")}

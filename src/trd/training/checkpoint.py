@@ -1,0 +1,60 @@
+"""Checkpoints: written atomically, validated on load, loadable in a new process.
+
+Two kinds share one format:
+- ``state.pt``  resumable training state (students, optimisers, schedulers, RNG, epoch), rewritten
+  after every ``train.checkpoint_every`` epochs, so a killed run resumes at its last epoch boundary;
+- ``model.pt``  the finished detector (students, validation statistics, thresholds, config) that
+  ``trd test``, ``trd predict`` and ``trd export`` read.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import atomic_save
+from ..errors import CheckpointError
+
+FORMAT = "trd-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
+    """Save ``payload`` (tensors, dicts, numbers, strings) under a header naming its kind."""
+    blob = {"format": FORMAT, "version": VERSION, "kind": kind, **payload}
+    atomic_save(path, lambda fh: torch.save(blob, fh))
+
+
+def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint; every failure is a one-line CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        data = path.read_bytes()
+        blob = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(path, f"not a readable checkpoint (truncated or corrupt?): {first}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(path, "not a trd checkpoint (no trd header)")
+    if blob.get("version") != VERSION:
+        raise CheckpointError(path, f"checkpoint version {blob.get('version')} is not supported (expected {VERSION})")
+    if blob.get("kind") != kind:
+        raise CheckpointError(path, f"is a {blob.get('kind')!r} checkpoint, expected {kind!r}")
+    return blob
+
+
+def load_state_dict_strict(module: torch.nn.Module, state: dict[str, Any], path: str | Path, what: str) -> None:
+    """``load_state_dict`` whose shape/key mismatches become a CheckpointError ("from another model")."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise CheckpointError(path, f"{what} do not match this model (checkpoint from another model?): {detail[:200]}") from None

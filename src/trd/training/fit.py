@@ -1,0 +1,164 @@
+"""The training loop (method.md §4): one teacher pass, then each student forward/backward/step in turn.
+
+Resumable: ``state.pt`` is rewritten atomically at epoch boundaries; the shuffle order of epoch ``e``
+depends only on (seed, e), so a run killed at any point and resumed ends with the same weights as an
+uninterrupted one (on CPU; see docs/REPRODUCIBILITY.md for GPUs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.dataset import PairDataset
+from ..errors import CheckpointError, ConfigError
+from ..model.trd import TRDModel, build_model
+from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from .loss import student_loss
+from .runtime import DistInfo, autocast, resolve_precision
+from .teacher_cache import TeacherCache
+
+Log = Callable[[str], None]
+
+
+def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+    """A state written under another model/data/optimiser config must not be silently continued."""
+    now = cfg.to_dict()
+    for section in ("data", "model"):
+        if saved[section] != now[section]:
+            raise CheckpointError(path, f"was written with a different [{section}] config; use a new run folder or --no-resume")
+    for key in ("batch_size", "lr", "betas", "gamma", "seed"):
+        if saved["train"][key] != now["train"][key]:
+            raise CheckpointError(path, f"was written with train.{key}={saved['train'][key]!r}; use a new run folder or --no-resume")
+
+
+def _batches(loader: DataLoader, sampler: DistributedSampler, batch_size: int, cached: bool) -> Iterator[dict[str, Any]]:
+    """Loader batches; once every teacher feature is cached, just the index batches (no file I/O)."""
+    if not cached:
+        yield from loader
+        return
+    order = torch.tensor(list(iter(sampler)), dtype=torch.int64)
+    for chunk in order.split(batch_size):
+        yield {"index": chunk}
+
+
+class Trainer:
+    """Owns the model, the two optimisers and schedules, and the resumable state of one run."""
+
+    def __init__(self, cfg: Config, device: torch.device, info: DistInfo, log: Log = print) -> None:
+        if cfg.train.batch_size % info.world:
+            raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {info.world} processes")
+        self.cfg, self.device, self.info, self.log = cfg, device, info, log
+        self.dtype = resolve_precision(cfg.train.precision, device)
+        self.model: TRDModel = build_model(cfg.model, cfg.data.image_size).to(device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.students: dict[str, torch.nn.Module] = dict(self.model.students.items())
+        if info.world > 1:
+            # SyncBatchNorm makes the statistics of a global batch equal to a single process's.
+            self.students = {
+                name: DistributedDataParallel(torch.nn.SyncBatchNorm.convert_sync_batchnorm(s))
+                for name, s in self.students.items()
+            }
+            self.model.students.update({n: s.module for n, s in self.students.items()})
+        if cfg.train.compile:
+            self.students = {name: torch.compile(s) for name, s in self.students.items()}
+        t = cfg.train
+        self.optimizers = {
+            name: torch.optim.Adam(s.parameters(), lr=t.lr, betas=tuple(t.betas)) for name, s in self.model.students.items()
+        }
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t.gamma) for name, opt in self.optimizers.items()
+        }
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    # -- resumable state -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "students": self.model.students.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+        }
+
+    def save_state(self, path: Path) -> None:
+        if self.info.is_main:
+            save_checkpoint(path, "train_state", self.state())
+
+    def load_state(self, path: Path) -> None:
+        blob = load_checkpoint(path, "train_state", map_location=self.device)
+        _check_resumable(blob["config"], self.cfg, path)
+        load_state_dict_strict(self.model.students, blob["students"], path, "student weights")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(blob["optimizers"][name])
+            self.schedulers[name].load_state_dict(blob["schedulers"][name])
+        self.epoch, self.history = int(blob["epoch"]), list(blob["history"])
+
+    # -- the loop --------------------------------------------------------------------------
+    def step(self, feats: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        """One optimisation step of every student, one after the other (one graph alive at a time)."""
+        targets = self.model.branch_targets(feats)
+        losses = {}
+        for name, student in self.students.items():
+            main, assist = self.model.student_inputs(name, feats)
+            opt = self.optimizers[name]
+            opt.zero_grad(set_to_none=True)
+            with autocast(self.device, self.dtype):
+                out = student(main, assist)
+            loss = student_loss(out, targets[name])
+            loss.backward()
+            opt.step()
+            losses[name] = float(loss.detach())
+        return losses
+
+    def fit(self, dataset: PairDataset, state_path: Path, progress: bool = True) -> None:
+        t = self.cfg.train
+        per_rank = t.batch_size // self.info.world
+        sampler = DistributedSampler(
+            dataset, num_replicas=self.info.world, rank=self.info.rank, shuffle=True, seed=t.seed, drop_last=False
+        )
+        loader = DataLoader(
+            dataset, batch_size=per_rank, sampler=sampler, num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=self.cfg.data.num_workers > 0,
+        )
+        tcache = TeacherCache(self.model, len(dataset), self.cfg, self.device, self.log if self.info.is_main else None)
+        self.model.students.train()
+        for epoch in range(self.epoch, t.epochs):
+            sampler.set_epoch(epoch)
+            start, seen, sums = time.perf_counter(), 0, {n: 0.0 for n in self.students}
+            batches = _batches(loader, sampler, per_rank, tcache.complete)
+            bar = tqdm(batches, total=len(loader), desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
+                       disable=not (progress and self.info.is_main), unit="batch")
+            for n_batches, batch in enumerate(bar, 1):
+                feats = tcache.features(batch, self.dtype)
+                losses = self.step(feats)
+                seen += len(batch["index"]) * self.info.world
+                for name, value in losses.items():
+                    sums[name] += value
+                rate = seen / (time.perf_counter() - start)
+                bar.set_postfix({**{f"loss_{k}": f"{v:.4f}" for k, v in losses.items()}, "pairs/s": f"{rate:.1f}"})
+            for sched in self.schedulers.values():
+                sched.step()
+            seconds = time.perf_counter() - start
+            self.epoch = epoch + 1
+            record = {"epoch": self.epoch, "seconds": round(seconds, 3), "pairs_per_s": round(seen / seconds, 3),
+                      **{f"loss_{k}": v / n_batches for k, v in sums.items()}}
+            self.history.append(record)
+            if self.info.is_main:
+                self.log("epoch {epoch}/{total}: {losses}  {seconds:.1f}s  {rate:.1f} pairs/s".format(
+                    epoch=self.epoch, total=t.epochs, seconds=seconds, rate=record["pairs_per_s"],
+                    losses="  ".join(f"loss_{k}={v / n_batches:.4f}" for k, v in sums.items())))
+            if self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs:
+                self.save_state(state_path)
+        self.model.eval()
