@@ -268,7 +268,7 @@ def resize_nearest(arr: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """
     arr = np.asarray(arr)
     (in_h, in_w), (out_h, out_w) = arr.shape[:2], _size_hw(size)
-    rows = np.minimum(((np.arange(out_h)+0.5) * in_h // out_h).astype(int), in_h-1)
+    rows = np.arange(out_h) * in_h // out_h
     cols = np.arange(out_w) * in_w // out_w
     return arr[rows[:, None], cols[None, :]]
 
