@@ -42,7 +42,8 @@ def prepare_eyecandies(
     if categories is None:
         categories = [c for c in EYECANDIES_CATEGORIES if (raw_root / c).is_dir()]
         if not categories:
-            raise DataError(raw_root, f"no Eyecandies category folders found (expected some of {', '.join(EYECANDIES_CATEGORIES)})")
+            known = ", ".join(EYECANDIES_CATEGORIES)
+            raise DataError(raw_root, f"no Eyecandies category folders found (expected some of {known})")
     for cat in categories:
         if not (raw_root / cat).is_dir():
             raise DataError(raw_root / cat, "category folder not found")

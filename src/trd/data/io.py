@@ -38,6 +38,8 @@ def _open_image(path: str | Path) -> Image.Image:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, "is a folder, expected an image file") from None
+    except PermissionError:
+        raise DataError(path, "permission denied") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
         raise DataError(path, f"cannot decode image (corrupt or truncated?): {exc}") from None
 
@@ -61,7 +63,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if im.mode in _SIXTEEN_BIT_MODES:
         grey = _sixteen_to_eight(path, np.asarray(im))
         arr = np.repeat(grey[:, :, None], 3, axis=2)
-    elif im.mode in ("F", "I;32", "RGBX") or im.mode.startswith("I;"):
+    elif im.mode == "F" or im.mode.startswith("I;"):
         raise DataError(path, f"unsupported image mode {im.mode} for an RGB image")
     else:
         arr = np.asarray(im.convert("RGB"))
@@ -88,13 +90,14 @@ def read_xyz(path: str | Path) -> np.ndarray:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, "is a folder, expected a TIFF file") from None
+    except PermissionError:
+        raise DataError(path, "permission denied") from None
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
         raise DataError(path, f"cannot read TIFF (corrupt or truncated?): {exc}") from None
-    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] != 3:
-        shape = getattr(arr, "shape", None)
-        raise DataError(path, f"expected an HxWx3 point cloud, found shape {shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(path, "point cloud is empty (0 pixels)")
+    if not isinstance(arr, np.ndarray) or arr.size == 0:
+        raise DataError(path, "cannot read TIFF: no image data (empty or corrupt file)")
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise DataError(path, f"expected an HxWx3 point cloud, found shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise DataError(path, f"unsupported point cloud dtype {arr.dtype}, expected float or integer")
     xyz = arr.astype(np.float32)
@@ -154,7 +157,8 @@ class Camera:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise DataError(path, "camera file not found (needed for depth PNGs: fx, fy, cx, cy, depth_scale)") from None
+            needed = "needed for depth PNGs: fx, fy, cx, cy, depth_scale"
+            raise DataError(path, f"camera file not found ({needed})") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(path, f"cannot read camera file: {exc}") from None
         except json.JSONDecodeError as exc:

@@ -160,7 +160,7 @@ def render_sample(
             alpha = (0.85 * profile)[..., None]
             colour = stain if defect == "color" else np.array([0.10, 0.07, 0.05])
             albedo = albedo * (1.0 - alpha) + colour * alpha
-        if defect == "dent":
+        if defect == "dent":  # dz > 0 is away from the camera: a depression; dz < 0 a bump
             dz = (0.002 + 0.002 * d_depth) * (1.0 if d_sign < 0.5 else -1.0) * profile
         elif defect == "crack":
             dz = (0.0015 + 0.0015 * d_depth) * profile
