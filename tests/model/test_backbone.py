@@ -89,3 +89,17 @@ def test_imagenet_download_failure_explains_offline_use(monkeypatch) -> None:
     message = str(info.value)
     assert "--backbone-weights FILE" in message and "model.weights=FILE" in message
     assert f"{torch.hub.get_dir()}/checkpoints/wide_resnet50_2-95faca4d.pth" in message
+
+
+def test_imagenet_weights_come_from_torchvision_v1(monkeypatch) -> None:
+    state = torchvision.models.resnet18().state_dict()
+    urls = []
+
+    def fake_download(url, *args, **kwargs):
+        urls.append(url)
+        return state
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
+    teacher = build_teacher("resnet18", "imagenet")
+    assert urls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
+    torch.testing.assert_close(teacher.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])

@@ -14,6 +14,7 @@ from trd.training.loss import cosine_distill
 
 WRN = feature_info("wide_resnet50_2").channels
 R18 = feature_info("resnet18").channels
+TINY = (8, 16, 32)  # any doubling ladder works; keeps the gradient tests fast
 
 
 def _levels(channels, side: int, batch: int = 2, device: str = "cpu") -> list[torch.Tensor]:
@@ -74,23 +75,23 @@ def test_init_follows_the_reference() -> None:
 
 def test_variants_without_filter_or_amplifier() -> None:
     torch.manual_seed(0)
-    plain = Student(R18, use_filter=False, use_amplifier=False, decoder_blocks=(1, 1, 1), bottleneck_blocks=1)
+    plain = Student(TINY, use_filter=False, use_amplifier=False, decoder_blocks=(1, 1, 1), bottleneck_blocks=1)
     assert not plain.needs_assist and not hasattr(plain.decoder, "w_a")
-    assert plain.bottleneck.level1[0][0].in_channels == R18[0]
-    out = plain(_levels(R18, 32))
+    assert plain.bottleneck.level1[0][0].in_channels == TINY[0]
+    out = plain(_levels(TINY, 32))
     assert out.filtered is None and out.amplified is None and out.fused is out.decoded
-    no_filter = Student(R18, use_filter=False, decoder_blocks=(1, 1, 1), bottleneck_blocks=1)
+    no_filter = Student(TINY, use_filter=False, decoder_blocks=(1, 1, 1), bottleneck_blocks=1)
     with pytest.raises(ValueError, match="assist"):
-        no_filter(_levels(R18, 32))
-    out = no_filter(_levels(R18, 32), _levels(R18, 32))
+        no_filter(_levels(TINY, 32))
+    out = no_filter(_levels(TINY, 32), _levels(TINY, 32))
     assert out.filtered is None and out.amplified is not None and out.fused is not out.decoded
 
 
 def test_teacher_features_are_detached() -> None:
-    main, assist = _levels(R18, 32), _levels(R18, 32)
+    main, assist = _levels(TINY, 32), _levels(TINY, 32)
     for t in main + assist:
         t.requires_grad_(True)
-    out = Student(R18, decoder_blocks=(1, 1, 1), bottleneck_blocks=1)(main, assist)
+    out = Student(TINY, decoder_blocks=(1, 1, 1), bottleneck_blocks=1)(main, assist)
     cosine_distill(out.fused, [t.detach() for t in main]).backward()
     assert all(t.grad is None for t in main + assist)
 
@@ -112,9 +113,9 @@ def _nonzero(g: torch.Tensor | None) -> bool:
 def test_fusion_stop_gradient_variant() -> None:
     torch.manual_seed(0)
     kwargs = dict(decoder_blocks=(1, 1, 1), bottleneck_blocks=1)
-    plain, detached = Student(R18, **kwargs), Student(R18, fuse_stopgrad=True, **kwargs)
+    plain, detached = Student(TINY, **kwargs), Student(TINY, fuse_stopgrad=True, **kwargs)
     detached.load_state_dict(plain.state_dict())
-    main, assist = _levels(R18, 32), _levels(R18, 32)
+    main, assist = _levels(TINY, 32), _levels(TINY, 32)
     a, b = plain(main, assist), detached(main, assist)
     for x, y in zip(a.fused + a.decoded, b.fused + b.decoded):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
@@ -131,21 +132,18 @@ def test_fusion_stop_gradient_variant() -> None:
 
 
 def test_decoder_needs_amplifier_outputs_when_fusing() -> None:
-    decoder = Decoder(R18, blocks=(1, 1, 1))
+    decoder = Decoder(TINY, blocks=(1, 1, 1))
     with pytest.raises(ValueError, match="amplified"):
-        decoder(torch.rand(1, 2 * R18[2], 2, 2))
+        decoder(torch.rand(1, 2 * TINY[2], 2, 2))
 
 
 def test_channels_last_gives_the_same_outputs() -> None:
     torch.manual_seed(0)
-    student = Student(R18, decoder_blocks=(1, 1, 1), bottleneck_blocks=1).eval()
-    main, assist = _levels(R18, 32), _levels(R18, 32)
+    student = Student(TINY, decoder_blocks=(1, 1, 1), bottleneck_blocks=1).eval()
+    main, assist = _levels(TINY, 32), _levels(TINY, 32)
     with torch.no_grad():
         ref = student(main, assist)
         student.to(memory_format=torch.channels_last)
-        cl = [t.to(memory_format=torch.channels_last) for t in main], [
-            t.to(memory_format=torch.channels_last) for t in assist
-        ]
-        out = student(*cl)
+        out = student(*([t.to(memory_format=torch.channels_last) for t in ts] for ts in (main, assist)))
     for x, y in zip(ref.fused + ref.filtered, out.fused + out.filtered):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)

@@ -248,10 +248,11 @@ class Student(nn.Module):
         return self.filter is not None or self.amplifier is not None
 
     def forward(self, main: Sequence[Tensor], assist: Sequence[Tensor] | None = None) -> StudentOutput:
+        """Teacher features are detached here: no gradient ever reaches a teacher."""
         if self.needs_assist and assist is None:
             raise ValueError("this student has a Filter/Amplifier: pass the assist teacher features")
         main = [t.detach() for t in main]
-        assist = [t.detach() for t in assist] if self.needs_assist and assist is not None else None
+        assist = [t.detach() for t in assist] if assist is not None and self.needs_assist else None
         filtered = self.filter(assist) if self.filter is not None else None
         amplified = self.amplifier(assist) if self.amplifier is not None else None
         fused, decoded = self.decoder(self.bottleneck(main, filtered), amplified)
