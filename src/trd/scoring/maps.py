@@ -21,9 +21,10 @@ from ..errors import TRDError
 
 #: Branch names a scorer can hold (model variants: "rgb" + "3d", or one of the three alone).
 BRANCHES = ("rgb", "3d", "fused")
-#: Floor of a branch's validation std. A branch whose validation maps are constant (std 0, e.g. an
-#: untrained or degenerate student) would otherwise divide by zero; with the floor its z-scores stay
-#: finite (huge where the map moves), which is loud in the results rather than NaN everywhere.
+#: DEPARTURE: floor of a branch's validation std (the reference divides by the std as is). A branch
+#: whose validation maps are constant (std 0, e.g. an untrained or degenerate student) would divide
+#: by zero; with the floor its z-scores stay finite (huge where the map moves), which is loud in the
+#: results rather than NaN everywhere. Real stds (~1e-2) are untouched.
 STD_EPS = 1e-8
 
 
@@ -37,11 +38,12 @@ def cosine_distance_map(student: list[Tensor], teacher: list[Tensor], size: int 
     if len(student) != len(teacher) or not student:
         raise ValueError(f"need matching non-empty feature lists, got {len(student)} and {len(teacher)}")
     out_size = (size, size) if isinstance(size, int) else size
-    total = torch.zeros(1, device=student[0].device)
-    for s, t in zip(student, teacher):
-        dist = 1.0 - F.cosine_similarity(s.float(), t.float(), dim=1).unsqueeze(1)
-        total = total + F.interpolate(dist, size=out_size, mode="bilinear", align_corners=True)
-    return total
+    levels = [
+        F.interpolate(1.0 - F.cosine_similarity(s.float(), t.float(), dim=1).unsqueeze(1), size=out_size,
+                      mode="bilinear", align_corners=True)
+        for s, t in zip(student, teacher)
+    ]
+    return sum(levels[1:], levels[0])
 
 
 def _symmetric_index(n: int, radius: int, device: torch.device) -> Tensor:
@@ -229,6 +231,11 @@ class Scorer(nn.Module):
     @property
     def fitted(self) -> bool:
         return all(bool(torch.isfinite(z.std)) for z in self.norm.values())
+
+    def branch_map(self, raw: Tensor, branch: str) -> Tensor:
+        """One branch's z-scored, blurred map (B x 1 x H x W): the map of its single-branch metrics."""
+        norm = self.norm[branch]
+        return self.blur(norm(raw if raw.dtype == torch.float64 else raw.float()))
 
     def forward(self, maps: dict[str, Tensor]) -> dict[str, Tensor]:
         parts: list[Tensor] = []
