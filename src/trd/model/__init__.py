@@ -2,7 +2,7 @@
 
 from .backbone import BACKBONES, FeatureInfo, Teacher, build_teacher, feature_info
 from .student import Amplifier, CrossmodalFilter, Decoder, FusedBottleneck, Student, StudentOutput
-from .trd import VARIANTS, TRDModel, Variant, build_model, cosine_map, student_parameter_counts
+from .trd import VARIANTS, TRDModel, Variant, build_model, student_parameter_counts
 
 __all__ = [
     "BACKBONES",
@@ -19,7 +19,6 @@ __all__ = [
     "Variant",
     "build_model",
     "build_teacher",
-    "cosine_map",
     "feature_info",
     "student_parameter_counts",
 ]

@@ -8,15 +8,14 @@ Training is driven from outside, one student at a time (method.md §4.2): run
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..scoring.maps import cosine_distance_map
 from .backbone import Teacher, build_teacher, feature_info
 from .student import Student, StudentOutput
 
@@ -102,7 +101,7 @@ class TRDModel(nn.Module):
     def branch_maps(self, feats: Features, size: int | tuple[int, int]) -> dict[str, Tensor]:
         """§5.1 raw per-branch maps (B x 1 x size): sum over levels of 1 - channel cosine(S, target)."""
         targets = self.branch_targets(feats)
-        return {name: cosine_map(self.student_output(name, feats).fused, targets[name], size) for name in self.students}
+        return {name: cosine_distance_map(self.student_output(name, feats).fused, targets[name], size) for name in self.students}
 
     def raw_maps(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
         """Unnormalised per-branch anomaly maps at the input resolution; the scorer's input."""
@@ -122,18 +121,6 @@ def _target(name: str, feats: Features) -> list[Tensor]:
     if name == "fused":
         return [torch.cat(pair, dim=1) for pair in zip(feats["rgb"], feats["3d"])]
     return feats[name]
-
-
-def cosine_map(preds: Sequence[Tensor], targets: Sequence[Tensor], size: int | tuple[int, int]) -> Tensor:
-    """Sum over levels of the per-pixel 1 - cosine over channels, bilinearly upsampled (align_corners)."""
-    total = None
-    for pred, target in zip(preds, targets):
-        m = 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=1).unsqueeze(1)
-        m = F.interpolate(m, size=size, mode="bilinear", align_corners=True)
-        total = m if total is None else total + m
-    if total is None:
-        raise ValueError("no feature levels given")
-    return total
 
 
 def build_model(cfg: ModelConfig, image_size: int) -> TRDModel:

@@ -1,0 +1,69 @@
+"""Training end to end on the tiny config: checkpoints, resume, reload in a new process."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trd import api
+from trd.errors import CheckpointError
+from trd.model.detector import load_detector
+from trd.training.checkpoint import load_checkpoint
+
+
+def _students(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path, "model")["students"]
+
+
+def test_fit_writes_model_and_resume_continues_the_same_run(tiny_cfg, tmp_path):
+    full = api.fit(tiny_cfg, tmp_path / "full", progress=False)
+    history = load_checkpoint(full, "model")["extra"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+    # An interrupted run: stop after epoch 1, then resume to 2 epochs in the same folder.
+    short = copy.deepcopy(tiny_cfg)
+    short.train.epochs = 1
+    api.fit(short, tmp_path / "resumed", progress=False)
+    resumed = api.fit(tiny_cfg, tmp_path / "resumed", progress=False)
+    a, b = _students(full), _students(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert load_checkpoint(resumed, "model")["extra"]["history"] == history or all(
+        x["loss_rgb"] == y["loss_rgb"] for x, y in zip(history, load_checkpoint(resumed, "model")["extra"]["history"]))
+
+
+def test_resume_refuses_a_state_from_another_config(tiny_cfg, tmp_path):
+    api.fit(tiny_cfg, tmp_path / "run", progress=False)
+    other = copy.deepcopy(tiny_cfg)
+    other.train.lr = 0.001
+    with pytest.raises(CheckpointError, match="train.lr"):
+        api.fit(other, tmp_path / "run", progress=False)
+
+
+def test_checkpoint_loads_in_a_new_process_with_identical_maps(tiny_cfg, tmp_path):
+    path = api.fit(tiny_cfg, tmp_path / "run", progress=False)
+    torch.manual_seed(0)
+    rgb, x3d = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    torch.save({"rgb": rgb, "x3d": x3d}, tmp_path / "inputs.pt")
+    detector, _, _, _ = load_detector(path)
+    with torch.inference_mode():
+        here = detector(rgb, x3d)
+    code = (
+        "import sys, torch, warnings; warnings.simplefilter('ignore');"
+        "from trd.model.detector import load_detector;"
+        f"d, *_ = load_detector(r'{path}'); x = torch.load(r'{tmp_path / 'inputs.pt'}');"
+        "out = d(x['rgb'], x['x3d']);"
+        f"torch.save({{k: v.detach() for k, v in out.items()}}, r'{tmp_path / 'out.pt'}')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    there = torch.load(tmp_path / "out.pt")
+    assert here.keys() == there.keys()
+    for key in here:
+        assert torch.equal(here[key], there[key]), key
+    assert torch.isfinite(here["anomaly_map"]).all()
