@@ -154,11 +154,16 @@ DEMO_OVERRIDES = [
 ]
 
 
-def demo(out: str | Path, backbone_weights: str | None = None, log: Log = print,
-         overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Synthetic data -> fit -> test -> report for every synthetic category, on a small model."""
+def demo(out: str | Path, backbone_weights: str | None = None, variants: list[str] | None = None,
+         log: Log = print, overrides: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Synthetic data -> fit -> test -> report per category and variant, on a small model.
+
+    Returns ``{category: {variant: result}}`` and writes ``out/summary.md`` comparing the variants
+    per defect type (colour-only, geometry-only, both).
+    """
     import time
 
+    from .atomic import atomic_write_text
     from .config import load_config
     from .data.synth import SYNTH_CATEGORIES, generate
 
@@ -167,22 +172,38 @@ def demo(out: str | Path, backbone_weights: str | None = None, log: Log = print,
     weights = backbone_weights or _demo_weights(log)
     log(f"demo: synthetic data -> {out / 'data'}")
     generate(out / "data", size=128)
-    results = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     for category in SYNTH_CATEGORIES:
-        cfg = load_config(None, [*DEMO_OVERRIDES, f"data.root={out / 'data'}", f"data.category={category}",
-                                 f"data.cache_dir={out / 'cache'}", f"model.weights={weights}", *(overrides or [])])
-        log(f"demo: training '{category}' ({cfg.model.backbone}, {cfg.data.image_size}px, {cfg.train.epochs} epochs, "
-            f"variant {cfg.model.variant})")
-        model_path = fit(cfg, out / category, log=log)
-        result = evaluate(model_path)
-        results[category] = result
-        log(f"demo: {category}: {summary_line(result)}")
-        for defect, metrics in result.get("per_defect", {}).items():
-            value = metrics.get("i_auroc", math.nan)
-            log(f"        {defect:>10}: I-AUROC {value:.4f}")
-        log(f"demo: report {out / category / 'report.html'}")
-    log(f"demo: done in {time.perf_counter() - started:.0f} s")
+        for variant in variants or ["trd"]:
+            cfg = load_config(None, [*DEMO_OVERRIDES, f"data.root={out / 'data'}", f"data.category={category}",
+                                     f"data.cache_dir={out / 'cache'}", f"model.weights={weights}",
+                                     f"model.variant={variant}", *(overrides or [])])
+            run = out / category / variant
+            log(f"demo: training '{category}' with {variant} ({cfg.model.backbone}, {cfg.data.image_size}px, "
+                f"{cfg.train.epochs} epochs)")
+            result = evaluate(fit(cfg, run, log=log, progress=False))
+            results.setdefault(category, {})[variant] = result
+            log(f"demo: {category}/{variant}: {summary_line(result)}   report: {run / 'report.html'}")
+    table = demo_table(results)
+    note = "ImageNet" if weights == "imagenet" else f"{weights!r} (NOT ImageNet: lower quality)"
+    text = f"# Demo on synthetic data\n\nTeachers: {note}. Settings: {' '.join(DEMO_OVERRIDES)}.\n\n{table}\n"
+    atomic_write_text(out / "summary.md", text)
+    log(table)
+    log(f"demo: done in {time.perf_counter() - started:.0f} s; summary {out / 'summary.md'}")
     return results
+
+
+def demo_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown: one row per category and variant; I-AUROC per defect type, then the overall metrics."""
+    defects = sorted({d for per in results.values() for r in per.values() for d in r.get("per_defect", {})})
+    head = ["category", "variant", *[f"I-AUROC {d}" for d in defects], "I-AUROC", "P-AUROC", "AUPRO@30%"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for category, per in results.items():
+        for variant, r in per.items():
+            cells = [r["per_defect"].get(d, {}).get("i_auroc", math.nan) for d in defects]
+            cells += [r["overall"].get(k, math.nan) for k in ("i_auroc", "p_auroc", "aupro@0.3")]
+            lines.append("| " + " | ".join([category, variant, *(f"{v:.3f}" for v in cells)]) + " |")
+    return "\n".join(lines)
 
 
 def _demo_weights(log: Log) -> str:

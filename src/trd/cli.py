@@ -111,10 +111,15 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--backbone-weights", default=None,
-              help="Teacher weights; default: imagenet if available offline, else random (with a warning).")
-def demo(out, backbone_weights) -> None:
+              help="Teacher weights; default: imagenet if torchvision can get them, else random (with a warning).")
+@click.option("--variants", default="trd", show_default=True,
+              help="Comma-separated model variants to compare, or 'all' (TRD, its ablations and the RD baselines).")
+def demo(out, backbone_weights, variants) -> None:
     """Synthetic data -> fit -> test -> report, with a small backbone (minutes on a laptop CPU)."""
-    api.demo(out, backbone_weights=backbone_weights)
+    from .model.trd import VARIANTS
+
+    chosen = list(VARIANTS) if variants == "all" else variants.split(",")
+    api.demo(out, backbone_weights=backbone_weights, variants=chosen)
 
 
 @cli.command()
