@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, validated on load, loadable in a new process.
 
 Two kinds share one format:
-- ``state.pt``  resumable training state (students, optimisers, schedulers, RNG, epoch), rewritten
+- ``state.pt``  resumable training state (students, optimisers, schedulers, epoch, history; no RNG
+  state: the only randomness, the shuffle, is seeded by (seed, epoch)), rewritten
   after every ``train.checkpoint_every`` epochs, so a killed run resumes at its last epoch boundary;
 - ``model.pt``  the finished detector (students, validation statistics, thresholds, config) that
   ``trd test``, ``trd predict`` and ``trd export`` read.
@@ -10,8 +11,6 @@ Two kinds share one format:
 from __future__ import annotations
 
 import io
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,12 @@ from ..errors import CheckpointError
 
 FORMAT = "trd-checkpoint"
 VERSION = 1
+#: Entries every checkpoint of a kind must hold (checked on load, so a hand-edited or foreign file
+#: fails with its name instead of a KeyError deep in the loader).
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("config", "students", "teachers", "scorer", "thresholds", "extra"),
+    "train_state": ("config", "epoch", "history", "students", "optimizers", "schedulers"),
+}
 
 
 def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
@@ -38,16 +43,33 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
     try:
         data = path.read_bytes()
         blob = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"not a readable checkpoint (truncated or corrupt?): {first}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load on arbitrary bytes raises almost anything
+        # (RuntimeError, EOFError, UnpicklingError, BadZipFile, ValueError, OSError, KeyError on text ...)
+        raise CheckpointError(path, f"not a readable checkpoint (truncated or corrupt?): {_first_sentence(exc)}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(path, "not a trd checkpoint (no trd header)")
     if blob.get("version") != VERSION:
         raise CheckpointError(path, f"checkpoint version {blob.get('version')} is not supported (expected {VERSION})")
     if blob.get("kind") != kind:
         raise CheckpointError(path, f"is a {blob.get('kind')!r} checkpoint, expected {kind!r}")
+    missing = [key for key in REQUIRED_KEYS.get(kind, ()) if key not in blob]
+    if missing:
+        raise CheckpointError(path, f"incomplete {kind!r} checkpoint: missing {', '.join(missing)}")
     return blob
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message, after its type name (torch's RuntimeErrors
+    say enough without it), e.g. "KeyError: 101" for a text file."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0]
+    end = first.find(". ")
+    first = first[: end + 1] if end > 0 else first
+    return first if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {first}"
 
 
 def load_state_dict_strict(module: torch.nn.Module, state: dict[str, Any], path: str | Path, what: str) -> None:

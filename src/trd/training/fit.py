@@ -3,6 +3,15 @@
 Resumable: ``state.pt`` is rewritten atomically at epoch boundaries; the shuffle order of epoch ``e``
 depends only on (seed, e), so a run killed at any point and resumed ends with the same weights as an
 uninterrupted one (on CPU; see docs/REPRODUCIBILITY.md for GPUs).
+
+Under ``torchrun`` (N processes) ``train.batch_size`` stays the global batch: each rank takes
+batch_size / N samples per step. DistributedSampler shuffles the same permutation as one process
+(seeded by seed + epoch) and gives rank r the positions r, r + N, r + 2N, ..., so the union of the
+ranks' step-k shards is exactly the single-process batch k. With every BatchNorm synchronised
+(`runtime.sync_batchnorm`) and DDP averaging the gradients of equally sized shards, a step equals
+the single-process step up to float summation order. One difference remains: when the number of
+training samples is not divisible by N, the sampler pads each rank's share to the same length by
+repeating the first samples of the permutation, so the last step sees up to N - 1 duplicates.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from ..errors import CheckpointError, ConfigError
 from ..model.trd import TRDModel, build_model
 from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from .loss import student_loss
-from .runtime import DistInfo, autocast, resolve_precision
+from .runtime import DistInfo, autocast, barrier, mean_over_ranks, resolve_precision, sync_batchnorm
 from .teacher_cache import TeacherCache
 
 Log = Callable[[str], None]
@@ -63,12 +72,13 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.students: dict[str, torch.nn.Module] = dict(self.model.students.items())
         if info.world > 1:
-            # SyncBatchNorm makes the statistics of a global batch equal to a single process's.
-            self.students = {
-                name: DistributedDataParallel(torch.nn.SyncBatchNorm.convert_sync_batchnorm(s))
-                for name, s in self.students.items()
-            }
-            self.model.students.update({n: s.module for n, s in self.students.items()})
+            # One DDP wrapper per student: each is stepped on its own, and every parameter of a
+            # student gets a gradient from its loss, so find_unused_parameters is not needed.
+            ids = [device.index] if device.type == "cuda" else None
+            for name in self.students:
+                self.model.students[name] = sync_batchnorm(self.model.students[name], device)
+            self.students = {name: DistributedDataParallel(s, device_ids=ids)
+                             for name, s in self.model.students.items()}
         if cfg.train.compile:
             self.students = {name: torch.compile(s) for name, s in self.students.items()}
         t = cfg.train
@@ -93,10 +103,13 @@ class Trainer:
         }
 
     def save_state(self, path: Path) -> None:
+        """Rank 0 writes; the others wait for it, so no rank is ever ahead of the saved state."""
         if self.info.is_main:
             save_checkpoint(path, "train_state", self.state())
+        barrier(self.info)
 
     def load_state(self, path: Path) -> None:
+        """Every rank loads the same state (the students' replicas stay identical)."""
         blob = load_checkpoint(path, "train_state", map_location=self.device)
         _check_resumable(blob["config"], self.cfg, path)
         load_state_dict_strict(self.model.students, blob["students"], path, "student weights")
@@ -143,6 +156,7 @@ class Trainer:
             for n_batches, batch in enumerate(bar, 1):
                 feats = tcache.features(batch, self.dtype)
                 losses = self.step(feats)
+                # Padding duplicates (see the module docstring) are counted: they are computed too.
                 seen += len(batch["index"]) * self.info.world
                 for name, value in losses.items():
                     sums[name] += value
@@ -150,15 +164,18 @@ class Trainer:
                 bar.set_postfix({**{f"loss_{k}": f"{v:.4f}" for k, v in losses.items()}, "pairs/s": f"{rate:.1f}"})
             for sched in self.schedulers.values():
                 sched.step()
+            # Each rank's loss is the mean over its shard; the shards are equally sized, so their mean
+            # is the loss of the global batch, as one process would log it.
+            means = mean_over_ranks({k: v / n_batches for k, v in sums.items()}, self.info, self.device)
             seconds = time.perf_counter() - start
             self.epoch = epoch + 1
             record = {"epoch": self.epoch, "seconds": round(seconds, 3), "pairs_per_s": round(seen / seconds, 3),
-                      **{f"loss_{k}": v / n_batches for k, v in sums.items()}}
+                      **{f"loss_{k}": v for k, v in means.items()}}
             self.history.append(record)
             if self.info.is_main:
                 self.log("epoch {epoch}/{total}: {losses}  {seconds:.1f}s  {rate:.1f} pairs/s".format(
                     epoch=self.epoch, total=t.epochs, seconds=seconds, rate=record["pairs_per_s"],
-                    losses="  ".join(f"loss_{k}={v / n_batches:.4f}" for k, v in sums.items())))
+                    losses="  ".join(f"loss_{k}={v:.4f}" for k, v in means.items())))
             if self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs:
                 self.save_state(state_path)
         self.model.eval()

@@ -3,6 +3,12 @@
 The inputs are not augmented (method.md §4.2) and the teachers never change, so their features are
 a pure function of the sample: recomputing them each epoch is wasted work. They are kept in
 preallocated device tensors indexed by dataset position, within ``train.teacher_cache_gb``.
+
+Under ``torchrun`` each rank caches the samples of its own shards, in its own copy (the limit is
+per rank; N CPU processes on one machine hold N copies in host memory). The sampler deals samples
+to ranks anew every epoch, so a rank's cache fills over the first few epochs; until then a batch
+with any uncached sample recomputes its teacher features from the loaded images (the same values,
+up to rounding: the teachers are frozen and in eval mode).
 """
 
 from __future__ import annotations

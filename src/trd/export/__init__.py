@@ -1,0 +1,1 @@
+"""Deployment exports of a trained detector (ONNX, see :mod:`trd.export.onnx`)."""
