@@ -139,10 +139,13 @@ def reproduce(cfg: Config, out: str | Path, categories: list[str] | None = None,
         c.data.category = category
         log(f"== {category}: sobel_k={c.data.sobel_for(category)}")
         model_path = fit(c, out / category)
+        if model_path is None:  # a non-zero torchrun rank: rank 0 evaluates and writes
+            continue
         results[category] = evaluate(model_path, out_dir=out / category)["overall"]
         log(f"{category}: {summary_line({'overall': results[category]})}")
-    tables = [f"## {label}\n\n" + format_reproduction_table(results, key, cfg.data.modality_3d)
-              for key, label in METRIC_KEYS.items()]
+    if not results:
+        return ""
+    tables = [format_reproduction_table(results, key, cfg.data.modality_3d) for key in METRIC_KEYS]
     text = f"# Reproduction on MVTec 3D-AD ({cfg.data.modality_3d})\n\n" + "\n\n".join(tables) + "\n"
     atomic_write_text(out / "reproduction.md", text)
     return text
@@ -181,9 +184,14 @@ def demo(out: str | Path, backbone_weights: str | None = None, variants: list[st
             run = out / category / variant
             log(f"demo: training '{category}' with {variant} ({cfg.model.backbone}, {cfg.data.image_size}px, "
                 f"{cfg.train.epochs} epochs)")
-            result = evaluate(fit(cfg, run, log=log, progress=False))
+            model_path = fit(cfg, run, log=log, progress=False)
+            if model_path is None:  # a non-zero torchrun rank
+                continue
+            result = evaluate(model_path)
             results.setdefault(category, {})[variant] = result
             log(f"demo: {category}/{variant}: {summary_line(result)}   report: {run / 'report.html'}")
+    if not results:
+        return results
     table = demo_table(results)
     note = "ImageNet" if weights == "imagenet" else f"{weights!r} (NOT ImageNet: lower quality)"
     text = f"# Demo on synthetic data\n\nTeachers: {note}. Settings: {' '.join(DEMO_OVERRIDES)}.\n\n{table}\n"
