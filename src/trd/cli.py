@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -94,11 +95,11 @@ def test_cmd(model_path, root, split, out, pro_method) -> None:
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, help="RUN/model.pt")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None, help="Use an exported ONNX file.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder with rgb/ and xyz/ (or depth/) subfolders, files paired by name.")
+              help="Folder with rgb/ and xyz/ subfolders, files paired by name.")
 @click.option("--rgb", type=click.Path(path_type=Path), default=None, help="One RGB image.")
 @click.option("--xyz", type=click.Path(path_type=Path), default=None, help="Its XYZ TIFF.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl."""
     summary = api.predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
@@ -152,11 +153,38 @@ def export(model_path, fmt, out) -> None:
     click.echo(str(api.export(model_path, out, fmt=fmt)))
 
 
+_WORKER_ERROR = re.compile(r"Caught (DataError|CheckpointError|ConfigError|TRDError) in DataLoader worker process \d+\.")
+
+
+def _worker_error(exc: RuntimeError) -> str | None:
+    """The message of a TRDError raised in a DataLoader worker, else None.
+
+    torch cannot rebuild an exception whose constructor takes more than a message (DataError takes
+    a path and a problem), so it re-raises a RuntimeError holding the worker's whole traceback; its
+    last line is ``trd.errors.DataError: <path>: <problem>``.
+    """
+    text = str(exc).strip()
+    match = _WORKER_ERROR.match(text)
+    if not match:
+        return None
+    last = text.splitlines()[-1]
+    prefix = f"{match.group(1)}: "
+    if prefix not in last:
+        return None
+    return last.split(prefix, 1)[1]
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)
     except TRDError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except RuntimeError as exc:  # a TRDError from a DataLoader worker (data.num_workers > 0)
+        message = _worker_error(exc)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

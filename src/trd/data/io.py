@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -77,6 +79,37 @@ def read_normals_png(path: str | Path) -> np.ndarray:
     return read_rgb(path).astype(np.float32) / np.float32(255.0)
 
 
+class _Collect(logging.Handler):
+    """Keeps the messages of the log records it receives."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # tifffile prefixes the repr of its object ("<tifffile.TiffPages @8> invalid offset ..."): drop it
+        text = re.sub(r"^<[^>]*>\s*", "", record.getMessage()).strip()
+        self.messages.append(text.splitlines()[0] if text else record.levelname)
+
+
+@contextlib.contextmanager
+def _tifffile_log() -> Iterator[list[str]]:
+    """Collect tifffile's log warnings instead of letting them reach stderr.
+
+    Without a configured logging handler Python prints them on stderr, which broke the CLI's
+    one-line error for a corrupt TIFF; `read_xyz` puts the first one in its DataError instead.
+    """
+    log = logging.getLogger("tifffile")
+    handler, propagate = _Collect(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
 def read_xyz(path: str | Path) -> np.ndarray:
     """Read an organised point cloud TIFF as float32 HxWx3.
 
@@ -85,7 +118,8 @@ def read_xyz(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        arr = tifffile.imread(path)
+        with _tifffile_log() as logged:
+            arr = tifffile.imread(path)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
@@ -95,7 +129,8 @@ def read_xyz(path: str | Path) -> np.ndarray:
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
         raise DataError(path, f"cannot read TIFF (corrupt or truncated?): {exc}") from None
     if not isinstance(arr, np.ndarray) or arr.size == 0:
-        raise DataError(path, "cannot read TIFF: no image data (empty or corrupt file)")
+        why = f" ({logged[0]})" if logged else ""
+        raise DataError(path, f"cannot read TIFF: no image data (empty or corrupt file){why}")
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise DataError(path, f"expected an HxWx3 point cloud, found shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):

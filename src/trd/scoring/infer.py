@@ -14,7 +14,12 @@ Runner = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 class SkipBad(Dataset):
-    """Wraps a dataset so that a sample whose files are bad yields its error message, not an exception."""
+    """Wraps a dataset so that a sample whose files are bad yields its error, not an exception.
+
+    The error travels as data, ``(path, problem)``: a DataError raised inside a DataLoader worker
+    process cannot be rebuilt by the loader (it re-raises a RuntimeError carrying the worker's whole
+    traceback), so `iterate_outputs` recreates it in the main process instead.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -26,7 +31,7 @@ class SkipBad(Dataset):
         try:
             return self.dataset[index]
         except DataError as exc:
-            return {"error": str(exc), "index": torch.tensor(index)}
+            return {"error": (str(exc.path), exc.problem), "index": torch.tensor(index)}
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -38,15 +43,21 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def iterate_outputs(run: Runner, dataset: Dataset, device: torch.device, batch_size: int,
                     num_workers: int = 0, skip_bad: bool = False) -> Iterator[tuple[dict[str, Any], dict[str, torch.Tensor]]]:
-    """Yield (batch, outputs) for every batch; with ``skip_bad`` a batch may carry ``errors``.
+    """Yield (batch, outputs) for every batch.
 
-    Memory stays bounded by one batch: nothing is accumulated here.
+    With ``skip_bad`` a batch may carry ``errors``: (dataset index, "path: problem") of the samples
+    that could not be loaded, which are left out of it. Without it the first bad sample raises its
+    DataError, whatever ``num_workers``. Memory stays bounded by one batch: nothing is accumulated here.
     """
-    source = SkipBad(dataset) if skip_bad else dataset
-    loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=_collate if skip_bad else None, pin_memory=device.type == "cuda")
+    loader = DataLoader(SkipBad(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=device.type == "cuda")
     with torch.inference_mode():
         for batch in loader:
+            errors = batch.pop("errors")
+            if errors and not skip_bad:
+                raise DataError(*errors[0][1])
+            if skip_bad:
+                batch["errors"] = [(index, f"{path}: {problem}") for index, (path, problem) in errors]
             if "rgb" not in batch:
                 yield batch, {}
                 continue

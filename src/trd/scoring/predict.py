@@ -34,6 +34,24 @@ def _pair(rgb: Path, xyz: Path) -> Sample:
                   xyz_kind="xyz_tiff")
 
 
+def _by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Files of ``folder`` by stem, and (file, problem) for a second file with the same stem.
+
+    Hidden files (``.name``, e.g. macOS ``._001.png`` resource forks) and folders are ignored, as
+    when listing a dataset.
+    """
+    found: dict[str, Path] = {}
+    problems: list[tuple[str, str]] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in suffixes or not p.is_file():
+            continue
+        if p.stem in found:
+            problems.append((str(p), f"two {what} named {p.stem}: {found[p.stem].name} is scored, this one is not"))
+        else:
+            found[p.stem] = p
+    return found, problems
+
+
 def collect_inputs(input_dir: Path | None, rgb: Path | None, xyz: Path | None) -> tuple[list[Sample], list[tuple[str, str]]]:
     """Samples to score and (name, problem) for files that cannot be paired."""
     if (input_dir is None) == (rgb is None):
@@ -49,9 +67,10 @@ def collect_inputs(input_dir: Path | None, rgb: Path | None, xyz: Path | None) -
     for folder in (rgb_dir, xyz_dir):
         if not folder.is_dir():
             raise DataError(folder, "missing: --input expects a folder with rgb/ and xyz/ subfolders")
-    rgbs = {p.stem: p for p in sorted(rgb_dir.iterdir()) if p.suffix.lower() in RGB_SUFFIXES}
-    xyzs = {p.stem: p for p in sorted(xyz_dir.iterdir()) if p.suffix.lower() in XYZ_SUFFIXES}
-    problems = [(str(rgbs[s]), "no XYZ TIFF with this name in xyz/") for s in sorted(set(rgbs) - set(xyzs))]
+    rgbs, problems = _by_stem(rgb_dir, RGB_SUFFIXES, "RGB images")
+    xyzs, more = _by_stem(xyz_dir, XYZ_SUFFIXES, "XYZ TIFFs")
+    problems += more
+    problems += [(str(rgbs[s]), "no XYZ TIFF with this name in xyz/") for s in sorted(set(rgbs) - set(xyzs))]
     problems += [(str(xyzs[s]), "no RGB image with this name in rgb/") for s in sorted(set(xyzs) - set(rgbs))]
     samples = [_pair(rgbs[s], xyzs[s]) for s in sorted(set(rgbs) & set(xyzs))]
     if not samples:
