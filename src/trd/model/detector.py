@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
+from ..errors import CheckpointError, ConfigError
 from ..scoring.maps import Scorer
 from ..scoring.threshold import Thresholds
 from ..training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
@@ -65,19 +66,26 @@ def save_detector(path: str | Path, detector: Detector, cfg: Config, thresholds:
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Detector, Config, Thresholds, dict[str, Any]]:
     """Rebuild the detector from ``model.pt`` in eval mode on ``device``."""
     blob = load_checkpoint(path, "model", map_location="cpu")
-    cfg = Config.from_dict(blob["config"], source=str(path))
-    model_cfg = cfg.model
-    if blob["teachers"] is not None:
-        # Weights come from the checkpoint: build randomly initialised teachers, then overwrite them.
-        model_cfg = dataclasses.replace(cfg.model, weights="none")
-    with warnings.catch_warnings():
+    try:
+        cfg = Config.from_dict(blob["config"], source=str(path))
+        thresholds = Thresholds(**blob["thresholds"])
+        model_cfg = cfg.model
         if blob["teachers"] is not None:
-            warnings.simplefilter("ignore")
-        model = build_model(model_cfg, cfg.data.image_size)
+            # Weights come from the checkpoint: build randomly initialised teachers, then overwrite them.
+            model_cfg = dataclasses.replace(cfg.model, weights="none")
+        with warnings.catch_warnings():
+            if blob["teachers"] is not None:
+                warnings.simplefilter("ignore")
+            model = build_model(model_cfg, cfg.data.image_size)
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"{path}: ")
+        raise CheckpointError(path, f"its config cannot be built: {message}") from None
+    except TypeError as exc:
+        raise CheckpointError(path, f"damaged thresholds entry: {exc}") from None
     load_state_dict_strict(model.students, blob["students"], path, "student weights")
     for name, state in (blob["teachers"] or {}).items():
         load_state_dict_strict(model.teacher_rgb if name == "rgb" else model.teacher_3d, state, path, f"{name} teacher weights")
     scorer = Scorer(list(model.students), sigma=cfg.score.sigma)
     load_state_dict_strict(scorer, blob["scorer"], path, "scorer statistics")
     detector = Detector(model, scorer).to(device).eval()
-    return detector, cfg, Thresholds(**blob["thresholds"]), blob["extra"]
+    return detector, cfg, thresholds, blob["extra"]

@@ -2,7 +2,7 @@
 
 Resumable: ``state.pt`` is rewritten atomically at epoch boundaries; the shuffle order of epoch ``e``
 depends only on (seed, e), so a run killed at any point and resumed ends with the same weights as an
-uninterrupted one (on CPU; see docs/REPRODUCIBILITY.md for GPUs).
+uninterrupted one (on CPU; docs/REPRODUCIBILITY.md says what holds on GPUs).
 
 Under ``torchrun`` (N processes) ``train.batch_size`` stays the global batch: each rank takes
 batch_size / N samples per step. DistributedSampler shuffles the same permutation as one process
