@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -153,38 +152,11 @@ def export(model_path, fmt, out) -> None:
     click.echo(str(api.export(model_path, out, fmt=fmt)))
 
 
-_WORKER_ERROR = re.compile(r"Caught (DataError|CheckpointError|ConfigError|TRDError) in DataLoader worker process \d+\.")
-
-
-def _worker_error(exc: RuntimeError) -> str | None:
-    """The message of a TRDError raised in a DataLoader worker, else None.
-
-    torch cannot rebuild an exception whose constructor takes more than a message (DataError takes
-    a path and a problem), so it re-raises a RuntimeError holding the worker's whole traceback; its
-    last line is ``trd.errors.DataError: <path>: <problem>``.
-    """
-    text = str(exc).strip()
-    match = _WORKER_ERROR.match(text)
-    if not match:
-        return None
-    last = text.splitlines()[-1]
-    prefix = f"{match.group(1)}: "
-    if prefix not in last:
-        return None
-    return last.split(prefix, 1)[1]
-
-
 def main() -> None:
     try:
         cli(standalone_mode=False)
     except TRDError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except RuntimeError as exc:  # a TRDError from a DataLoader worker (data.num_workers > 0)
-        message = _worker_error(exc)
-        if message is None:
-            raise
-        click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

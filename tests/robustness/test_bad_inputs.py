@@ -366,6 +366,17 @@ def test_api_raises_trd_errors(env: Env) -> None:
         api.fit(cfg, env.tmp / "run", progress=False)
 
 
+def test_fit_with_dataloader_workers_raises_the_data_error(env: Env) -> None:
+    """api.fit with data.num_workers=1: a bad training file in a worker surfaces as a DataError."""
+    path = env.root / TRAIN / "xyz/003.tiff"
+    edit_cloud(path, _nan)
+    cfg = load_config(None, [*env.tools.TINY, f"data.root={env.root}", f"data.category={CAT}",
+                             "data.cache_dir=none", "data.num_workers=1"])
+    with pytest.raises(DataError, match="NaN or inf") as info:
+        api.fit(cfg, env.tmp / "run", progress=False)
+    assert info.value.path == path
+
+
 def test_test_with_dataloader_workers_raises_the_data_error(env: Env) -> None:
     """evaluate with data.num_workers=1: the worker's DataError arrives as a DataError, not a RuntimeError."""
     private(env.model)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data.dataset import PairDataset
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, reraise_worker_errors
 from ..model.trd import TRDModel, build_model
 from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from .loss import student_loss
@@ -52,7 +52,7 @@ def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
 def _batches(loader: DataLoader, sampler: DistributedSampler, batch_size: int, cached: bool) -> Iterator[dict[str, Any]]:
     """Loader batches; once every teacher feature is cached, just the index batches (no file I/O)."""
     if not cached:
-        yield from loader
+        yield from reraise_worker_errors(loader)
         return
     order = torch.tensor(list(iter(sampler)), dtype=torch.int64)
     for chunk in order.split(batch_size):
