@@ -154,6 +154,9 @@ def reproduce(cfg: Config, out: str | Path, categories: list[str] | None = None,
 DEMO_OVERRIDES = [
     "model.backbone=resnet18", "data.image_size=128", "train.epochs=20", "train.batch_size=8",
     "model.decoder_blocks=2,2,2", "model.bottleneck_blocks=1",
+    # Scores from the object only (a documented departure, docs/METHOD_NOTES.md): on this small
+    # model the students' errors at the image border otherwise hold many images' maximum.
+    "score.foreground_only=true",
 ]
 
 
@@ -194,7 +197,8 @@ def demo(out: str | Path, backbone_weights: str | None = None, variants: list[st
         return results
     table = demo_table(results)
     note = "ImageNet" if weights == "imagenet" else f"{weights!r} (NOT ImageNet: lower quality)"
-    text = f"# Demo on synthetic data\n\nTeachers: {note}. Settings: {' '.join(DEMO_OVERRIDES)}.\n\n{table}\n"
+    text = (f"# Demo on synthetic data\n\nTeachers: {note}. Settings: {' '.join([*DEMO_OVERRIDES, *(overrides or [])])}"
+            " (score.foreground_only=false gives the paper's all-pixel scoring).\n\n" f"{table}\n")
     atomic_write_text(out / "summary.md", text)
     log(table)
     log(f"demo: done in {time.perf_counter() - started:.0f} s; summary {out / 'summary.md'}")

@@ -114,12 +114,14 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None
               help="Teacher weights; default: imagenet if torchvision can get them, else random (with a warning).")
 @click.option("--variants", default="trd", show_default=True,
               help="Comma-separated model variants to compare, or 'all' (TRD, its ablations and the RD baselines).")
-def demo(out, backbone_weights, variants) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one demo setting, e.g. --set score.foreground_only=false (repeatable).")
+def demo(out, backbone_weights, variants, overrides) -> None:
     """Synthetic data -> fit -> test -> report, with a small backbone (minutes on a laptop CPU)."""
     from .model.trd import VARIANTS
 
     chosen = list(VARIANTS) if variants == "all" else variants.split(",")
-    api.demo(out, backbone_weights=backbone_weights, variants=chosen)
+    api.demo(out, backbone_weights=backbone_weights, variants=chosen, overrides=list(overrides))
 
 
 @cli.command()

@@ -79,6 +79,10 @@ class ScoreConfig:
     target_fpr: float = 0.01  # image threshold: this false-positive rate on validation normals
     pixel_fpr: float = 0.01  # pixel threshold for binary masks, also from validation normals
     aupro_limits: list[float] = field(default_factory=lambda: [0.3, 0.1, 0.05, 0.01])
+    # Opt-in departure: scores come only from the object (the 3D input's foreground grown by a
+    # margin in px); normalisation statistics still use every pixel. Off = the paper protocol.
+    foreground_only: bool = False
+    foreground_margin: int = 2
 
 
 @dataclass

@@ -108,6 +108,24 @@ def test_onnxruntime_matches_pytorch(runner, detector, batch, source) -> None:
     _assert_same(got, want)
 
 
+def test_foreground_only_detector_exports(trained, tmp_path) -> None:
+    """score.foreground_only: the mask is derived from the 3D input inside the graph, so the
+    export keeps its two inputs and onnxruntime still matches PyTorch."""
+    blob = torch.load(trained[0], map_location="cpu", weights_only=False)
+    blob["config"]["score"]["foreground_only"] = True
+    path = tmp_path / "model.pt"
+    torch.save(blob, path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="teacher .* randomly initialised")
+        det, cfg, _, _ = load_detector(path, "cpu")
+        runner = load_onnx_runner(export_onnx(path, tmp_path / "fg.onnx"))[0]
+    assert det.scorer.foreground_margin == cfg.score.foreground_margin
+    rgb, x3d = _real_inputs(cfg, 2)
+    with torch.inference_mode():
+        want = det(rgb, x3d)
+    _assert_same(runner(rgb, x3d), want)
+
+
 def test_metadata_round_trip(trained, detector) -> None:
     _, cfg, thresholds = detector
     _, onnx_cfg, onnx_thresholds = load_onnx_runner(trained[1])

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from trd.data.dataset import input_foreground, normalise
 from trd.errors import TRDError
 from trd.scoring.maps import (
     STD_EPS,
@@ -174,13 +175,14 @@ def test_scorer_matches_functions_and_guards() -> None:
 def test_scorer_torchscript_and_onnx() -> None:
     ort = pytest.importorskip("onnxruntime")
     maps = {"rgb": torch.rand(2, 1, 32, 32), "3d": torch.rand(2, 1, 32, 32)}
-    scorer = Scorer(["rgb", "3d"])
+    foreground = torch.rand(2, 1, 32, 32) > 0.7
+    scorer = Scorer(["rgb", "3d"], foreground_margin=1)
     scorer.set_stats({"rgb": (0.5, 0.1), "3d": (0.4, 0.3)})
-    expected = scorer(maps)
+    expected = scorer(maps, foreground)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.script(scorer)
-    for key, value in scripted(maps).items():
+    for key, value in scripted(maps, foreground).items():
         torch.testing.assert_close(value, expected[key])
 
     class Wrapper(torch.nn.Module):
@@ -188,16 +190,53 @@ def test_scorer_torchscript_and_onnx() -> None:
             super().__init__()
             self.scorer = scorer
 
-        def forward(self, rgb: torch.Tensor, x3d: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            out = self.scorer({"rgb": rgb, "3d": x3d})
+        def forward(self, rgb: torch.Tensor, x3d: torch.Tensor, fg: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.scorer({"rgb": rgb, "3d": x3d}, fg)
             return out["anomaly_map"], out["score"], out["contrib_rgb"], out["contrib_3d"]
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Wrapper(), (maps["rgb"], maps["3d"]), buffer, dynamo=False,
-                          input_names=["rgb", "x3d"])
+        torch.onnx.export(Wrapper(), (maps["rgb"], maps["3d"], foreground), buffer, dynamo=False,
+                          input_names=["rgb", "x3d", "fg"])
     session = ort.InferenceSession(buffer.getvalue())
-    got = session.run(None, {"rgb": maps["rgb"].numpy(), "x3d": maps["3d"].numpy()})
+    got = session.run(None, {"rgb": maps["rgb"].numpy(), "x3d": maps["3d"].numpy(), "fg": foreground.numpy()})
     for value, key in zip(got, ["anomaly_map", "score", "contrib_rgb", "contrib_3d"]):
         np.testing.assert_allclose(value, expected[key].numpy(), atol=1e-5)
+
+
+def test_scorer_foreground_only_keeps_scores_on_the_object() -> None:
+    maps, stats = _two_branches()
+    foreground = torch.zeros(3, 1, 20, 24, dtype=torch.bool)
+    foreground[:, :, 5:15, 6:18] = True
+    maps["rgb"][:, :, 0, 0] = 50.0  # a border artefact far off the object
+    plain = Scorer(["rgb", "3d"], sigma=1.0).double()
+    plain.set_stats(stats)
+    assert plain.scored_region(foreground) is None  # off: every pixel is scored (the paper)
+    torch.testing.assert_close(plain(maps, foreground)["score"], plain(maps)["score"])
+    for margin in (0, 2):
+        scorer = Scorer(["rgb", "3d"], sigma=1.0, foreground_margin=margin).double()
+        scorer.set_stats(stats)
+        out = scorer(maps, foreground)
+        region = scorer.scored_region(foreground)
+        assert int(region[0].sum()) == (10 + 2 * margin) * (12 + 2 * margin)
+        inside = plain(maps)["anomaly_map"].masked_fill(~region, -torch.inf)
+        torch.testing.assert_close(out["score"], inside.amax(dim=(1, 2, 3)))  # max over the object only
+        torch.testing.assert_close(out["contrib_rgb"] + out["contrib_3d"], out["score"])
+        torch.testing.assert_close(out["anomaly_map"][region], plain(maps)["anomaly_map"][region])
+        single = scorer.branch_map(maps["rgb"], "rgb", foreground)
+        for image, inside_image in zip(single, region, strict=True):  # off the object: the image's minimum
+            assert bool((image[~inside_image] == image.amin()).all())
+    with pytest.raises(ValueError, match="foreground_margin"):
+        Scorer(["rgb"], foreground_margin=-1)
+
+
+def test_input_foreground_reads_the_mask_inside_the_3d_input() -> None:
+    image = np.zeros((3, 8, 8), np.float32)
+    image[:, 2:5, 3:6] = np.array([0.5, 0.5, 1.0], np.float32)[:, None, None]  # a normal pointing up
+    image[0, 7, 7] = 0.01  # barely non-zero, still a surface
+    found = input_foreground(normalise(image)[None])
+    expected = np.zeros((1, 1, 8, 8), bool)
+    expected[..., 2:5, 3:6] = True
+    expected[..., 7, 7] = True
+    np.testing.assert_array_equal(found.numpy(), expected)

@@ -39,6 +39,21 @@ def normalise(chw01: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(out))
 
 
+#: The normalised value of a 3D-input pixel with no surface (all channels 0 before `normalise`).
+_BACKGROUND = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def input_foreground(x3d: torch.Tensor) -> torch.Tensor:
+    """B x 1 x H x W bool: pixels where the normalised 3D input has a surface.
+
+    The 3D images are zero off the object (method.md §2.5-2.6 step "multiply by the foreground
+    mask"), so the object's mask travels inside the 3D input itself; for inputs without masking
+    (Eyecandies normal maps) every pixel counts as foreground. Export-friendly ops only.
+    """
+    background = _BACKGROUND.to(device=x3d.device, dtype=x3d.dtype)
+    return (x3d - background).abs().amax(dim=1, keepdim=True) > 1e-4
+
+
 def denormalise(chw: torch.Tensor) -> np.ndarray:
     """Inverse of `normalise` for display: ImageNet-normalised CHW tensor -> uint8 HxWx3."""
     img = chw.detach().float().cpu().numpy() * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]

@@ -29,21 +29,28 @@ from ..errors import DataError
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def _open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, turning every failure into a DataError."""
-    path = Path(path)
+@contextlib.contextmanager
+def _reading(path: Path, expected: str, undecodable: str) -> Iterator[None]:
+    """Turn every failure of a file-reading library call into a DataError naming ``path``."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
+        yield
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
-        raise DataError(path, "is a folder, expected an image file") from None
+        raise DataError(path, f"is a folder, expected {expected}") from None
     except PermissionError:
         raise DataError(path, "permission denied") from None
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
-        raise DataError(path, f"cannot decode image (corrupt or truncated?): {exc}") from None
+    except Exception as exc:
+        raise DataError(path, f"{undecodable}: {exc}") from None
+
+
+def _open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image, turning every failure into a DataError."""
+    path = Path(path)
+    # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
+    with _reading(path, "an image file", "cannot decode image (corrupt or truncated?)"), Image.open(path) as im:
+        im.load()
+        return im.copy()
 
 
 def _sixteen_to_eight(path: Path, arr: np.ndarray) -> np.ndarray:
@@ -117,17 +124,9 @@ def read_xyz(path: str | Path) -> np.ndarray:
     without a single point (z == 0 everywhere) are refused.
     """
     path = Path(path)
-    try:
-        with _tifffile_log() as logged:
-            arr = tifffile.imread(path)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a folder, expected a TIFF file") from None
-    except PermissionError:
-        raise DataError(path, "permission denied") from None
-    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
-        raise DataError(path, f"cannot read TIFF (corrupt or truncated?): {exc}") from None
+    # tifffile raises TiffFileError, ValueError, struct.error, ...
+    with _reading(path, "a TIFF file", "cannot read TIFF (corrupt or truncated?)"), _tifffile_log() as logged:
+        arr = tifffile.imread(path)
     if not isinstance(arr, np.ndarray) or arr.size == 0:
         why = f" ({logged[0]})" if logged else ""
         raise DataError(path, f"cannot read TIFF: no image data (empty or corrupt file){why}")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
+from ..data.dataset import input_foreground
 from ..errors import CheckpointError, ConfigError
 from ..scoring.maps import Scorer
 from ..scoring.threshold import Thresholds
@@ -40,7 +41,7 @@ class Detector(nn.Module):
 
     def forward(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
         maps = self.model.raw_maps(rgb, x3d)
-        out = self.scorer(maps)
+        out = self.scorer(maps, input_foreground(x3d) if self.scorer.foreground_margin is not None else None)
         out.update({f"map_{name}": m for name, m in maps.items()})
         return out
 
@@ -85,7 +86,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
     load_state_dict_strict(model.students, blob["students"], path, "student weights")
     for name, state in (blob["teachers"] or {}).items():
         load_state_dict_strict(model.teacher_rgb if name == "rgb" else model.teacher_3d, state, path, f"{name} teacher weights")
-    scorer = Scorer(list(model.students), sigma=cfg.score.sigma)
+    scorer = Scorer.from_config(list(model.students), cfg.score)
     load_state_dict_strict(scorer, blob["scorer"], path, "scorer statistics")
     detector = Detector(model, scorer).to(device).eval()
     return detector, cfg, thresholds, blob["extra"]

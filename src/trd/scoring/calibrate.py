@@ -1,6 +1,7 @@
 """Calibration on the validation split (normal samples only; never the test split).
 
-1. Per-branch mean/std over all pixels of all raw validation maps (method.md §5.2) -> Scorer.
+1. Per-branch mean/std over all pixels of all raw validation maps (method.md §5.2) -> Scorer
+   (also with ``score.foreground_only``, which restricts only where scores may come from).
 2. Deployment thresholds: the image-score and pixel-score values that ``score.target_fpr`` /
    ``score.pixel_fpr`` of the validation normals exceed.
 """
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..data.dataset import PairDataset
+from ..data.dataset import PairDataset, input_foreground
 from ..model.detector import Detector
 from ..model.trd import TRDModel
 from .infer import iterate_outputs
@@ -25,18 +26,20 @@ def calibrate(model: TRDModel, dataset: PairDataset, cfg: Config, device: torch.
     model.eval()
     branches = list(model.students)
     stats = {b: BranchStats() for b in branches}
+    scorer = Scorer.from_config(branches, cfg.score)
     raw: dict[str, list[torch.Tensor]] = {b: [] for b in branches}
+    foregrounds: list[torch.Tensor | None] = []
     # The raw maps are kept (on the host) so the second step does not rerun the model.
-    for _, maps in iterate_outputs(model.raw_maps, dataset, device, batch_size, cfg.data.num_workers):
+    for batch, maps in iterate_outputs(model.raw_maps, dataset, device, batch_size, cfg.data.num_workers):
+        foregrounds.append(input_foreground(batch["x3d"]) if scorer.foreground_margin is not None else None)
         for b in branches:
             stats[b].update(maps[b])
             raw[b].append(maps[b].float().cpu())
-    scorer = Scorer(branches, sigma=cfg.score.sigma)
     scorer.set_stats(stats)
     scores, pixels = [], []
     with torch.inference_mode():
-        for i in range(len(raw[branches[0]])):
-            out = scorer({b: raw[b][i] for b in branches})
+        for i, foreground in enumerate(foregrounds):
+            out = scorer({b: raw[b][i] for b in branches}, foreground)
             scores.append(out["score"].numpy())
             pixels.append(out["anomaly_map"].numpy().ravel())
     thresholds = Thresholds(

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ScoreConfig
 from ..errors import TRDError
 
 #: Branch names a scorer can hold (model variants: "rgb" + "3d", or one of the three alone).
@@ -212,14 +213,23 @@ class Scorer(nn.Module):
     ``score`` (B,) and ``contrib_<branch>`` (B,) (see :func:`branch_contributions`).
     """
 
-    def __init__(self, branches: Sequence[str], sigma: float = 4.0, truncate: float = 4.0) -> None:
+    def __init__(self, branches: Sequence[str], sigma: float = 4.0, truncate: float = 4.0,
+                 foreground_margin: int | None = None) -> None:
         super().__init__()
+        if foreground_margin is not None and foreground_margin < 0:
+            raise ValueError(f"foreground_margin must be >= 0 or None, got {foreground_margin}")
+        self.foreground_margin = foreground_margin
         names = list(branches)
         if not names or len(set(names)) != len(names) or any(b not in BRANCHES for b in names):
             raise ValueError(f"branches must be distinct names from {BRANCHES}, got {names}")
         self.branches = names
         self.norm = nn.ModuleDict({b: _ZScore() for b in names})
         self.blur = GaussianBlur(sigma, truncate)
+
+    @classmethod
+    def from_config(cls, branches: Sequence[str], cfg: ScoreConfig) -> Scorer:
+        """The scorer ``cfg`` (the run's ``score`` section) describes, not yet calibrated."""
+        return cls(branches, sigma=cfg.sigma, foreground_margin=cfg.foreground_margin if cfg.foreground_only else None)
 
     def set_stats(self, stats: Mapping[str, StatsLike]) -> None:
         """Store each branch's mean and floored std (from BranchStats or (mean, std) pairs)."""
@@ -232,17 +242,39 @@ class Scorer(nn.Module):
     def fitted(self) -> bool:
         return all(bool(torch.isfinite(z.std)) for z in self.norm.values())
 
-    def branch_map(self, raw: Tensor, branch: str) -> Tensor:
+    def scored_region(self, foreground: Tensor | None) -> Tensor | None:
+        """The pixels that may carry a score: ``foreground`` grown by the margin, or None (all pixels).
+
+        DEPARTURE (opt-in, ``score.foreground_only``): the reference scores every pixel. Off the
+        object nothing can be defective, but a student's errors at the image border can hold the
+        image's maximum; restricting maps to the object removes them.
+        """
+        if self.foreground_margin is None or foreground is None:
+            return None
+        region = foreground.float()
+        if self.foreground_margin > 0:
+            k = 2 * self.foreground_margin + 1
+            region = F.max_pool2d(region, k, stride=1, padding=self.foreground_margin)
+        return region > 0.5
+
+    def _restrict(self, blurred: Tensor, foreground: Tensor | None) -> Tensor:
+        """Outside the scored region each map takes its own per-image minimum (it never holds the max)."""
+        region = self.scored_region(foreground)
+        if region is None:
+            return blurred
+        return torch.where(region, blurred, blurred.amin(dim=(2, 3), keepdim=True))
+
+    def branch_map(self, raw: Tensor, branch: str, foreground: Tensor | None = None) -> Tensor:
         """One branch's z-scored, blurred map (B x 1 x H x W): the map of its single-branch metrics."""
         norm = self.norm[branch]
-        return self.blur(norm(raw if raw.dtype == torch.float64 else raw.float()))
+        return self._restrict(self.blur(norm(raw if raw.dtype == torch.float64 else raw.float())), foreground)
 
-    def forward(self, maps: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, maps: dict[str, Tensor], foreground: Tensor | None = None) -> dict[str, Tensor]:
         parts: list[Tensor] = []
         for b, z in self.norm.items():
             m = maps[b]
             parts.append(z(m if m.dtype == torch.float64 else m.float()))
-        fused, score, contrib = _fuse_blurred(self.blur(torch.cat(parts, dim=1)))
+        fused, score, contrib = _fuse_blurred(self._restrict(self.blur(torch.cat(parts, dim=1)), foreground))
         out = {"anomaly_map": fused, "score": score}
         for i, b in enumerate(self.branches):
             out["contrib_" + b] = contrib[:, i]
