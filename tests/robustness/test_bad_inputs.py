@@ -285,7 +285,7 @@ CASES: list[Case] = [
          _checkpoint(_edited(lambda b: b.pop("thresholds")))),
     Case("model.pt of a future format version", "checkpoint version 2 is not supported", "test",
          _checkpoint(_edited(lambda b: b.update(version=2)))),
-    Case("model.pt is a folder", "checkpoint file not found", "test",
+    Case("model.pt is a folder", "is a folder, expected a checkpoint file", "test",
          _checkpoint(lambda p: (p.unlink(), p.mkdir()))),
     Case("truncated state.pt in the run folder (fit resumes)", "not a readable checkpoint", "fit",
          _state(lambda env, s: (shutil.copyfile(env.model.parent / "state.pt", s), truncate(s, 0.3)))),

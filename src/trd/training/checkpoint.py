@@ -38,6 +38,8 @@ def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> Non
 def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint; every failure is a one-line CheckpointError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(path, "is a folder, expected a checkpoint file (e.g. RUN/model.pt)")
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file not found")
     try:
