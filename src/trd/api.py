@@ -195,7 +195,7 @@ def demo(out: str | Path, backbone_weights: str | None = None, variants: list[st
             log(f"demo: {category}/{variant}: {summary_line(result)}   report: {run / 'report.html'}")
     if not results:
         return results
-    table = demo_table(results)
+    table = demo_table(results) + "\n\nEach branch alone (its own z-scored map; the fused score adds them):\n\n" + branch_table(results)
     note = "ImageNet" if weights == "imagenet" else f"{weights!r} (NOT ImageNet: lower quality)"
     text = (f"# Demo on synthetic data\n\nTeachers: {note}. Settings: {' '.join([*DEMO_OVERRIDES, *(overrides or [])])}"
             " (score.foreground_only=false gives the paper's all-pixel scoring).\n\n" f"{table}\n")
@@ -203,6 +203,19 @@ def demo(out: str | Path, backbone_weights: str | None = None, variants: list[st
     log(table)
     log(f"demo: done in {time.perf_counter() - started:.0f} s; summary {out / 'summary.md'}")
     return results
+
+
+def branch_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown: I-AUROC of each branch alone per defect type (which modality finds which defect)."""
+    defects = sorted({d for per in results.values() for r in per.values() for d in r.get("per_defect", {})})
+    head = ["category", "variant", "branch", *[f"I-AUROC {d}" for d in defects]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for category, per in results.items():
+        for variant, r in per.items():
+            for branch, by_defect in r.get("branch_i_auroc_per_defect", {}).items():
+                cells = [f"{by_defect.get(d, math.nan):.3f}" for d in defects]
+                lines.append("| " + " | ".join([category, variant, branch, *cells]) + " |")
+    return "\n".join(lines)
 
 
 def demo_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:

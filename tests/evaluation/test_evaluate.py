@@ -63,6 +63,22 @@ def test_per_defect_and_per_branch() -> None:
     assert rgb["aupro@0.3"] == pytest.approx(au_pro(c["branch_maps"]["rgb"], c["gts"], (0.3,))[0.3])
     # the "3d" map is the fused one doubled (N x 1 x H x W accepted): same ranking, same metrics
     assert result["per_branch"]["3d"] == pytest.approx(result["overall"])
+    assert result["branch_i_auroc_per_defect"]["3d"] == pytest.approx(
+        {d: result["per_defect"][d]["i_auroc"] for d in ("crack", "hole")})
+
+
+def test_which_branch_finds_which_defect() -> None:
+    """A colour branch that sees only cracks and a geometry branch that sees only holes."""
+    c = _case()
+    y = c["gts"].reshape(8, -1).any(1)
+    colour, geometry = np.zeros((8, 16, 16), np.float32), np.zeros((8, 16, 16), np.float32)
+    colour[:, 0, 0] = [0.1, 0.2, 0.3, 0.9, 0.8, 0.0, 0.15, 0.05]  # cracks above every good image
+    geometry[:, 0, 0] = [0.1, 0.2, 0.3, 0.0, 0.25, 0.9, 0.7, 0.05]  # holes (by mask: 5, 6) above
+    c["branch_maps"] = {"rgb": colour, "3d": geometry}
+    table = evaluate_arrays(**c, limits=(0.3,))["branch_i_auroc_per_defect"]
+    assert table["rgb"]["crack"] == 1.0 and table["3d"]["hole"] == 1.0
+    assert table["rgb"]["hole"] == pytest.approx(image_auroc(colour[[0, 1, 2, 5, 6, 7], 0, 0], y[[0, 1, 2, 5, 6, 7]]))
+    assert table["3d"]["crack"] == pytest.approx(2 / 6)  # 0.0 beats no good image, 0.25 beats two of 3
 
 
 def test_both_pro_methods_and_missing_masks() -> None:

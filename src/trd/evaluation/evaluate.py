@@ -117,10 +117,18 @@ def evaluate_arrays(
         )
     result["per_defect"] = per_defect
     per_branch: dict[str, dict[str, float]] = {}
+    branch_defect: dict[str, dict[str, float]] = {}
     for name, raw in (branch_maps or {}).items():
         bm = _stack(raw, n, f"branch map {name!r}")
-        per_branch[str(name)] = _metrics(bm.reshape(n, -1).max(axis=1), y, bm, gts, limits, pro_method)
+        branch_scores = bm.reshape(n, -1).max(axis=1)
+        per_branch[str(name)] = _metrics(branch_scores, y, bm, gts, limits, pro_method)
+        # Which branch finds which defect type on its own (image level: cheap, and the crossmodal story).
+        branch_defect[str(name)] = {
+            str(d): binary_metrics(branch_scores[(defects == d) | good], y[(defects == d) | good])["auroc"]
+            for d in per_defect
+        }
     result["per_branch"] = per_branch
+    result["branch_i_auroc_per_defect"] = branch_defect
     result["counts"] = {
         "images": n,
         "defective": int(y.sum()),
