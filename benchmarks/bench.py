@@ -72,15 +72,14 @@ def ladder_steps(device: str, fast_bf16: bool, compile_: bool, workers: int, pro
     steps += [Step("+ preprocess cache", {"pcache": True}, train),
               Step("+ teacher cache", {"tcache": True}, train),
               Step("+ on-device batched scorer", {"scorer": True}, infer),
-              Step("+ channels_last", {"channels_last": True}, both)]
+              Step("+ channels_last", {"channels_last": True}, both),
+              Step("+ fused Adam", {"fused_adam": True}, train)]
     if fast_bf16:
         steps.append(Step("+ bf16 autocast", {"bf16": True}, both))
     if compile_:
         steps.append(Step("+ torch.compile", {"compile": True}, both))
-    if proposals:
-        steps.append(Step("+ fused Adam [proposal]", {"fused_adam": True}, train, True))
-        if device == "cuda":
-            steps.append(Step("+ cudnn.benchmark [proposal]", {"cudnn_benchmark": True}, both, True))
+    if proposals and device == "cuda":
+        steps.append(Step("+ cudnn.benchmark [proposal]", {"cudnn_benchmark": True}, both, True))
     return steps
 
 
@@ -181,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ladder", choices=["full", "short", "min"], help="rows per model (default: per device/model)")
     p.add_argument("--loo", action="store_true", help="also 'all on minus one' rows")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (long compile times)")
-    p.add_argument("--proposals", action="store_true", help="add rows for changes not in the toolkit (fused Adam, ...)")
+    p.add_argument("--proposals", action="store_true", help="add rows for changes not in the toolkit (cudnn.benchmark on CUDA)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers row (default: min(4, cpus-1); 0 = no row)")
     p.add_argument("--n-pairs", type=int, help="training pairs per timed epoch (default per device/model)")
     p.add_argument("--batch", type=int, help="training batch size")

@@ -76,7 +76,7 @@ def _config(spec: dict[str, Any], cache_dir: str) -> Config:
     t.epochs, t.batch_size, t.device = spec["warm_epochs"] + spec["epochs"], spec["batch"], spec["device"]
     t.precision = "bf16" if flags.get("bf16") else "fp32"
     t.channels_last, t.compile = bool(flags.get("channels_last")), bool(flags.get("compile"))
-    t.cache_teacher = bool(flags.get("tcache"))
+    t.cache_teacher, t.fused_adam = bool(flags.get("tcache")), bool(flags.get("fused_adam"))
     return cfg
 
 
@@ -124,12 +124,6 @@ def train_ours(cfg: Config, dataset: PairDataset, device: torch.device, flags: d
     """The toolkit's `Trainer.fit`; epoch seconds from its history (checkpoint writes skipped)."""
     trainer = Trainer(cfg, device, DistInfo(), log=lambda _: None)
     trainer.save_state = lambda _path: None  # a multi-GB write is not training throughput
-    if flags.get("fused_adam"):  # proposal row: same hyper-parameters, fused kernel
-        t = cfg.train
-        trainer.optimizers = {n: torch.optim.Adam(s.parameters(), lr=t.lr, betas=tuple(t.betas), fused=True)
-                              for n, s in trainer.model.students.items()}
-        trainer.schedulers = {n: torch.optim.lr_scheduler.ExponentialLR(o, gamma=t.gamma)
-                              for n, o in trainer.optimizers.items()}
     trainer.fit(dataset, work / "state.pt", progress=False)
     _sync(device)
     return [float(h["seconds"]) for h in trainer.history]

@@ -68,6 +68,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 on CUDA with bf16 support, else fp32)
     channels_last: bool = False
     compile: bool = False
+    fused_adam: bool = True  # torch's fused Adam kernel: same update rule, ~7x faster step on CPU
     cache_teacher: bool = True  # teacher features of fixed inputs are deterministic: compute once
     teacher_cache_gb: float = 8.0  # memory the cached teacher features may take on the device
     checkpoint_every: int = 1  # epochs between resumable checkpoints

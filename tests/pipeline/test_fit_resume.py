@@ -67,3 +67,14 @@ def test_checkpoint_loads_in_a_new_process_with_identical_maps(tiny_cfg, tmp_pat
     for key in here:
         assert torch.equal(here[key], there[key]), key
     assert torch.isfinite(here["anomaly_map"]).all()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_adam_switch(tiny_cfg, fused: bool) -> None:
+    """train.fused_adam picks torch's fused kernel (the default) or its default implementation."""
+    from trd.training.fit import Trainer
+    from trd.training.runtime import DistInfo
+
+    tiny_cfg.train.fused_adam = fused
+    trainer = Trainer(tiny_cfg, torch.device("cpu"), DistInfo(), log=lambda _: None)
+    assert [opt.defaults["fused"] for opt in trainer.optimizers.values()] == [fused or None] * 2

@@ -83,7 +83,8 @@ class Trainer:
             self.students = {name: torch.compile(s) for name, s in self.students.items()}
         t = cfg.train
         self.optimizers = {
-            name: torch.optim.Adam(s.parameters(), lr=t.lr, betas=tuple(t.betas)) for name, s in self.model.students.items()
+            name: torch.optim.Adam(s.parameters(), lr=t.lr, betas=tuple(t.betas), fused=t.fused_adam or None)
+            for name, s in self.model.students.items()
         }
         self.schedulers = {
             name: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t.gamma) for name, opt in self.optimizers.items()
