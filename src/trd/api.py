@@ -205,9 +205,14 @@ def demo(out: str | Path, backbone_weights: str | None = None, variants: list[st
     return results
 
 
+def _defect_types(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Every defect type in any category's and variant's results, sorted."""
+    return sorted({d for per in results.values() for r in per.values() for d in r.get("per_defect", {})})
+
+
 def branch_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown: I-AUROC of each branch alone per defect type (which modality finds which defect)."""
-    defects = sorted({d for per in results.values() for r in per.values() for d in r.get("per_defect", {})})
+    defects = _defect_types(results)
     head = ["category", "variant", "branch", *[f"I-AUROC {d}" for d in defects]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for category, per in results.items():
@@ -220,7 +225,7 @@ def branch_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def demo_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown: one row per category and variant; I-AUROC per defect type, then the overall metrics."""
-    defects = sorted({d for per in results.values() for r in per.values() for d in r.get("per_defect", {})})
+    defects = _defect_types(results)
     head = ["category", "variant", *[f"I-AUROC {d}" for d in defects], "I-AUROC", "P-AUROC", "AUPRO@30%"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for category, per in results.items():
