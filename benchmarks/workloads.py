@@ -119,8 +119,7 @@ def train_baseline(cfg: Config, dataset: PairDataset, device: torch.device) -> l
     return seconds
 
 
-def train_ours(cfg: Config, dataset: PairDataset, device: torch.device, flags: dict[str, Any],
-               work: Path) -> list[float]:
+def train_ours(cfg: Config, dataset: PairDataset, device: torch.device, work: Path) -> list[float]:
     """The toolkit's `Trainer.fit`; epoch seconds from its history (checkpoint writes skipped)."""
     trainer = Trainer(cfg, device, DistInfo(), log=lambda _: None)
     trainer.save_state = lambda _path: None  # a multi-GB write is not training throughput
@@ -140,7 +139,7 @@ def run_train(spec: dict[str, Any], device: torch.device, work: Path) -> dict[st
     if spec["impl"] == "baseline":
         seconds = train_baseline(cfg, dataset, device)
     else:
-        seconds = train_ours(cfg, dataset, device, spec["flags"], work)
+        seconds = train_ours(cfg, dataset, device, work)
     steady = seconds[spec["warm_epochs"]:]
     per_epoch = statistics.median(steady)
     return {

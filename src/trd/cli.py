@@ -120,7 +120,11 @@ def demo(out, backbone_weights, variants, overrides) -> None:
     """Synthetic data -> fit -> test -> report, with a small backbone (minutes on a laptop CPU)."""
     from .model.trd import VARIANTS
 
-    chosen = list(VARIANTS) if variants == "all" else variants.split(",")
+    chosen = list(VARIANTS) if variants == "all" else [v.strip() for v in variants.split(",")]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:  # before any data is generated or any variant trained
+        raise click.BadParameter(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)} or 'all'",
+                                 param_hint="--variants")
     api.demo(out, backbone_weights=backbone_weights, variants=chosen, overrides=list(overrides))
 
 

@@ -51,7 +51,7 @@ def test_hand_computed_threshold_curve_and_area() -> None:
 
 
 def test_eight_connectivity_within_images_only() -> None:
-    maps, gt = _hand_example()
+    _, gt = _hand_example()
     maps = np.where(np.arange(16).reshape(1, 4, 4) == 0, 1.0, 0.0)  # only (0,0) detected
     fpr, pro = pro_curve_exact(maps, gt)
     assert (fpr[1], pro[1]) == (0.0, 0.25)  # half of A (of 2 regions); 4-connectivity gives 1/3

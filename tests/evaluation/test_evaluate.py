@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trd.evaluation.aupro import au_pro
-from trd.evaluation.evaluate import evaluate_arrays, metrics_table_rows, pro_keys
+from trd.evaluation.evaluate import evaluate_arrays, pro_keys
 from trd.evaluation.metrics import binary_metrics, image_auroc
 
 DEFECTS = ["good", "good", "good", "crack", "crack", "hole", "hole", "hole"]
@@ -97,12 +97,3 @@ def test_both_pro_methods_and_missing_masks() -> None:
         evaluate_arrays(**c, pro_method="fast")
     with pytest.raises(ValueError, match="one entry per image"):
         evaluate_arrays(**(c | {"defects": DEFECTS[:-1]}))
-
-
-def test_metrics_table_rows_are_rectangular() -> None:
-    rows = metrics_table_rows(evaluate_arrays(**_case(), limits=(0.3,)))
-    assert [(r["scope"], r["name"]) for r in rows] == [
-        ("overall", "all"), ("defect", "crack"), ("defect", "hole"), ("branch", "rgb"), ("branch", "3d")]
-    assert len({tuple(r) for r in rows}) == 1  # same columns everywhere
-    assert list(rows[0])[:3] == ["scope", "name", "images"] and "aupro@0.3" in rows[0]
-    assert [r["images"] for r in rows] == [8, 2, 3, 8, 8]

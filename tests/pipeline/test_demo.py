@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from trd import api
 from trd.cli import main
 
@@ -41,3 +43,12 @@ def test_branch_table_layout() -> None:
     results = {"puck": {"trd": {"branch_i_auroc_per_defect": {"rgb": {"color": 0.9, "dent": 0.5}},
                                 "per_defect": {"color": {}, "dent": {}}}}}
     assert api.branch_table(results).splitlines()[2] == "| puck | trd | rgb | 0.900 | 0.500 |"
+
+
+def test_demo_refuses_unknown_variants_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "demo"
+    monkeypatch.setattr("sys.argv", ["trd", "demo", "--out", str(out), "--variants", "trd, no_such"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "no_such" in capsys.readouterr().err and not out.exists()

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from trd.training.checkpoint import load_checkpoint
+from trd.training.fit import TIMING_KEYS
 
-TIMING_KEYS = {"seconds", "pairs_per_s"}
 
 
 def _tensors_equal(a: dict, b: dict, where: str) -> None:

@@ -163,7 +163,7 @@ def test_scorer_matches_functions_and_guards() -> None:
     torch.testing.assert_close(out["anomaly_map"], fused)
     torch.testing.assert_close(out["score"], score)
     torch.testing.assert_close(out["contrib_rgb"] + out["contrib_3d"], score)
-    single = scorer.branch_map(maps["3d"], "3d")  # per-branch metrics: z-scored, blurred, alone
+    single = out["scored_3d"]  # per-branch metrics: z-scored, blurred, alone
     np.testing.assert_allclose(single.numpy(), _scipy_blur((maps["3d"].numpy() - 0.9) / 0.5, 4.0), atol=1e-12)
     assert set(scorer.state_dict()) == {"norm.rgb.mean", "norm.rgb.std", "norm.3d.mean", "norm.3d.std"}
     with pytest.raises(RuntimeError, match="norm.3d"):
@@ -173,7 +173,6 @@ def test_scorer_matches_functions_and_guards() -> None:
 
 
 def test_scorer_torchscript_and_onnx() -> None:
-    ort = pytest.importorskip("onnxruntime")
     maps = {"rgb": torch.rand(2, 1, 32, 32), "3d": torch.rand(2, 1, 32, 32)}
     foreground = torch.rand(2, 1, 32, 32) > 0.7
     scorer = Scorer(["rgb", "3d"], foreground_margin=1)
@@ -184,6 +183,8 @@ def test_scorer_torchscript_and_onnx() -> None:
         scripted = torch.jit.script(scorer)
     for key, value in scripted(maps, foreground).items():
         torch.testing.assert_close(value, expected[key])
+
+    ort = pytest.importorskip("onnxruntime")  # the onnx extra; the TorchScript check above runs without it
 
     class Wrapper(torch.nn.Module):
         def __init__(self) -> None:
@@ -224,7 +225,7 @@ def test_scorer_foreground_only_keeps_scores_on_the_object() -> None:
         torch.testing.assert_close(out["score"], inside.amax(dim=(1, 2, 3)))  # max over the object only
         torch.testing.assert_close(out["contrib_rgb"] + out["contrib_3d"], out["score"])
         torch.testing.assert_close(out["anomaly_map"][region], plain(maps)["anomaly_map"][region])
-        single = scorer.branch_map(maps["rgb"], "rgb", foreground)
+        single = out["scored_rgb"]
         for image, inside_image in zip(single, region, strict=True):  # off the object: the image's minimum
             assert bool((image[~inside_image] == image.amin()).all())
     with pytest.raises(ValueError, match="foreground_margin"):

@@ -171,3 +171,32 @@ class PairDataset(Dataset):
             "label": torch.tensor(self.samples[index].label, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+
+
+class SkipBad(Dataset):
+    """Wraps a dataset so that a sample whose files are bad yields its error, not an exception.
+
+    The error travels as data, ``(path, problem)``: a DataError raised inside a DataLoader worker
+    process cannot be rebuilt by the loader (it re-raises a RuntimeError carrying the worker's whole
+    traceback), so its consumer (training, `iterate_outputs`) raises or reports it in the main process.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return self.dataset[index]
+        except DataError as exc:
+            return {"error": (str(exc.path), exc.problem), "index": torch.tensor(index)}
+
+
+def collate_skipping_bad(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate the good items; ``errors``: (dataset index, (path, problem)) of the bad ones."""
+    good = [it for it in items if "error" not in it]
+    batch: dict[str, Any] = torch.utils.data.default_collate(good) if good else {}
+    batch["errors"] = [(int(it["index"]), it["error"]) for it in items if "error" in it]
+    return batch

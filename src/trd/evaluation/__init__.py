@@ -1,7 +1,7 @@
 """Detection metrics, the official MVTec 3D-AD AU-PRO, and per category / defect / branch tables."""
 
 from .aupro import DEFAULT_LIMITS, au_pro, pro_curve_exact, pro_curve_thresholds, trapezoid_area
-from .evaluate import IMAGE_KEYS, PIXEL_KEYS, evaluate_arrays, metrics_table_rows, pro_keys
+from .evaluate import IMAGE_KEYS, PIXEL_KEYS, evaluate_arrays, pro_keys
 from .metrics import ClassScores, average_precision, binary_metrics, f1_max, image_auroc, pixel_auroc
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "evaluate_arrays",
     "f1_max",
     "image_auroc",
-    "metrics_table_rows",
     "pixel_auroc",
     "pro_curve_exact",
     "pro_curve_thresholds",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .aupro import DEFAULT_LIMITS, au_pro
-from .metrics import binary_metrics
+from .metrics import binary_metrics, image_auroc
 
 IMAGE_KEYS = ("i_auroc", "i_ap", "i_f1max")
 PIXEL_KEYS = ("p_auroc", "p_ap", "p_f1max")
@@ -107,9 +107,10 @@ def evaluate_arrays(
     result: dict[str, Any] = {"overall": _metrics(scores, y, maps, gts, limits, pro_method)}
     good = defects == "good"
     per_defect: dict[str, dict[str, float]] = {}
+    subsets: dict[str, np.ndarray] = {}  # per defect type: its images and all good ones
     for name in sorted(set(defects[~good])):
         own = defects == name
-        subset = own | good
+        subset = subsets[str(name)] = own | good
         own_maps = None if maps is None else maps[own]
         own_gts = None if gts is None else gts[own]
         per_defect[str(name)] = {"images": int(own.sum())} | _metrics(
@@ -123,10 +124,7 @@ def evaluate_arrays(
         branch_scores = bm.reshape(n, -1).max(axis=1)
         per_branch[str(name)] = _metrics(branch_scores, y, bm, gts, limits, pro_method)
         # Which branch finds which defect type on its own (image level: cheap, and the crossmodal story).
-        branch_defect[str(name)] = {
-            str(d): binary_metrics(branch_scores[(defects == d) | good], y[(defects == d) | good])["auroc"]
-            for d in per_defect
-        }
+        branch_defect[str(name)] = {d: image_auroc(branch_scores[s], y[s]) for d, s in subsets.items()}
     result["per_branch"] = per_branch
     result["branch_i_auroc_per_defect"] = branch_defect
     result["counts"] = {
@@ -136,21 +134,3 @@ def evaluate_arrays(
     }
     result["pro_method"] = pro_method
     return result
-
-
-def metrics_table_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One flat row per scope (overall, each defect type, each branch) with the same columns.
-
-    Columns: scope ("overall" | "defect" | "branch"), name, images, then every metric key of the
-    overall table; a metric a scope does not have is NaN. Ready for ``csv.DictWriter``.
-    """
-    columns = list(result["overall"])
-    groups = [("overall", {"all": result["overall"]}), ("defect", result.get("per_defect", {})),
-              ("branch", result.get("per_branch", {}))]
-    rows = []
-    for scope, tables in groups:
-        for name, table in tables.items():
-            images = table.get("images", result["counts"]["images"])
-            rows.append({"scope": scope, "name": name, "images": images}
-                        | {k: table.get(k, math.nan) for k in columns})
-    return rows

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..data.dataset import PairDataset, input_foreground
+from ..data.dataset import PairDataset
 from ..model.detector import Detector
 from ..reporting.figures import save_panel_png
 from ..reporting.report import SampleRow, write_metrics, write_report
@@ -37,15 +37,13 @@ def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thr
     scores = np.empty(n, np.float64)
     per_branch = {b: np.empty((n, size, size), np.float32) for b in branches}
     contribs = {b: np.empty(n, np.float64) for b in branches}
-    scorer = detector.scorer
     for batch, out in iterate_outputs(detector, dataset, device, batch_size, cfg.data.num_workers):
         idx = batch["index"].numpy()
-        foreground = input_foreground(batch["x3d"]).to(device) if scorer.foreground_margin is not None else None
         fused[idx] = out["anomaly_map"][:, 0].float().cpu().numpy()
         gts[idx] = batch["mask"][:, 0].numpy() > 0.5
         scores[idx] = out["score"].float().cpu().numpy()
         for b in branches:
-            per_branch[b][idx] = scorer.branch_map(out[f"map_{b}"], b, foreground)[:, 0].float().cpu().numpy()
+            per_branch[b][idx] = out[f"scored_{b}"][:, 0].float().cpu().numpy()
             contribs[b][idx] = out[f"contrib_{b}"].float().cpu().numpy()
     samples = dataset.samples
     labels = np.array([s.label for s in samples])

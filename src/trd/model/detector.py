@@ -15,8 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
-from ..data.dataset import input_foreground
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, TRDError
 from ..scoring.maps import Scorer
 from ..scoring.threshold import Thresholds
 from ..training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
@@ -24,10 +23,12 @@ from .trd import TRDModel, build_model
 
 
 class Detector(nn.Module):
-    """(rgb, x3d) -> {"anomaly_map", "score", "map_<branch>", "contrib_<branch>"}.
+    """(rgb, x3d) -> {"anomaly_map", "score", "map_<branch>", "contrib_<branch>", "scored_<branch>"}.
 
-    ``map_<branch>`` are the raw per-branch cosine maps; ``contrib_<branch>`` says how much of the
-    image score comes from each branch (they add up to ``score``).
+    ``map_<branch>`` are the raw per-branch cosine maps, ``scored_<branch>`` the same maps as the
+    scorer sees them (z-scored, blurred, restricted); ``contrib_<branch>`` says how much of the
+    image score comes from each branch (they add up to ``score``). The ONNX export keeps all but
+    ``scored_<branch>`` (`trd.export.onnx.output_names`).
     """
 
     def __init__(self, model: TRDModel, scorer: Scorer) -> None:
@@ -41,7 +42,7 @@ class Detector(nn.Module):
 
     def forward(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
         maps = self.model.raw_maps(rgb, x3d)
-        out = self.scorer(maps, input_foreground(x3d) if self.scorer.foreground_margin is not None else None)
+        out = self.scorer(maps, self.scorer.foreground(x3d))
         out.update({f"map_{name}": m for name, m in maps.items()})
         return out
 
@@ -68,8 +69,11 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
     """Rebuild the detector from ``model.pt`` in eval mode on ``device``."""
     blob = load_checkpoint(path, "model", map_location="cpu")
     try:
+        thresholds = Thresholds.from_dict(blob["thresholds"])
+    except (TRDError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"damaged thresholds entry: {exc}") from None
+    try:
         cfg = Config.from_dict(blob["config"], source=str(path))
-        thresholds = Thresholds(**blob["thresholds"])
         model_cfg = cfg.model
         if blob["teachers"] is not None:
             # Weights come from the checkpoint: build randomly initialised teachers, then overwrite them.
@@ -81,8 +85,6 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
     except ConfigError as exc:
         message = str(exc).removeprefix(f"{path}: ")
         raise CheckpointError(path, f"its config cannot be built: {message}") from None
-    except TypeError as exc:
-        raise CheckpointError(path, f"damaged thresholds entry: {exc}") from None
     load_state_dict_strict(model.students, blob["students"], path, "student weights")
     for name, state in (blob["teachers"] or {}).items():
         load_state_dict_strict(model.teacher_rgb if name == "rgb" else model.teacher_3d, state, path, f"{name} teacher weights")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..data.dataset import PairDataset, input_foreground
+from ..data.dataset import PairDataset
 from ..model.detector import Detector
 from ..model.trd import TRDModel
 from .infer import iterate_outputs
@@ -31,7 +31,7 @@ def calibrate(model: TRDModel, dataset: PairDataset, cfg: Config, device: torch.
     foregrounds: list[torch.Tensor | None] = []
     # The raw maps are kept (on the host) so the second step does not rerun the model.
     for batch, maps in iterate_outputs(model.raw_maps, dataset, device, batch_size, cfg.data.num_workers):
-        foregrounds.append(input_foreground(batch["x3d"]) if scorer.foreground_margin is not None else None)
+        foregrounds.append(scorer.foreground(batch["x3d"]))
         for b in branches:
             stats[b].update(maps[b])
             raw[b].append(maps[b].float().cpu())

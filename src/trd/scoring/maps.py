@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ScoreConfig
+from ..data.dataset import input_foreground
 from ..errors import TRDError
 
 #: Branch names a scorer can hold (model variants: "rgb" + "3d", or one of the three alone).
@@ -210,7 +211,9 @@ class Scorer(nn.Module):
     statistics of other branches fails on the key names. Until :meth:`set_stats` is called ``std``
     is NaN: an uncalibrated scorer yields NaN, never silently un-normalised scores. ``forward``
     takes the raw B x 1 x H x W maps by branch name and returns ``anomaly_map`` (B x 1 x H x W),
-    ``score`` (B,) and ``contrib_<branch>`` (B,) (see :func:`branch_contributions`).
+    ``score`` (B,), ``contrib_<branch>`` (B,) (see :func:`branch_contributions`) and
+    ``scored_<branch>`` (B x 1 x H x W: that branch's z-scored, blurred, restricted map, whose
+    maximum is its single-branch image score).
     """
 
     def __init__(self, branches: Sequence[str], sigma: float = 4.0, truncate: float = 4.0,
@@ -242,6 +245,10 @@ class Scorer(nn.Module):
     def fitted(self) -> bool:
         return all(bool(torch.isfinite(z.std)) for z in self.norm.values())
 
+    def foreground(self, x3d: Tensor) -> Tensor | None:
+        """The object mask of a batch of 3D inputs when this scorer restricts to it, else None."""
+        return input_foreground(x3d) if self.foreground_margin is not None else None
+
     def scored_region(self, foreground: Tensor | None) -> Tensor | None:
         """The pixels that may carry a score: ``foreground`` grown by the margin, or None (all pixels).
 
@@ -264,18 +271,15 @@ class Scorer(nn.Module):
             return blurred
         return torch.where(region, blurred, blurred.amin(dim=(2, 3), keepdim=True))
 
-    def branch_map(self, raw: Tensor, branch: str, foreground: Tensor | None = None) -> Tensor:
-        """One branch's z-scored, blurred map (B x 1 x H x W): the map of its single-branch metrics."""
-        norm = self.norm[branch]
-        return self._restrict(self.blur(norm(raw if raw.dtype == torch.float64 else raw.float())), foreground)
-
     def forward(self, maps: dict[str, Tensor], foreground: Tensor | None = None) -> dict[str, Tensor]:
         parts: list[Tensor] = []
         for b, z in self.norm.items():
             m = maps[b]
             parts.append(z(m if m.dtype == torch.float64 else m.float()))
-        fused, score, contrib = _fuse_blurred(self._restrict(self.blur(torch.cat(parts, dim=1)), foreground))
+        scored = self._restrict(self.blur(torch.cat(parts, dim=1)), foreground)
+        fused, score, contrib = _fuse_blurred(scored)
         out = {"anomaly_map": fused, "score": score}
         for i, b in enumerate(self.branches):
             out["contrib_" + b] = contrib[:, i]
+            out["scored_" + b] = scored[:, i : i + 1]
         return out

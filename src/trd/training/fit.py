@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..config import Config
-from ..data.dataset import PairDataset
-from ..errors import CheckpointError, ConfigError, reraise_worker_errors
+from ..data.dataset import PairDataset, SkipBad, collate_skipping_bad
+from ..errors import CheckpointError, ConfigError, DataError
 from ..model.trd import TRDModel, build_model
 from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from .loss import student_loss
@@ -49,10 +49,18 @@ def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
             raise CheckpointError(path, f"was written with train.{key}={saved['train'][key]!r}; use a new run folder or --no-resume")
 
 
+#: Entries of an epoch's history record that measure time, so differ between identical runs.
+TIMING_KEYS = frozenset({"seconds", "pairs_per_s"})
+
+
 def _batches(loader: DataLoader, sampler: DistributedSampler, batch_size: int, cached: bool) -> Iterator[dict[str, Any]]:
     """Loader batches; once every teacher feature is cached, just the index batches (no file I/O)."""
     if not cached:
-        yield from reraise_worker_errors(loader)
+        for batch in loader:
+            errors = batch.pop("errors")
+            if errors:  # raised here, not in a worker: torch cannot rebuild a DataError from a worker
+                raise DataError(*errors[0][1])
+            yield batch
         return
     order = torch.tensor(list(iter(sampler)), dtype=torch.int64)
     for chunk in order.split(batch_size):
@@ -143,7 +151,8 @@ class Trainer:
             dataset, num_replicas=self.info.world, rank=self.info.rank, shuffle=True, seed=t.seed, drop_last=False
         )
         loader = DataLoader(
-            dataset, batch_size=per_rank, sampler=sampler, num_workers=self.cfg.data.num_workers,
+            SkipBad(dataset), batch_size=per_rank, sampler=sampler, num_workers=self.cfg.data.num_workers,
+            collate_fn=collate_skipping_bad,
             pin_memory=self.device.type == "cuda", persistent_workers=self.cfg.data.num_workers > 0,
         )
         tcache = TeacherCache(self.model, len(dataset), self.cfg, self.device, self.log if self.info.is_main else None)
