@@ -29,7 +29,7 @@ from trd.data.dataset import PairDataset, build_cache
 from trd.data.geometry import preprocess_3d
 from trd.data.samples import list_samples
 from trd.data.synth import render_sample
-from trd.model.detector import Detector
+from trd.detector import Detector
 from trd.model.trd import TRDModel, build_model
 from trd.scoring.maps import Scorer
 from trd.training.fit import Trainer
@@ -110,7 +110,7 @@ def train_baseline(cfg: Config, dataset: PairDataset, device: torch.device) -> l
             targets = model.branch_targets(feats)
             for name, opt in opts.items():
                 opt.zero_grad()
-                loss = student_loss(model.student_output(name, feats), targets[name])
+                loss = student_loss(model.students[name](*model.student_inputs(name, feats)), targets[name])
                 loss.backward()
                 opt.step()
                 loss.item()

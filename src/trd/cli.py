@@ -48,7 +48,14 @@ def cli() -> None:
 @click.option("--n-test-good", default=10, show_default=True)
 @click.option("--n-test-per-defect", default=8, show_default=True)
 def synth(out, size, seed, categories, n_train, n_validation, n_test_good, n_test_per_defect) -> None:
-    """Write a synthetic dataset in MVTec 3D-AD layout (RGB PNG, XYZ TIFF, GT PNG)."""
+    """Write a synthetic dataset in MVTec 3D-AD layout (RGB PNG, XYZ TIFF, GT PNG).
+
+    Prints the sample counts per category, split and defect type as JSON.
+
+    \b
+    Example:
+      trd synth --out data/synth --size 128
+    """
     counts = api.synth(out, categories=categories.split(",") if categories else None, size=size, seed=seed,
                        n_train=n_train, n_validation=n_validation, n_test_good=n_test_good,
                        n_test_per_defect=n_test_per_defect)
@@ -65,7 +72,15 @@ def synth(out, size, seed, categories, n_train, n_validation, n_test_good, n_tes
               help="Evaluate on the test split and write the report after training.")
 @_config_options
 def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, backbone_weights) -> None:
-    """Train both students, calibrate on the validation split, save RUN/model.pt."""
+    """Train both students, calibrate on the validation split, save RUN/model.pt.
+
+    Then (unless --no-test) evaluate on the test split and write RUN/report.html. Run again with
+    the same --out to resume a killed run.
+
+    \b
+    Example:
+      trd fit --data data/synth --category puck --out runs/puck --set train.epochs=20
+    """
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, category=category, format=fmt)
     model_path = api.fit(cfg, out, resume=not no_resume)
     if model_path is None:  # a non-zero torchrun rank
@@ -85,7 +100,15 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
 @click.option("--pro", "pro_method", type=click.Choice(["exact", "thresholds"]), default="exact", show_default=True,
               help="AU-PRO: the official exact curve, or the reference code's 100-threshold curve.")
 def test_cmd(model_path, root, split, out, pro_method) -> None:
-    """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report."""
+    """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report.
+
+    Prints the headline metrics; writes metrics.json, metrics.csv, report.md, report.html and
+    panels/ to --out (default: the model's folder).
+
+    \b
+    Example:
+      trd test --model runs/puck/model.pt --pro thresholds
+    """
     result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method)
     click.echo(api.summary_line(result))
 
@@ -100,7 +123,16 @@ def test_cmd(model_path, root, split, out, pro_method) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None:
-    """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl."""
+    """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
+
+    Prints a JSON summary; exit code 1 when some samples could not be scored (they are listed),
+    2 on an error that stops the run.
+
+    \b
+    Examples:
+      trd predict --model runs/puck/model.pt --input line_scans/ --out preds/
+      trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
+    """
     summary = api.predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size)
     click.echo(json.dumps(summary, indent=2))
@@ -117,7 +149,14 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one demo setting, e.g. --set score.foreground_only=false (repeatable).")
 def demo(out, backbone_weights, variants, overrides) -> None:
-    """Synthetic data -> fit -> test -> report, with a small backbone (minutes on a laptop CPU)."""
+    """Synthetic data -> fit -> test -> report, with a small backbone (minutes on a laptop CPU).
+
+    Writes OUT/data, one run folder per category and variant (with report.html) and OUT/summary.md.
+
+    \b
+    Example:
+      trd demo --out runs/demo --variants trd,rd_rgb,rd_3d
+    """
     from .model.trd import VARIANTS
 
     chosen = list(VARIANTS) if variants == "all" else [v.strip() for v in variants.split(",")]
@@ -134,7 +173,12 @@ def demo(out, backbone_weights, variants, overrides) -> None:
 @click.option("--categories", default=None, help="Comma-separated subset (default: all 10).")
 @_config_options
 def reproduce(root, out, categories, config_file, overrides, backbone_weights) -> None:
-    """The paper protocol on every MVTec 3D-AD category; prints the table beside the published one."""
+    """The paper protocol on every MVTec 3D-AD category; prints the table beside the published one.
+
+    \b
+    Example:
+      trd reproduce --data /data/mvtec3d --out runs/paper --categories bagel,tire
+    """
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, format="mvtec3d")
     click.echo(api.reproduce(cfg, out, categories.split(",") if categories else None))
 
@@ -143,7 +187,12 @@ def reproduce(root, out, categories, config_file, overrides, backbone_weights) -
 @click.option("--raw", type=click.Path(path_type=Path), required=True, help="The Eyecandies download.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def prepare_eyecandies(raw, out) -> None:
-    """Convert raw Eyecandies into the layout `--format eyecandies` reads (anomalous masks included)."""
+    """Convert raw Eyecandies into the layout `--format eyecandies` reads (anomalous masks included).
+
+    \b
+    Example:
+      trd prepare-eyecandies --raw /data/Eyecandies --out /data/eyecandies-prepared
+    """
     from .data.eyecandies import prepare_eyecandies as prepare
 
     click.echo(json.dumps(prepare(raw, out), indent=2))
@@ -154,7 +203,14 @@ def prepare_eyecandies(raw, out) -> None:
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def export(model_path, fmt, out) -> None:
-    """Export the detector (two inputs; fused map, per-branch maps, score) for deployment."""
+    """Export the detector (two inputs; fused map, per-branch maps, score) for deployment.
+
+    Prints the path written. The file carries its config and thresholds (needs the onnx extra).
+
+    \b
+    Example:
+      trd export --model runs/puck/model.pt --out puck.onnx
+    """
     click.echo(str(api.export(model_path, out, fmt=fmt)))
 
 

@@ -1,6 +1,6 @@
 """Run configuration: small dataclasses, a TOML file, and ``section.key=value`` overrides.
 
-Defaults follow method.md §9 (the reference code's HEAD), so an empty config is the paper protocol.
+Defaults follow docs/METHOD.md §9 (the reference code's HEAD), so an empty config is the paper protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tomli_w
 from .atomic import atomic_write_text
 from .errors import ConfigError
 
-#: Per-class Sobel aperture used by the reference code (method.md §2.6; undocumented there and
+#: Per-class Sobel aperture used by the reference code (docs/METHOD.md §2.6; undocumented there and
 #: possibly tuned on test data, §10.6). Selected with ``data.sobel_preset = "trd-per-class"``.
 SOBEL_PRESETS: dict[str, dict[str, int]] = {
     "trd-per-class": {"cookie": 3, "dowel": 7, "foam": 7, "tire": 7},
@@ -30,7 +30,7 @@ class DataConfig:
     category: str = ""
     image_size: int = 256
     modality_3d: str = "normals"  # normals | depth
-    sobel_k: int = 5  # global default aperture (method.md §10.6: report with one global k)
+    sobel_k: int = 5  # global default aperture (docs/METHOD.md §10.3: report with one global k)
     sobel_preset: str = ""  # "" or a key of SOBEL_PRESETS
     plane: str = "corners"  # corners (reference) | ransac (robust) | none
     plane_threshold: float = 0.005  # distance to the background plane, in xyz units (metres)
@@ -51,7 +51,7 @@ class ModelConfig:
     backbone: str = "wide_resnet50_2"  # see trd.model.backbone.BACKBONES
     weights: str = "imagenet"  # imagenet | none | path to a state-dict file
     variant: str = "trd"  # see trd.model.VARIANTS
-    fuse_stopgrad: bool = False  # method.md §3.6, the pre-2025-05 reference variant
+    fuse_stopgrad: bool = False  # docs/METHOD.md §3.6, the pre-2025-05 reference variant
     decoder_blocks: list[int] = field(default_factory=lambda: [3, 4, 6])
     bottleneck_blocks: int = 3
 

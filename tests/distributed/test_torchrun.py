@@ -28,7 +28,7 @@ import torch
 from trd.config import load_config
 from trd.data.synth import generate
 from trd.model.trd import build_model
-from trd.training.checkpoint import load_checkpoint
+from trd.checkpoint import load_checkpoint
 from trd.training.runtime import seed_all
 
 OVERRIDES = [
@@ -85,7 +85,7 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     ddp = load_checkpoint(tmp_path / "two" / "model.pt", "model")
     h1, h2 = one["extra"]["history"], ddp["extra"]["history"]
     assert [h["epoch"] for h in h2] == [1, 2]
-    for key in ("loss_rgb", "loss_3d"):
+    for key in ("loss_rgb", "loss_geo"):
         # The logged loss is the mean over both ranks, i.e. the loss of the global batch.
         assert h2[0][key] == pytest.approx(h1[0][key], rel=2e-5), key
         assert h2[1][key] == pytest.approx(h1[1][key], rel=1e-2), key
@@ -100,7 +100,7 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         init = build_model(cfg.model, cfg.data.image_size).students.state_dict()
-    for student in ("rgb", "3d"):
+    for student in ("rgb", "geo"):
         assert _relative_update_distance(a, b, init, f"{student}.") < 0.35, student
     # Thresholds are maxima over few validation pixels of random-teacher maps: a loose sanity check.
     for key in ("image", "pixel"):

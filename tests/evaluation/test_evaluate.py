@@ -21,7 +21,7 @@ def _case() -> dict:
     gts = np.zeros((8, 16, 16), dtype=bool)
     gts[3, 2:5, 2:6] = gts[4, 10:12, 3:9] = gts[5, 7:9, 7:9] = gts[6, 0:3, 12:16] = True
     maps = (rng.normal(size=gts.shape) + 2.0 * gts).astype(np.float32)
-    branch = {"rgb": maps * 0.5 + rng.normal(size=gts.shape).astype(np.float32), "3d": maps[:, None] * 2.0}
+    branch = {"rgb": maps * 0.5 + rng.normal(size=gts.shape).astype(np.float32), "geo": maps[:, None] * 2.0}
     return {"scores": maps.reshape(8, -1).max(1), "labels": np.array([0, 0, 0, 1, 1, 1, 1, 1]),
             "maps": maps, "gts": gts, "defects": DEFECTS, "branch_maps": branch}
 
@@ -61,9 +61,9 @@ def test_per_defect_and_per_branch() -> None:
     y = c["gts"].reshape(8, -1).any(1)
     assert rgb["i_auroc"] == pytest.approx(image_auroc(c["branch_maps"]["rgb"].reshape(8, -1).max(1), y))
     assert rgb["aupro@0.3"] == pytest.approx(au_pro(c["branch_maps"]["rgb"], c["gts"], (0.3,))[0.3])
-    # the "3d" map is the fused one doubled (N x 1 x H x W accepted): same ranking, same metrics
-    assert result["per_branch"]["3d"] == pytest.approx(result["overall"])
-    assert result["branch_i_auroc_per_defect"]["3d"] == pytest.approx(
+    # the "geo" map is the fused one doubled (N x 1 x H x W accepted): same ranking, same metrics
+    assert result["per_branch"]["geo"] == pytest.approx(result["overall"])
+    assert result["branch_i_auroc_per_defect"]["geo"] == pytest.approx(
         {d: result["per_defect"][d]["i_auroc"] for d in ("crack", "hole")})
 
 
@@ -74,11 +74,11 @@ def test_which_branch_finds_which_defect() -> None:
     colour, geometry = np.zeros((8, 16, 16), np.float32), np.zeros((8, 16, 16), np.float32)
     colour[:, 0, 0] = [0.1, 0.2, 0.3, 0.9, 0.8, 0.0, 0.15, 0.05]  # cracks above every good image
     geometry[:, 0, 0] = [0.1, 0.2, 0.3, 0.0, 0.25, 0.9, 0.7, 0.05]  # holes (by mask: 5, 6) above
-    c["branch_maps"] = {"rgb": colour, "3d": geometry}
+    c["branch_maps"] = {"rgb": colour, "geo": geometry}
     table = evaluate_arrays(**c, limits=(0.3,))["branch_i_auroc_per_defect"]
-    assert table["rgb"]["crack"] == 1.0 and table["3d"]["hole"] == 1.0
+    assert table["rgb"]["crack"] == 1.0 and table["geo"]["hole"] == 1.0
     assert table["rgb"]["hole"] == pytest.approx(image_auroc(colour[[0, 1, 2, 5, 6, 7], 0, 0], y[[0, 1, 2, 5, 6, 7]]))
-    assert table["3d"]["crack"] == pytest.approx(2 / 6)  # 0.0 beats no good image, 0.25 beats two of 3
+    assert table["geo"]["crack"] == pytest.approx(2 / 6)  # 0.0 beats no good image, 0.25 beats two of 3
 
 
 def test_both_pro_methods_and_missing_masks() -> None:

@@ -22,12 +22,13 @@ import torch
 from trd import __version__, api
 from trd.cli import main
 from trd.config import Config, load_config
-from trd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PairDataset, build_cache
+from trd.data.dataset import PairDataset, build_cache
+from trd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from trd.data.samples import list_samples
 from trd.errors import CheckpointError, ConfigError
 from trd.export import onnx as trd_onnx
 from trd.export.onnx import export_onnx, load_onnx_runner
-from trd.model.detector import Detector, load_detector
+from trd.detector import Detector, load_detector
 from trd.scoring.infer import Runner
 from trd.scoring.threshold import Thresholds
 
@@ -104,7 +105,7 @@ def test_onnxruntime_matches_pytorch(runner, detector, batch, source) -> None:
     with torch.inference_mode():
         want = det(rgb, x3d)
     got = runner(rgb, x3d)
-    assert set(got) == {"anomaly_map", "score", "map_rgb", "map_3d", "contrib_rgb", "contrib_3d"}
+    assert set(got) == {"anomaly_map", "score", "map_rgb", "map_geo", "contrib_rgb", "contrib_geo"}
     assert got["anomaly_map"].shape == (batch, 1, size, size) and got["score"].shape == (batch,)
     _assert_same(got, want)
 
@@ -135,7 +136,7 @@ def test_metadata_round_trip(trained, detector) -> None:
 
     model = onnx.load(str(trained[1]))
     meta = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(meta["trd.branches"]) == ["rgb", "3d"] and meta["trd.version"] == __version__
+    assert json.loads(meta["trd.branches"]) == ["rgb", "geo"] and meta["trd.version"] == __version__
     spec = json.loads(meta["trd.input"])
     np.testing.assert_allclose(spec["mean"], IMAGENET_MEAN)
     np.testing.assert_allclose(spec["std"], IMAGENET_STD)

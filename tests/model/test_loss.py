@@ -63,5 +63,5 @@ def test_student_loss_sums_the_present_terms() -> None:
     assert student_loss(full, on).item() == pytest.approx(9.0, abs=1e-5)
     no_filter = full._replace(filtered=None)
     assert student_loss(no_filter, on).item() == pytest.approx(6.0, abs=1e-5)
-    no_amplifier = StudentOutput(filtered=off, amplified=None, decoded=off, fused=off)  # S is D: counted once
+    no_amplifier = StudentOutput(filtered=off, amplified=None, decoded=off, fused=None)  # no S: D counted once
     assert student_loss(no_amplifier, on).item() == pytest.approx(6.0, abs=1e-5)

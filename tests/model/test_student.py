@@ -79,12 +79,13 @@ def test_variants_without_filter_or_amplifier() -> None:
     assert not plain.needs_assist and not hasattr(plain.decoder, "w_a")
     assert plain.bottleneck.level1[0][0].in_channels == TINY[0]
     out = plain(_levels(TINY, 32))
-    assert out.filtered is None and out.amplified is None and out.fused is out.decoded
+    assert out.filtered is None and out.amplified is None and out.fused is None
+    assert out.map_source is out.decoded  # no fusion: the map compares the raw decoder outputs
     no_filter = Student(TINY, use_filter=False, decoder_blocks=(1, 1, 1), bottleneck_blocks=1)
     with pytest.raises(ValueError, match="assist"):
         no_filter(_levels(TINY, 32))
     out = no_filter(_levels(TINY, 32), _levels(TINY, 32))
-    assert out.filtered is None and out.amplified is not None and out.fused is not out.decoded
+    assert out.filtered is None and out.amplified is not None and out.map_source is out.fused is not None
 
 
 def test_teacher_features_are_detached() -> None:

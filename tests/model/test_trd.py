@@ -35,7 +35,7 @@ def test_every_variant_gives_raw_maps_in_eval(variant: str) -> None:
         assert m.shape == (2, 1, SIZE, SIZE)
         assert torch.isfinite(m).all() and m.min() >= 0 and m.max() <= 3 + 1e-5
     assert (model.teacher_rgb is not None) == ("rgb" in VARIANTS[variant].modalities)
-    assert (model.teacher_3d is not None) == ("3d" in VARIANTS[variant].modalities)
+    assert (model.teacher_geo is not None) == ("geo" in VARIANTS[variant].modalities)
 
 
 def test_fused_teacher_variant_distills_the_concatenated_features() -> None:
@@ -43,16 +43,16 @@ def test_fused_teacher_variant_distills_the_concatenated_features() -> None:
     feats = model.teacher_features(*_batch())
     targets = model.branch_targets(feats)["fused"]
     assert [t.shape[1] for t in targets] == [128, 256, 512]
-    torch.testing.assert_close(targets[0], torch.cat([feats["rgb"][0], feats["3d"][0]], 1))
+    torch.testing.assert_close(targets[0], torch.cat([feats["rgb"][0], feats["geo"][0]], 1))
     assert not model.students["fused"].needs_assist
 
 
 def test_teachers_are_separate_frozen_and_stay_in_eval() -> None:
     model = _model().train()
-    assert model.teacher_rgb is not model.teacher_3d
-    assert model.teacher_rgb.conv1.weight.data_ptr() != model.teacher_3d.conv1.weight.data_ptr()
-    torch.testing.assert_close(model.teacher_rgb.state_dict(), model.teacher_3d.state_dict())
-    assert not any(m.training for t in (model.teacher_rgb, model.teacher_3d) for m in t.modules())
+    assert model.teacher_rgb is not model.teacher_geo
+    assert model.teacher_rgb.conv1.weight.data_ptr() != model.teacher_geo.conv1.weight.data_ptr()
+    torch.testing.assert_close(model.teacher_rgb.state_dict(), model.teacher_geo.state_dict())
+    assert not any(m.training for t in (model.teacher_rgb, model.teacher_geo) for m in t.modules())
     assert all(s.training for s in model.students.values())
     with pytest.raises(RuntimeError, match="teacher_features"):
         model(*_batch())
@@ -67,14 +67,14 @@ def test_sequential_training_lowers_the_loss_and_leaves_teachers_untouched() -> 
     history = {name: [] for name in model.students}
     for _ in range(20):
         for name, optim in optims.items():  # one student graph alive at a time (method.md §4.2)
-            loss = student_loss(model.student_output(name, feats), targets[name])
+            loss = student_loss(model.students[name](*model.student_inputs(name, feats)), targets[name])
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
             history[name].append(loss.item())
     for name, losses in history.items():
         assert losses[-1] < 0.5 * losses[0], (name, losses)
-    teachers = [*model.teacher_rgb.parameters(), *model.teacher_3d.parameters()]
+    teachers = [*model.teacher_rgb.parameters(), *model.teacher_geo.parameters()]
     assert all(p.grad is None for p in teachers)
     torch.testing.assert_close(model.teacher_rgb.state_dict(), teacher_before, rtol=0, atol=0)
 
@@ -98,7 +98,7 @@ def test_config_switches_reach_the_students() -> None:
 
 def test_parameter_counts_per_student() -> None:
     counts = student_parameter_counts(_model("trd_no_amplifier"))
-    assert set(counts) == {"rgb", "3d"} and counts["rgb"] == counts["3d"]
+    assert set(counts) == {"rgb", "geo"} and counts["rgb"] == counts["geo"]
     assert set(counts["rgb"]) == {"filter", "bottleneck", "decoder", "total"}
 
 

@@ -50,7 +50,7 @@ def test_synth_fit_test_predict(tiny_cli_args, synth_root, tmp_path):
     lines = (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])
-    assert set(record["contributions"]) == {"rgb", "3d"}
+    assert set(record["contributions"]) == {"rgb", "geo"}
     assert (tmp_path / "pred" / record["heatmap"]).is_file()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from trd import api
+from trd.workflows.demo import branch_table
 from trd.cli import main
 
 from .conftest import TINY
@@ -35,14 +36,14 @@ def test_demo_writes_reports_and_both_tables(tmp_path: Path, monkeypatch, capsys
     for row in rows:
         values = [float(v) for v in row.strip("| ").split(" | ") if re.fullmatch(r"\d\.\d{3}", v)]
         assert len(values) >= 3 and all(0.0 <= v <= 1.0 for v in values), row
-    branch_rows = [r for r in rows if r.split(" | ")[2] in ("rgb", "3d")]
-    assert sorted(r.split(" | ")[2] for r in branch_rows) == ["3d", "3d", "rgb", "rgb"]
+    branch_rows = [r for r in rows if r.split(" | ")[2] in ("rgb", "geo")]
+    assert sorted(r.split(" | ")[2] for r in branch_rows) == ["geo", "geo", "rgb", "rgb"]
 
 
 def test_branch_table_layout() -> None:
     results = {"puck": {"trd": {"branch_i_auroc_per_defect": {"rgb": {"color": 0.9, "dent": 0.5}},
                                 "per_defect": {"color": {}, "dent": {}}}}}
-    assert api.branch_table(results).splitlines()[2] == "| puck | trd | rgb | 0.900 | 0.500 |"
+    assert branch_table(results).splitlines()[2] == "| puck | trd | rgb | 0.900 | 0.500 |"
 
 
 def test_demo_refuses_unknown_variants_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:

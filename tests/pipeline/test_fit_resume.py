@@ -12,8 +12,8 @@ import torch
 
 from trd import api
 from trd.errors import CheckpointError
-from trd.model.detector import load_detector
-from trd.training.checkpoint import load_checkpoint
+from trd.detector import load_detector
+from trd.checkpoint import load_checkpoint
 from trd.training.fit import TIMING_KEYS
 
 
@@ -59,7 +59,7 @@ def test_checkpoint_loads_in_a_new_process_with_identical_maps(tiny_cfg, tmp_pat
         here = detector(rgb, x3d)
     code = (
         "import sys, torch, warnings; warnings.simplefilter('ignore');"
-        "from trd.model.detector import load_detector;"
+        "from trd.detector import load_detector;"
         f"d, *_ = load_detector(r'{path}'); x = torch.load(r'{tmp_path / 'inputs.pt'}');"
         "out = d(x['rgb'], x['x3d']);"
         f"torch.save({{k: v.detach() for k, v in out.items()}}, r'{tmp_path / 'out.pt'}')"

@@ -31,7 +31,7 @@ def _sample(seed: int = 0) -> dict:
     return {"rgb": rgb, "x3d": x3d, "gt": gt, "amap": amap}
 
 
-def _panel(path: Path, s: dict, branches: tuple[str, ...] = ("rgb", "3d"), gt: bool = True) -> None:
+def _panel(path: Path, s: dict, branches: tuple[str, ...] = ("rgb", "geo"), gt: bool = True) -> None:
     save_panel_png(
         path,
         rgb=s["rgb"],
@@ -83,7 +83,7 @@ def test_heatmap_png_is_valid_and_deterministic(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.png", "b.png"]  # no temp files
 
 
-@pytest.mark.parametrize(("branches", "gt"), [(("rgb", "3d"), True), (("fused",), False)])
+@pytest.mark.parametrize(("branches", "gt"), [(("rgb", "geo"), True), (("fused",), False)])
 def test_panel_png_size_and_determinism(tmp_path: Path, branches: tuple[str, ...], gt: bool) -> None:
     s = _sample()
     a, b = tmp_path / "a.png", tmp_path / "b.png"

@@ -20,7 +20,7 @@ RESULT = {
         "crack": {"i_auroc": 0.99, "p_auroc": 0.98},
         "hole <&>": {"i_auroc": 1.0, "p_auroc": float("inf")},
     },
-    "per_branch": {"rgb": {"i_auroc": 0.9}, "3d": {"i_auroc": 0.8, "aupro": {"0.3": 0.7, "0.01": 0.2}}},
+    "per_branch": {"rgb": {"i_auroc": 0.9}, "geo": {"i_auroc": 0.8, "aupro": {"0.3": 0.7, "0.01": 0.2}}},
     "counts": {"images": 12, "defective": np.int64(6), "aupro_impl": "head-100"},
     "category": "bagel",
 }
@@ -68,7 +68,7 @@ def test_metric_rows_flatten_generically() -> None:
     assert ("overall", "", "i_auroc", 0.9731) in rows
     assert ("overall", "", "i_ap", None) in rows
     assert ("defect:hole <&>", "", "p_auroc", None) in rows
-    assert ("branch:3d", "aupro", "0.3", 0.7) in rows
+    assert ("branch:geo", "aupro", "0.3", 0.7) in rows
     assert ("counts", "", "defective", 6) in rows
     assert ("", "", "category", "bagel") in rows
 
@@ -80,7 +80,7 @@ def test_write_metrics_json_and_csv(tmp_path: Path) -> None:
     data = json.loads(text)
     assert data["overall"]["i_ap"] is None and data["per_defect"]["hole <&>"]["p_auroc"] is None
     assert data["overall"]["p_auroc"] == 0.991 and data["counts"]["defective"] == 6
-    assert data["per_branch"]["3d"]["aupro"]["0.01"] == 0.2
+    assert data["per_branch"]["geo"]["aupro"]["0.01"] == 0.2
     with (tmp_path / "metrics.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["scope", "name", "metric", "value"]
@@ -101,7 +101,7 @@ def _rows(tmp_path: Path) -> list[SampleRow]:
         out.append(SampleRow(
             name=f"bagel/test/{i:03d}<script>.png", category="bagel", defect="crack" if i % 2 else "good",
             label=i % 2, score=score, decision=None if i == 4 else score > 1.0,
-            contributions={"rgb": 0.7, "3d": 0.3} if i else {"rgb": -1.0, "3d": float("nan")}, panel=panel,
+            contributions={"rgb": 0.7, "geo": 0.3} if i else {"rgb": -1.0, "geo": float("nan")}, panel=panel,
         ))
     return out
 
@@ -134,7 +134,7 @@ def test_write_report_html_and_markdown(tmp_path: Path) -> None:
     assert "## Overall" in md and "## Per defect type" in md and "## Per branch" in md
     assert "| i_auroc | 0.9731 |" in md and "| i_ap | – |" in md
     assert "| defect | i_auroc | p_auroc |" in md and "| crack | 0.9900 | 0.9800 |" in md
-    assert "| 3d | 0.8000 | 0.7000 | 0.2000 |" in md  # nested metrics become columns
+    assert "| geo | 0.8000 | 0.7000 | 0.2000 |" in md  # nested metrics become columns
     assert '"sigma": 4.0' in md and "/data/mvtec 3d" in md
     assert not list(tmp_path.glob(".*.tmp"))
 

@@ -32,7 +32,7 @@ from trd.config import load_config
 from trd.data.dataset import PairDataset
 from trd.data.samples import list_samples
 from trd.errors import CheckpointError, DataError, TRDError
-from trd.training.checkpoint import load_checkpoint
+from trd.checkpoint import load_checkpoint
 
 CAT = "puck"
 TEST_RGB = f"{CAT}/test/color/rgb/000.png"  # the first sample of the test split
@@ -283,8 +283,8 @@ CASES: list[Case] = [
          _checkpoint(_edited(_rename_keys))),
     Case("model.pt without its thresholds", "incomplete 'model' checkpoint: missing thresholds", "test",
          _checkpoint(_edited(lambda b: b.pop("thresholds")))),
-    Case("model.pt of a future format version", "checkpoint version 2 is not supported", "test",
-         _checkpoint(_edited(lambda b: b.update(version=2)))),
+    Case("model.pt of a future format version", "checkpoint version 3 is not supported", "test",
+         _checkpoint(_edited(lambda b: b.update(version=3)))),
     Case("model.pt is a folder", "is a folder, expected a checkpoint file", "test",
          _checkpoint(lambda p: (p.unlink(), p.mkdir()))),
     Case("truncated state.pt in the run folder (fit resumes)", "not a readable checkpoint", "fit",

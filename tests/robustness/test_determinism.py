@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trd.training.checkpoint import load_checkpoint
+from trd.checkpoint import load_checkpoint
 from trd.training.fit import TIMING_KEYS
 
 

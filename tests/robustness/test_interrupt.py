@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from trd.config import load_config
-from trd.training.checkpoint import load_checkpoint
+from trd.checkpoint import load_checkpoint
 
 #: tqdm's bar once a batch of epoch 2 is done: "epoch 2/3:  12%|#   | 1/8 [..."
 _EPOCH2_BATCH = re.compile(r"epoch 2/\d+:\s+\d+%\|[^|]*\|\s*([1-9]\d*)/(\d+)")

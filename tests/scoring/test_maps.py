@@ -12,22 +12,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from trd.data.dataset import input_foreground, normalise
+from trd.data.geometry import input_foreground
+from trd.data.transforms import normalise
 from trd.errors import TRDError
-from trd.scoring.maps import (
-    STD_EPS,
-    BranchStats,
-    GaussianBlur,
-    Scorer,
-    branch_contributions,
-    cosine_distance_map,
-    fuse_maps,
-)
+from trd.model.trd import cosine_distance_map
+from trd.scoring.maps import STD_EPS, BranchStats, GaussianBlur, Scorer
 
 
 def _scipy_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     """Reference: scipy per B x 1 x H x W map, the reference code's call."""
     return np.stack([ndimage.gaussian_filter(m[0], sigma, truncate=4.0, mode="reflect") for m in x])[:, None]
+
+
+def _oracle(maps: dict[str, torch.Tensor], stats: dict[str, tuple[float, float]], sigma: float) -> dict[str, np.ndarray]:
+    """The reference pipeline in numpy/scipy: z-score each branch, add, blur, max; and each
+    branch's blurred z-value at the fused maximum (its contribution)."""
+    blurred = {b: _scipy_blur((m.double().numpy() - stats[b][0]) / max(stats[b][1], STD_EPS), sigma)
+               for b, m in maps.items()}
+    fused = sum(blurred.values())
+    flat = fused.reshape(len(fused), -1)
+    arg = flat.argmax(axis=1)
+    out = {"anomaly_map": fused, "score": flat.max(axis=1)}
+    for b, z in blurred.items():
+        out[f"contrib_{b}"] = z.reshape(len(z), -1)[np.arange(len(z)), arg]
+    return out
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 40), (5, 7), (17, 9), (64, 48)])
@@ -114,69 +122,60 @@ def test_branch_stats_checkpoint_roundtrip_and_guards() -> None:
     flat = BranchStats()
     flat.update(torch.full((5,), 0.25))
     assert flat.std == 0.0 and flat.scale == STD_EPS  # constant validation maps: finite z-scores
-    fused, score = fuse_maps({"rgb": torch.full((1, 1, 4, 4), 0.25)}, {"rgb": flat}, GaussianBlur(1.0))
-    assert torch.isfinite(fused).all() and score.item() == 0.0
+    scorer = Scorer(["rgb"], sigma=1.0)
+    scorer.set_stats({"rgb": flat})
+    out = scorer({"rgb": torch.full((1, 1, 4, 4), 0.25)})
+    assert torch.isfinite(out["anomaly_map"]).all() and out["score"].item() == 0.0
 
 
 def _two_branches(seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]]]:
     gen = torch.Generator().manual_seed(seed)
     maps = {"rgb": torch.rand(3, 1, 20, 24, generator=gen, dtype=torch.float64),
-            "3d": 2.0 * torch.rand(3, 1, 20, 24, generator=gen, dtype=torch.float64)}
-    return maps, {"rgb": (0.4, 0.2), "3d": (0.9, 0.5)}
+            "geo": 2.0 * torch.rand(3, 1, 20, 24, generator=gen, dtype=torch.float64)}
+    return maps, {"rgb": (0.4, 0.2), "geo": (0.9, 0.5)}
 
 
-def test_fuse_maps_equals_reference_pipeline() -> None:
+def test_scorer_equals_the_reference_pipeline_and_guards() -> None:
     maps, stats = _two_branches()
-    fused, score = fuse_maps(maps, stats, GaussianBlur(4.0))
-    z = (maps["rgb"].numpy() - 0.4) / 0.2 + (maps["3d"].numpy() - 0.9) / 0.5
-    expected = _scipy_blur(z, 4.0)
-    np.testing.assert_allclose(fused.numpy(), expected, atol=1e-12)
-    np.testing.assert_allclose(score.numpy(), expected.reshape(3, -1).max(1), atol=1e-12)
-    with pytest.raises(ValueError, match="3d"):
-        fuse_maps(maps, {"rgb": (0.4, 0.2)}, GaussianBlur(4.0))
-
-
-def test_branch_contributions_sum_to_score_and_attribute() -> None:
-    maps, stats = _two_branches()
-    blur = GaussianBlur(2.0)
-    _, score = fuse_maps(maps, stats, blur)
-    contrib = branch_contributions(maps, stats, blur)
-    torch.testing.assert_close(contrib["rgb"] + contrib["3d"], score)
-    # a spike in the colour branch only: the score comes from colour, geometry stays at its mean
-    flat = {"rgb": torch.full((1, 1, 16, 16), 0.4), "3d": torch.full((1, 1, 16, 16), 0.9)}
-    flat["rgb"][0, 0, 8, 8] = 5.0
-    contrib = branch_contributions(flat, stats, blur)
-    centre = blur.weight[blur.radius].item() ** 2  # the blurred spike's peak, per unit of z
-    assert contrib["rgb"].item() == pytest.approx((5.0 - 0.4) / 0.2 * centre, rel=1e-5)
-    assert abs(contrib["3d"].item()) < 1e-6
-
-
-def test_scorer_matches_functions_and_guards() -> None:
-    maps, stats = _two_branches()
-    scorer = Scorer(["rgb", "3d"], sigma=4.0).double()
+    scorer = Scorer(["rgb", "geo"], sigma=4.0).double()
     assert not scorer.fitted
     assert torch.isnan(scorer(maps)["score"]).all()  # uncalibrated: NaN, never raw scores
     scorer.set_stats(stats)
     assert scorer.fitted
     out = scorer(maps)
-    fused, score = fuse_maps(maps, stats, GaussianBlur(4.0))
-    torch.testing.assert_close(out["anomaly_map"], fused)
-    torch.testing.assert_close(out["score"], score)
-    torch.testing.assert_close(out["contrib_rgb"] + out["contrib_3d"], score)
-    single = out["scored_3d"]  # per-branch metrics: z-scored, blurred, alone
-    np.testing.assert_allclose(single.numpy(), _scipy_blur((maps["3d"].numpy() - 0.9) / 0.5, 4.0), atol=1e-12)
-    assert set(scorer.state_dict()) == {"norm.rgb.mean", "norm.rgb.std", "norm.3d.mean", "norm.3d.std"}
-    with pytest.raises(RuntimeError, match="norm.3d"):
+    expected = _oracle(maps, stats, 4.0)
+    for key, value in expected.items():
+        np.testing.assert_allclose(out[key].numpy(), value, atol=1e-12, err_msg=key)
+    torch.testing.assert_close(out["contrib_rgb"] + out["contrib_geo"], out["score"])
+    single = out["scored_geo"]  # per-branch metrics: z-scored, blurred, alone
+    np.testing.assert_allclose(single.numpy(), _scipy_blur((maps["geo"].numpy() - 0.9) / 0.5, 4.0), atol=1e-12)
+    assert set(scorer.state_dict()) == {"norm.rgb.mean", "norm.rgb.std", "norm.geo.mean", "norm.geo.std"}
+    with pytest.raises(RuntimeError, match="norm.geo"):
         Scorer(["rgb"]).load_state_dict(scorer.state_dict())
     with pytest.raises(ValueError):
         Scorer(["rgb", "depth"])
+    with pytest.raises(ValueError, match="geo"):
+        scorer.set_stats({"rgb": (0.4, 0.2)})
+
+
+def test_contributions_attribute_a_spike_to_its_branch() -> None:
+    _, stats = _two_branches()
+    scorer = Scorer(["rgb", "geo"], sigma=2.0)
+    scorer.set_stats(stats)
+    # a spike in the colour branch only: the score comes from colour, geometry stays at its mean
+    flat = {"rgb": torch.full((1, 1, 16, 16), 0.4), "geo": torch.full((1, 1, 16, 16), 0.9)}
+    flat["rgb"][0, 0, 8, 8] = 5.0
+    out = scorer(flat)
+    centre = scorer.blur.weight[scorer.blur.radius].item() ** 2  # the blurred spike's peak, per unit of z
+    assert out["contrib_rgb"].item() == pytest.approx((5.0 - 0.4) / 0.2 * centre, rel=1e-5)
+    assert abs(out["contrib_geo"].item()) < 1e-6
 
 
 def test_scorer_torchscript_and_onnx() -> None:
-    maps = {"rgb": torch.rand(2, 1, 32, 32), "3d": torch.rand(2, 1, 32, 32)}
+    maps = {"rgb": torch.rand(2, 1, 32, 32), "geo": torch.rand(2, 1, 32, 32)}
     foreground = torch.rand(2, 1, 32, 32) > 0.7
-    scorer = Scorer(["rgb", "3d"], foreground_margin=1)
-    scorer.set_stats({"rgb": (0.5, 0.1), "3d": (0.4, 0.3)})
+    scorer = Scorer(["rgb", "geo"], foreground_margin=1)
+    scorer.set_stats({"rgb": (0.5, 0.1), "geo": (0.4, 0.3)})
     expected = scorer(maps, foreground)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -192,17 +191,17 @@ def test_scorer_torchscript_and_onnx() -> None:
             self.scorer = scorer
 
         def forward(self, rgb: torch.Tensor, x3d: torch.Tensor, fg: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            out = self.scorer({"rgb": rgb, "3d": x3d}, fg)
-            return out["anomaly_map"], out["score"], out["contrib_rgb"], out["contrib_3d"]
+            out = self.scorer({"rgb": rgb, "geo": x3d}, fg)
+            return out["anomaly_map"], out["score"], out["contrib_rgb"], out["contrib_geo"]
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Wrapper(), (maps["rgb"], maps["3d"], foreground), buffer, dynamo=False,
+        torch.onnx.export(Wrapper(), (maps["rgb"], maps["geo"], foreground), buffer, dynamo=False,
                           input_names=["rgb", "x3d", "fg"])
     session = ort.InferenceSession(buffer.getvalue())
-    got = session.run(None, {"rgb": maps["rgb"].numpy(), "x3d": maps["3d"].numpy(), "fg": foreground.numpy()})
-    for value, key in zip(got, ["anomaly_map", "score", "contrib_rgb", "contrib_3d"]):
+    got = session.run(None, {"rgb": maps["rgb"].numpy(), "x3d": maps["geo"].numpy(), "fg": foreground.numpy()})
+    for value, key in zip(got, ["anomaly_map", "score", "contrib_rgb", "contrib_geo"]):
         np.testing.assert_allclose(value, expected[key].numpy(), atol=1e-5)
 
 
@@ -211,19 +210,19 @@ def test_scorer_foreground_only_keeps_scores_on_the_object() -> None:
     foreground = torch.zeros(3, 1, 20, 24, dtype=torch.bool)
     foreground[:, :, 5:15, 6:18] = True
     maps["rgb"][:, :, 0, 0] = 50.0  # a border artefact far off the object
-    plain = Scorer(["rgb", "3d"], sigma=1.0).double()
+    plain = Scorer(["rgb", "geo"], sigma=1.0).double()
     plain.set_stats(stats)
     assert plain.scored_region(foreground) is None  # off: every pixel is scored (the paper)
     torch.testing.assert_close(plain(maps, foreground)["score"], plain(maps)["score"])
     for margin in (0, 2):
-        scorer = Scorer(["rgb", "3d"], sigma=1.0, foreground_margin=margin).double()
+        scorer = Scorer(["rgb", "geo"], sigma=1.0, foreground_margin=margin).double()
         scorer.set_stats(stats)
         out = scorer(maps, foreground)
         region = scorer.scored_region(foreground)
         assert int(region[0].sum()) == (10 + 2 * margin) * (12 + 2 * margin)
         inside = plain(maps)["anomaly_map"].masked_fill(~region, -torch.inf)
         torch.testing.assert_close(out["score"], inside.amax(dim=(1, 2, 3)))  # max over the object only
-        torch.testing.assert_close(out["contrib_rgb"] + out["contrib_3d"], out["score"])
+        torch.testing.assert_close(out["contrib_rgb"] + out["contrib_geo"], out["score"])
         torch.testing.assert_close(out["anomaly_map"][region], plain(maps)["anomaly_map"][region])
         single = out["scored_rgb"]
         for image, inside_image in zip(single, region, strict=True):  # off the object: the image's minimum
@@ -236,7 +235,7 @@ def test_input_foreground_reads_the_mask_inside_the_3d_input() -> None:
     image = np.zeros((3, 8, 8), np.float32)
     image[:, 2:5, 3:6] = np.array([0.5, 0.5, 1.0], np.float32)[:, None, None]  # a normal pointing up
     image[0, 7, 7] = 0.01  # barely non-zero, still a surface
-    found = input_foreground(normalise(image)[None])
+    found = input_foreground(torch.from_numpy(normalise(image))[None])
     expected = np.zeros((1, 1, 8, 8), bool)
     expected[..., 2:5, 3:6] = True
     expected[..., 7, 7] = True

@@ -51,7 +51,8 @@ def test_invalid_inputs() -> None:
 
 def test_thresholds_record() -> None:
     rng = np.random.default_rng(1)
-    th = Thresholds.from_validation(rng.random(50), rng.random((5, 8, 8)), 0.1, 0.02)
+    scores, pixels = rng.random(50), rng.random((5, 8, 8))
+    th = Thresholds(fpr_threshold(scores, 0.1), fpr_threshold(pixels, 0.02), 0.1, 0.02)
     assert th.target_fpr == 0.1 and th.pixel_fpr == 0.02
     assert Thresholds.from_dict(th.to_dict()) == th
     with pytest.raises(TRDError, match="pixel"):

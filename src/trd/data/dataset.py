@@ -1,4 +1,4 @@
-"""PairDataset: turns `Sample`s into the tensors the teachers read (method.md §2.2, §2.5-§2.8).
+"""PairDataset: turns `Sample`s into the tensors the teachers read (docs/METHOD.md §2).
 
 The 3D input is deterministic for a file and a parameter set, so it goes through `PreprocessCache`:
 computed once, reused in every epoch and every later run.
@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..config import DataConfig
@@ -21,58 +20,13 @@ from .cache import PreprocessCache, default_cache_dir
 from .geometry import preprocess_3d
 from .io import Camera, check_pair, read_depth_png, read_mask, read_rgb, read_xyz
 from .samples import Sample
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
-    """PIL bilinear resize with antialiasing, aspect ratio not kept (torchvision Resize on PIL)."""
-    if rgb.shape[:2] == (size, size):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
-
-
-def normalise(chw01: np.ndarray) -> torch.Tensor:
-    """[0,1] CHW float image -> ImageNet-normalised float32 tensor (used for RGB and 3D alike)."""
-    out = (chw01.astype(np.float32) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
-    return torch.from_numpy(np.ascontiguousarray(out))
-
-
-#: The normalised value of a 3D-input pixel with no surface (all channels 0 before `normalise`).
-_BACKGROUND = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(1, 3, 1, 1)
-
-
-def input_foreground(x3d: torch.Tensor) -> torch.Tensor:
-    """B x 1 x H x W bool: pixels where the normalised 3D input has a surface.
-
-    The 3D images are zero off the object (method.md §2.5-2.6 step "multiply by the foreground
-    mask"), so the object's mask travels inside the 3D input itself; for inputs without masking
-    (Eyecandies normal maps) every pixel counts as foreground. Export-friendly ops only.
-    """
-    background = _BACKGROUND.to(device=x3d.device, dtype=x3d.dtype)
-    return (x3d - background).abs().amax(dim=1, keepdim=True) > 1e-4
-
-
-def denormalise(chw: torch.Tensor) -> np.ndarray:
-    """Inverse of `normalise` for display: ImageNet-normalised CHW tensor -> uint8 HxWx3."""
-    img = chw.detach().float().cpu().numpy() * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
-
+from .transforms import normalise, resize_mask, resize_rgb, rgb_to_chw01
 
 def build_cache(cfg: DataConfig) -> PreprocessCache | None:
     """The preprocessing cache a config asks for ("none" disables it)."""
     if cfg.cache_dir == "none":
         return None
     return PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a {0,1} mask, then binarise at 0.5 (method.md §2.7)."""
-    if mask.shape == (size, size):
-        return mask.astype(bool)
-    img = Image.fromarray(mask.astype(np.float32))
-    return np.asarray(img.resize((size, size), Image.BILINEAR)) > 0.5
 
 
 @lru_cache(maxsize=16)
@@ -107,10 +61,10 @@ def preprocess_params(cfg: DataConfig, category: str) -> dict[str, Any]:
 def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: PreprocessCache | None) -> np.ndarray:
     """The 3D input image of a sample: float32 3xSxS in [0,1], before ImageNet normalisation."""
     if sample.xyz_kind == "normals_png":
-        # Eyecandies: the dataset's own normal map goes through the RGB transform (method.md §2.8).
+        # Eyecandies: the dataset's own normal map goes through the RGB transform (docs/METHOD.md §2.8).
         normals = read_rgb(sample.xyz)
         check_pair(sample.rgb, rgb_hw, sample.xyz, normals.shape[:2])
-        return resize_rgb(normals, cfg.image_size).transpose(2, 0, 1).astype(np.float32) / 255.0
+        return rgb_to_chw01(resize_rgb(normals, cfg.image_size))
     params = preprocess_params(cfg, sample.category)
 
     def compute() -> np.ndarray:
@@ -165,8 +119,8 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rgb, x3d, mask = self.load_raw(index)
         return {
-            "rgb": normalise(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0),
-            "x3d": normalise(x3d),
+            "rgb": torch.from_numpy(normalise(rgb_to_chw01(rgb))),
+            "x3d": torch.from_numpy(normalise(x3d)),
             "mask": torch.from_numpy(mask[None].astype(np.float32)),
             "label": torch.tensor(self.samples[index].label, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),

@@ -1,6 +1,6 @@
 """3D preprocessing of organised point clouds: plane masks, hole filling, depth and normal images.
 
-Implements method.md §2.3-§2.6 with numpy/scipy only. The OpenCV behaviours the reference code
+Implements docs/METHOD.md §2.3-§2.6 with numpy/scipy only. The OpenCV behaviours the reference code
 relies on are reproduced here rather than importing OpenCV:
 
 - ``MORPH_CLOSE`` with a 3x3 ones kernel and ``iterations``: OpenCV's default border value makes
@@ -16,9 +16,12 @@ HxWx3 cloud whose channel 2 is z, and z == 0 marks a missing point.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from .transforms import NORMALISED_BACKGROUND
 
 MODALITIES = ("normals", "depth")
 PLANES = ("corners", "ransac", "none")
@@ -41,7 +44,7 @@ def _plane_distance(xyz: np.ndarray, normal: np.ndarray, d: float) -> np.ndarray
 
 
 def corner_plane(xyz: np.ndarray) -> tuple[np.ndarray, float]:
-    """Background plane through the mean points of three 3x3 corner patches (method.md §2.3).
+    """Background plane through the mean points of three 3x3 corner patches (docs/METHOD.md §2.3).
 
     As in the reference code, each patch's 9-pixel xyz sum (missing zeros included) is divided by
     its number of valid pixels (z != 0). With p1, p2, p3 = top-left, top-right, bottom-left,
@@ -130,7 +133,7 @@ def foreground_mask(
     closing_iterations: int = 3,
     seed: int = 0,
 ) -> np.ndarray:
-    """Object pixels of a cloud (method.md §2.3): farther than ``threshold`` from the background plane.
+    """Object pixels of a cloud (docs/METHOD.md §2.3): farther than ``threshold`` from the background plane.
 
     ``method``: "corners" (reference: plane through three corner patches), "ransac" (robust plane
     fit) or "none" (every valid pixel). Missing pixels (z == 0) are background before the closing;
@@ -155,7 +158,7 @@ def _neighbour_sum(img: np.ndarray) -> np.ndarray:
 
 
 def fill_holes(img: np.ndarray, iterations: int = 2) -> np.ndarray:
-    """Fill zero pixels with the mean of the strictly positive values around them (method.md §2.4).
+    """Fill zero pixels with the mean of the strictly positive values around them (docs/METHOD.md §2.4).
 
     Each pass, every pixel that is exactly 0 takes the mean of the strictly positive values of its
     3x3 neighbourhood (stays 0 if there are none), all pixels reading the previous pass's values.
@@ -190,7 +193,7 @@ def _minmax_nonzero(z: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> np
 
 
 def depth_image(xyz: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Depth image (method.md §2.5 steps 3-4): float32 HxW, foreground in [0.1, 0.9], background 0.
+    """Depth image (docs/METHOD.md §2.5): float32 HxW, foreground in [0.1, 0.9], background 0.
 
     z of the foreground pixels is min-max normalised to [0, 1] and mapped to [0.1, 0.9] (larger =
     farther); background and missing pixels are 0; then holes are filled (`fill_holes`), which also
@@ -234,7 +237,7 @@ def sobel_xy(img: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normal_image(xyz: np.ndarray, mask: np.ndarray, sobel_k: int) -> np.ndarray:
-    """Surface-normal image (method.md §2.6 steps 2-5): float32 HxWx3 in [0, 1].
+    """Surface-normal image (docs/METHOD.md §2.6 steps 2-5): float32 HxWx3 in [0, 1].
 
     z of the foreground is min-max normalised to [0, 1] (no 0.1-0.9 remap: the nearest foreground
     pixel becomes 0 and is filled like a hole), holes are filled, Sobel gradients (aperture
@@ -315,7 +318,7 @@ def preprocess_3d(
 ) -> np.ndarray:
     """The 3D input image of a cloud: float32 3 x size x size in [0, 1] (before ImageNet normalisation).
 
-    "depth" (method.md §2.5): nearest resize of the raw cloud to size x size first, plane mask on
+    "depth" (docs/METHOD.md §2.5): nearest resize of the raw cloud to size x size first, plane mask on
     the resized cloud, `depth_image`, replicated to 3 channels. "normals" (§2.6): plane mask and
     `normal_image` at full resolution, then bilinear resize, HWC -> CHW.
     """
@@ -332,3 +335,16 @@ def preprocess_3d(
     mask = foreground_mask(xyz, plane, plane_threshold, closing_iterations)
     normals = resize_bilinear(normal_image(xyz, mask, sobel_k), size)
     return np.ascontiguousarray(normals.transpose(2, 0, 1))
+
+
+def input_foreground(x3d: Any) -> Any:
+    """B x 1 x H x W bool tensor: the pixels where a batch of normalised 3D inputs has a surface.
+
+    The 3D images are zero off the object (the foreground mask multiplies them, docs/METHOD.md
+    §2.5-§2.6), so the object's mask travels inside the 3D input itself; inputs without masking
+    (Eyecandies normal maps) count as foreground everywhere. ``x3d`` is a torch tensor
+    (B x 3 x H x W, ImageNet-normalised); only tensor methods and Python scalars are used, so this
+    module needs no torch import and the op exports to ONNX without constant tensors.
+    """
+    diffs = [(x3d[:, c : c + 1] - float(b)).abs() for c, b in enumerate(NORMALISED_BACKGROUND)]
+    return diffs[0].maximum(diffs[1]).maximum(diffs[2]) > 1e-4

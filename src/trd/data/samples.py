@@ -20,7 +20,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from ..config import DataConfig
+from ..errors import ConfigError, DataError
 from .io import Camera
 
 MVTEC3D_CATEGORIES: tuple[str, ...] = (
@@ -121,6 +122,15 @@ def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[
             f"categories here: {_known(fmt, root)})"
         )
     return _scan_split(cat_dir / split, category, split, _SOURCES[fmt])
+
+
+def split_samples(cfg: DataConfig, split: str) -> list[Sample]:
+    """The checked samples of ``split`` for a run's data settings (``root``, ``format``, ``category``)."""
+    if not cfg.root:
+        raise ConfigError("no dataset given: pass --data ROOT (or data.root in the config)")
+    if cfg.format != "folder" and not cfg.category:
+        raise ConfigError("no category given: pass --category NAME (or data.category in the config)")
+    return list_samples(cfg.format, Path(cfg.root), cfg.category, split)
 
 
 def _known(fmt: str, root: Path) -> str:

@@ -1,4 +1,4 @@
-"""Area under the per-region-overlap curve (AU-PRO), official MVTec 3D-AD definition (method.md §6).
+"""Area under the per-region-overlap curve (AU-PRO), official MVTec 3D-AD definition (docs/METHOD.md §6).
 
 A region is a connected component (8-connectivity) of an image's ground-truth mask; every pixel
 outside all regions, in every image, is an OK pixel. For a threshold t, FPR = fraction of OK pixels

@@ -1,4 +1,4 @@
-"""Metric tables of one category: overall, per defect type and per branch (method.md §6).
+"""Metric tables of one category: overall, per defect type and per branch (docs/METHOD.md §6).
 
 Result layout (JSON-serialisable: plain floats/ints/strings, NaN where a metric is undefined)::
 
@@ -87,7 +87,7 @@ def evaluate_arrays(
     "thresholds" or "both".
 
     Image labels are the max of the binarised mask when masks are given (as the reference code,
-    method.md §2.7), else ``labels``; ``counts.label_mismatches`` counts samples where the two
+    docs/METHOD.md §2.7), else ``labels``; ``counts.label_mismatches`` counts samples where the two
     disagree (e.g. a defect that vanishes when the mask is resized). Per defect type: image metrics
     of that defect's samples against all "good" samples, pixel metrics and AU-PRO on that defect's
     images only.

@@ -1,4 +1,4 @@
-"""Image- and pixel-level detection metrics (method.md §6), exact and light on memory.
+"""Image- and pixel-level detection metrics (docs/METHOD.md §6), exact and light on memory.
 
 The scores are split by class and each part sorted once (numpy's vectorised ``np.sort`` is ~10x
 faster than ``argsort``); every metric is then read off with ``searchsorted``. The results equal
@@ -117,5 +117,5 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def f1_max(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Best F1 over all thresholds, F1 = 2PR/(P+R+1e-7) (method.md §6); NaN if one class only."""
+    """Best F1 over all thresholds, F1 = 2PR/(P+R+1e-7) (docs/METHOD.md §6); NaN if one class only."""
     return ClassScores.from_arrays(scores, labels).f1_max()

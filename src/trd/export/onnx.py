@@ -37,10 +37,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..checkpoint import legacy_branch
 from ..config import Config
-from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..detector import Detector, load_detector
 from ..errors import CheckpointError, ConfigError, TRDError
-from ..model.detector import Detector, load_detector
 from ..scoring.infer import Runner
 from ..scoring.threshold import Thresholds
 
@@ -222,10 +223,12 @@ def load_onnx_runner(path: Path) -> tuple[Runner, Config, Thresholds]:
     if ([o.name for o in session.get_outputs()] != names
             or [i.name for i in session.get_inputs()] != list(INPUT_NAMES)):
         raise CheckpointError(path, f"ONNX graph does not have the trd inputs {list(INPUT_NAMES)} and outputs {names}")
+    # Exports of format 1 written before the geometry branch was renamed call it "3d".
+    keys = output_names([legacy_branch(b) for b in branches])
 
     def run(rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
         feeds = {name: t.detach().to("cpu", torch.float32).contiguous().numpy()
                  for name, t in zip(INPUT_NAMES, (rgb, x3d))}
-        return {name: torch.from_numpy(value) for name, value in zip(names, session.run(names, feeds))}
+        return {key: torch.from_numpy(value) for key, value in zip(keys, session.run(names, feeds))}
 
     return run, cfg, thresholds

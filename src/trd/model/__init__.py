@@ -1,13 +1,14 @@
-"""Model: frozen ResNet teachers, TRD students and the two-branch TRDModel (method.md §3)."""
+"""Model: frozen ResNet teachers, TRD students and the two-branch TRDModel (docs/METHOD.md §3)."""
 
 from .backbone import BACKBONES, FeatureInfo, Teacher, build_teacher, feature_info
-from .student import Amplifier, CrossmodalFilter, Decoder, FusedBottleneck, Student, StudentOutput
-from .trd import VARIANTS, TRDModel, Variant, build_model, student_parameter_counts
+from .student import Amplifier, Bottleneck, CrossmodalFilter, Decoder, FusedBottleneck, Student, StudentOutput
+from .trd import VARIANTS, TRDModel, Variant, build_model, cosine_distance_map, student_parameter_counts
 
 __all__ = [
     "BACKBONES",
     "VARIANTS",
     "Amplifier",
+    "Bottleneck",
     "CrossmodalFilter",
     "Decoder",
     "FeatureInfo",
@@ -19,6 +20,7 @@ __all__ = [
     "Variant",
     "build_model",
     "build_teacher",
+    "cosine_distance_map",
     "feature_info",
     "student_parameter_counts",
 ]

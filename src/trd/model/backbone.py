@@ -1,4 +1,4 @@
-"""Teachers: frozen ImageNet ResNets cut after layer3 (method.md §3.1), and their channel table.
+"""Teachers: frozen ImageNet ResNets cut after layer3 (docs/METHOD.md §3.1), and their channel table.
 
 Student widths are derived from :data:`BACKBONES` so that no dry run is needed to size a layer.
 """
@@ -49,7 +49,7 @@ def feature_info(name: str) -> FeatureInfo:
 class Teacher(nn.Module):
     """conv1..layer3 of a torchvision ResNet, frozen and permanently in eval mode.
 
-    DEPARTURE (no effect on outputs, method.md §10.14): the reference keeps layer4/fc loaded but
+    DEPARTURE (no effect on outputs, docs/METHOD.md §10.9): the reference keeps layer4/fc loaded but
     unused and leaves ``requires_grad=True`` on the teacher; here layer4/fc are dropped (saves
     ~44 M parameters per WRN50-2 teacher) and every parameter is frozen.
     """

@@ -1,13 +1,14 @@
-"""Trainable student of one branch: Crossmodal Filter, fused OCBE, Amplifier, decoder (method.md §3.2-3.7).
+"""Trainable student of one branch: Crossmodal Filter, fused OCBE, Amplifier, decoder (docs/METHOD.md §3.2-3.7).
 
 Every width comes from the teacher's channel table ``(c1, c2, c3)``: Wide-ResNet-50-2's
-(256, 512, 1024) gives exactly the shapes of method.md §3; ResNet-18's (64, 128, 256) a small model.
+(256, 512, 1024) gives exactly the shapes of docs/METHOD.md §3; ResNet-18's (64, 128, 256) a small model.
 Inputs must have a side divisible by 32 (the bottleneck is at reduction 32).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -58,49 +59,38 @@ class CrossmodalFilter(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck (stride on the 3x3), with a 1x1 conv + BN shortcut when shapes change."""
+    """ResNet v1.5 bottleneck: 1x1 -> spatial conv -> 1x1, each followed by ``norm`` (+ ``act``), plus a shortcut.
 
-    def __init__(self, cin: int, width: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + self.shortcut(x))
-
-
-class DecoderBottleneck(nn.Module):
-    """Bottleneck whose stride-2 3x3 becomes a 2x2 stride-2 ConvTranspose (shortcut: deconv + BN).
-
-    Only the upsampling (first) block of a stage changes channels; the others keep ``cin == cout``.
+    ``resample``: "none" (3x3 conv, identity shortcut unless the channels change, then 1x1 + norm),
+    "down" (stride-2 3x3 conv, 1x1 stride-2 shortcut + norm; the encoder-side OCBE blocks) or
+    "up" (2x2 stride-2 ConvTranspose instead of the 3x3, and a deconv + norm shortcut; the decoder
+    blocks of docs/METHOD.md §3.5). ``norm``/``act`` are factories as in timm's blocks
+    (BatchNorm2d / ReLU in TRD). Attribute names follow torchvision's bottleneck, so state-dict
+    keys read as ``conv1 bn1 conv2 bn2 conv3 bn3 shortcut``.
     """
 
-    def __init__(self, cin: int, width: int, cout: int, upsample: bool = False) -> None:
+    def __init__(self, cin: int, width: int, cout: int, resample: str = "none",
+                 norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 act: Callable[[], nn.Module] = partial(nn.ReLU, inplace=True)) -> None:
         super().__init__()
+        if resample not in ("none", "down", "up"):
+            raise ValueError(f"resample must be 'none', 'down' or 'up', got {resample!r}")
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2: nn.Module = (
-            nn.ConvTranspose2d(width, width, 2, stride=2, bias=False)
-            if upsample
-            else nn.Conv2d(width, width, 3, padding=1, bias=False)
-        )
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn1 = norm(width)
+        if resample == "up":
+            self.conv2: nn.Module = nn.ConvTranspose2d(width, width, 2, stride=2, bias=False)
+        else:
+            self.conv2 = nn.Conv2d(width, width, 3, stride=2 if resample == "down" else 1, padding=1, bias=False)
+        self.bn2 = norm(width)
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn3 = norm(cout)
+        self.relu = act()
         self.shortcut: nn.Module = nn.Identity()
-        if upsample:
-            self.shortcut = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False), nn.BatchNorm2d(cout))
+        if resample == "up":
+            self.shortcut = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False), norm(cout))
+        elif resample == "down" or cin != cout:
+            stride = 2 if resample == "down" else 1
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm(cout))
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.relu(self.bn1(self.conv1(x)))
@@ -124,7 +114,7 @@ class FusedBottleneck(nn.Module):
         self.level1 = nn.Sequential(_conv_bn_relu(c1, c2, 3, 2, 1), _conv_bn_relu(c2, width, 3, 2, 1))
         self.level2 = _conv_bn_relu(c2, width, 3, 2, 1)
         self.level3 = _conv_bn_relu(c3, width, 3, 1, 1)
-        layers = [Bottleneck(3 * width, width, 2 * width, stride=2)]
+        layers = [Bottleneck(3 * width, width, 2 * width, resample="down")]
         layers += [Bottleneck(2 * width, width, 2 * width) for _ in range(blocks - 1)]
         self.blocks = nn.Sequential(*layers)
         _init_weights(self)
@@ -151,8 +141,8 @@ class Amplifier(nn.Module):
 
 def _decoder_stage(cin: int, cout: int, blocks: int) -> nn.Sequential:
     width = cout // 2
-    layers = [DecoderBottleneck(cin, width, cout, upsample=True)]
-    layers += [DecoderBottleneck(cout, width, cout) for _ in range(blocks - 1)]
+    layers = [Bottleneck(cin, width, cout, resample="up")]
+    layers += [Bottleneck(cout, width, cout) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 
 
@@ -186,8 +176,11 @@ class Decoder(nn.Module):
             self.w_c = nn.Parameter(torch.ones(2))
         _init_weights(self)
 
-    def forward(self, z: Tensor, amplified: Sequence[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
-        """Return (S, D), fused and raw outputs, each ordered finest level first like the teacher's."""
+    def forward(self, z: Tensor, amplified: Sequence[Tensor] | None = None) -> tuple[list[Tensor] | None, list[Tensor]]:
+        """Return (S, D), fused and raw outputs, each ordered finest level first like the teacher's.
+
+        Without fusion (no amplifier) there is no S: the first element is None.
+        """
         stages = (self.up1, self.up2, self.up3)
         if not self.fuse:
             raw = []
@@ -195,33 +188,42 @@ class Decoder(nn.Module):
                 z = stage(z)
                 raw.append(z)
             raw.reverse()
-            return raw, raw
+            return None, raw
         if amplified is None:
             raise ValueError("this decoder fuses amplifier outputs: pass `amplified`")
         raw, fused = [], []
         x = z
         for stage, w, amp in zip(stages, (self.w_a, self.w_b, self.w_c), reversed(amplified)):
             y = stage(x)
-            k = torch.softmax(w, dim=0)
+            mix = torch.softmax(w, dim=0)  # (share of the decoder output, share of the amplifier output)
             if self.fuse_stopgrad:
                 # Returned mix trains only w; the next stage's input does not train w.
-                fused.append(k[0] * y.detach() + k[1] * amp.detach())
-                k = k.detach()
-                x = k[0] * y + k[1] * amp
+                fused.append(mix[0] * y.detach() + mix[1] * amp.detach())
+                mix = mix.detach()
+                x = mix[0] * y + mix[1] * amp
             else:
-                x = k[0] * y + k[1] * amp
+                x = mix[0] * y + mix[1] * amp
                 fused.append(x)
             raw.append(y)
         return fused[::-1], raw[::-1]
 
 
 class StudentOutput(NamedTuple):
-    """What one student produces; lists are ordered like the teacher levels (finest first)."""
+    """What one student produces; lists are ordered like the teacher levels (finest first).
+
+    Absent modules give None, so that no term is counted twice by the loss and the anomaly map
+    knows which output to read (`map_source`).
+    """
 
     filtered: list[Tensor] | None  # F: Filter(assist), None without a Filter
     amplified: list[Tensor] | None  # A: Amplifier(assist), None without an Amplifier
     decoded: list[Tensor]  # D: raw decoder outputs
-    fused: list[Tensor]  # S: decoder outputs fused with A (the same list as D without an Amplifier)
+    fused: list[Tensor] | None  # S: decoder outputs fused with A, None without an Amplifier
+
+    @property
+    def map_source(self) -> list[Tensor]:
+        """The outputs compared with the teacher at test time: S, or D when there is no fusion."""
+        return self.decoded if self.fused is None else self.fused
 
 
 class Student(nn.Module):

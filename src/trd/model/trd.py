@@ -1,8 +1,10 @@
-"""TRDModel: two frozen teachers and one student per branch (method.md §1, §3.7, §5.1), plus ablations.
+"""TRDModel: two frozen teachers and one student per branch (docs/METHOD.md §1, §3.7, §5.1), plus ablations.
 
-Training is driven from outside, one student at a time (method.md §4.2): run
-:meth:`TRDModel.teacher_features` once, then for each name in ``model.students`` forward
-:meth:`TRDModel.student_output`, compute the loss against ``branch_targets(feats)[name]`` and step.
+Branches are named after their main modality: "rgb" (colour) and "geo" (geometry: the 3D image),
+or "fused" for the one-student fused-teacher baseline. Training is driven from outside, one
+student at a time (docs/METHOD.md §4.2): run :meth:`TRDModel.teacher_features` once, then for each
+name in ``model.students`` call the student on :meth:`TRDModel.student_inputs`, compute the loss
+against ``branch_targets(feats)[name]`` and step.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from ..scoring.maps import cosine_distance_map
 from .backbone import Teacher, build_teacher, feature_info
 from .student import Student, StudentOutput
 
@@ -26,7 +28,7 @@ Features = dict[str, list[Tensor]]
 class Variant:
     """A model layout: which students exist and which crossmodal modules they have."""
 
-    students: tuple[str, ...]  # "rgb" / "3d" (main = that modality) or "fused" (concatenated teachers)
+    students: tuple[str, ...]  # "rgb" / "geo" (main = that modality) or "fused" (concatenated teachers)
     use_filter: bool
     use_amplifier: bool
     summary: str
@@ -35,50 +37,50 @@ class Variant:
     def modalities(self) -> tuple[str, ...]:
         """Teachers the variant needs."""
         crossmodal = self.use_filter or self.use_amplifier or "fused" in self.students
-        return ("rgb", "3d") if crossmodal else self.students
+        return ("rgb", "geo") if crossmodal else self.students
 
 
 VARIANTS: dict[str, Variant] = {
-    "trd": Variant(("rgb", "3d"), True, True, "full TRD: two students, each with Filter and Amplifier"),
-    "trd_no_filter": Variant(("rgb", "3d"), False, True, "TRD without the Crossmodal Filter"),
-    "trd_no_amplifier": Variant(("rgb", "3d"), True, False, "TRD without the Crossmodal Amplifier"),
+    "trd": Variant(("rgb", "geo"), True, True, "full TRD: two students, each with Filter and Amplifier"),
+    "trd_no_filter": Variant(("rgb", "geo"), False, True, "TRD without the Crossmodal Filter"),
+    "trd_no_amplifier": Variant(("rgb", "geo"), True, False, "TRD without the Crossmodal Amplifier"),
     "rd_rgb": Variant(("rgb",), False, False, "RGB-only reverse distillation"),
-    "rd_3d": Variant(("3d",), False, False, "3D-only reverse distillation"),
+    "rd_3d": Variant(("geo",), False, False, "3D-only (geometry) reverse distillation"),
     "rd_fused_teacher": Variant(
         ("fused",), False, False, "one student distilling the channel concatenation of both teachers"
     ),
 }
 
-_ASSIST = {"rgb": "3d", "3d": "rgb"}
+_ASSIST = {"rgb": "geo", "geo": "rgb"}
 
 
 class TRDModel(nn.Module):
-    """Frozen teachers (``teacher_rgb``, ``teacher_3d``; None when a variant does not use one) and
+    """Frozen teachers (``teacher_rgb``, ``teacher_geo``; None when a variant does not use one) and
     trainable ``students`` keyed by branch name."""
 
     def __init__(
         self,
         teacher_rgb: Teacher | None,
-        teacher_3d: Teacher | None,
+        teacher_geo: Teacher | None,
         students: dict[str, Student],
         variant: str,
         image_size: int,
     ) -> None:
         super().__init__()
         self.teacher_rgb = teacher_rgb
-        self.teacher_3d = teacher_3d
+        self.teacher_geo = teacher_geo
         self.students = nn.ModuleDict(students)
         self.variant = variant
         self.image_size = image_size
 
     def teacher_features(self, rgb: Tensor, x3d: Tensor) -> Features:
-        """Frozen features of the modalities in use, keyed "rgb" / "3d" (no autograd graph)."""
+        """Frozen features of the modalities in use, keyed "rgb" / "geo" (no autograd graph)."""
         feats: Features = {}
         with torch.no_grad():
             if self.teacher_rgb is not None:
                 feats["rgb"] = self.teacher_rgb(rgb)
-            if self.teacher_3d is not None:
-                feats["3d"] = self.teacher_3d(x3d)
+            if self.teacher_geo is not None:
+                feats["geo"] = self.teacher_geo(x3d)
         return feats
 
     def branch_targets(self, feats: Features) -> Features:
@@ -90,36 +92,51 @@ class TRDModel(nn.Module):
         assist = feats[_ASSIST[name]] if self.students[name].needs_assist else None
         return _target(name, feats), assist
 
-    def student_output(self, name: str, feats: Features) -> StudentOutput:
-        """Forward one student, so that only its graph is alive during its backward."""
-        return self.students[name](*self.student_inputs(name, feats))
-
-    def student_outputs(self, feats: Features) -> dict[str, StudentOutput]:
-        """Forward every student (keeps all their graphs: meant for evaluation)."""
-        return {name: self.student_output(name, feats) for name in self.students}
-
-    def branch_maps(self, feats: Features, size: int | tuple[int, int]) -> dict[str, Tensor]:
-        """§5.1 raw per-branch maps (B x 1 x size): sum over levels of 1 - channel cosine(S, target)."""
-        targets = self.branch_targets(feats)
-        return {name: cosine_distance_map(self.student_output(name, feats).fused, targets[name], size) for name in self.students}
-
     def raw_maps(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
-        """Unnormalised per-branch anomaly maps at the input resolution; the scorer's input."""
-        return self.branch_maps(self.teacher_features(rgb, x3d), tuple(rgb.shape[-2:]))
+        """Unnormalised per-branch anomaly maps (B x 1 x H x W, the input's size); the scorer's input.
+
+        §5.1: per branch, the sum over levels of 1 - channel cosine(student output, target).
+        """
+        feats = self.teacher_features(rgb, x3d)
+        targets = self.branch_targets(feats)
+        size = tuple(rgb.shape[-2:])
+        maps = {}
+        for name, student in self.students.items():
+            out = student(*self.student_inputs(name, feats))
+            maps[name] = cosine_distance_map(out.map_source, targets[name], size)
+        return maps
 
     def forward(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
         """Eval mode only: raw per-branch maps keyed by branch name (normalisation/fusion: trd.scoring)."""
         if self.training:
             raise RuntimeError(
                 "TRDModel.forward is for eval mode; to train, call teacher_features() once per batch, "
-                "then student_output(name, feats) and backward/step for each student in turn"
+                "then each student on student_inputs(name, feats) and backward/step in turn"
             )
         return self.raw_maps(rgb, x3d)
 
 
+def cosine_distance_map(student: list[Tensor], teacher: list[Tensor], size: int | tuple[int, int]) -> Tensor:
+    """B x 1 x size: sum over levels of 1 - cosine(student, teacher) along channels (§5.1).
+
+    Each level is upsampled bilinearly with ``align_corners=True`` like the reference. Computed in
+    float32 whatever the feature dtype: 1 - cos of near-identical bf16 features would be mostly
+    rounding error.
+    """
+    if len(student) != len(teacher) or not student:
+        raise ValueError(f"need matching non-empty feature lists, got {len(student)} and {len(teacher)}")
+    out_size = (size, size) if isinstance(size, int) else size
+    levels = [
+        F.interpolate(1.0 - F.cosine_similarity(s.float(), t.float(), dim=1).unsqueeze(1), size=out_size,
+                      mode="bilinear", align_corners=True)
+        for s, t in zip(student, teacher)
+    ]
+    return sum(levels[1:], levels[0])
+
+
 def _target(name: str, feats: Features) -> list[Tensor]:
     if name == "fused":
-        return [torch.cat(pair, dim=1) for pair in zip(feats["rgb"], feats["3d"])]
+        return [torch.cat(pair, dim=1) for pair in zip(feats["rgb"], feats["geo"])]
     return feats[name]
 
 
@@ -148,7 +165,7 @@ def build_model(cfg: ModelConfig, image_size: int) -> TRDModel:
             decoder_blocks=tuple(cfg.decoder_blocks),
             bottleneck_blocks=cfg.bottleneck_blocks,
         )
-    return TRDModel(teachers.get("rgb"), teachers.get("3d"), students, cfg.variant, image_size)
+    return TRDModel(teachers.get("rgb"), teachers.get("geo"), students, cfg.variant, image_size)
 
 
 def student_parameter_counts(model: TRDModel) -> dict[str, dict[str, int]]:

@@ -28,8 +28,9 @@ CMAP = "jet"
 PANEL_COL_INCHES = 2.5
 PANEL_HEIGHT_INCHES = 3.3
 PANEL_DPI = 100
-#: Column titles of the per-branch maps; other branch names are shown as they are.
-BRANCH_LABELS = {"rgb": "colour (RGB branch)", "3d": "geometry (3D branch)", "fused": "fused branch"}
+#: Plain words for the branches, and the column titles of their maps (other names are shown as they are).
+BRANCH_WORDS = {"rgb": "colour", "geo": "geometry", "fused": "fused"}
+BRANCH_LABELS = {"rgb": "colour (RGB branch)", "geo": "geometry (3D branch)", "fused": "fused branch"}
 
 
 def to_uint8_image(x3d: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
-"""Published TRD results on MVTec 3D-AD (method.md §7.1) and the reproduction table against them.
+"""Published TRD results on MVTec 3D-AD (docs/METHOD.md §7.1) and the reproduction table against them.
 
-All numbers are in percent, copied from method.md §7.1 (the repository image ``MVTec3D.jpg``); the
-per-class values follow CATEGORIES. Baseline rows are kept as published for reference.
+All numbers are in percent, as published in the reference repository's results image (see
+docs/METHOD.md §7.1); the per-class values follow CATEGORIES. Baseline rows are kept as published for reference.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class PublishedRow:
 
 
 #: Published rows per metric key (P-AUROC and AUPRO rows of baselines carry the I-AUROC table's
-#: modality; method.md §7.1 prints them without one).
+#: modality; the published P-AUROC and AU-PRO tables print them without one).
 PUBLISHED: dict[str, tuple[PublishedRow, ...]] = {
     "i_auroc": (
         PublishedRow("BTF", "RGB+PC", (91.8, 74.8, 96.7, 88.3, 93.2, 58.2, 89.6, 91.2, 92.1, 88.6), 86.5),

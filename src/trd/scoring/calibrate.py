@@ -1,6 +1,6 @@
 """Calibration on the validation split (normal samples only; never the test split).
 
-1. Per-branch mean/std over all pixels of all raw validation maps (method.md §5.2) -> Scorer
+1. Per-branch mean/std over all pixels of all raw validation maps (docs/METHOD.md §5.2) -> Scorer
    (also with ``score.foreground_only``, which restricts only where scores may come from).
 2. Deployment thresholds: the image-score and pixel-score values that ``score.target_fpr`` /
    ``score.pixel_fpr`` of the validation normals exceed.
@@ -13,7 +13,6 @@ import torch
 
 from ..config import Config
 from ..data.dataset import PairDataset
-from ..model.detector import Detector
 from ..model.trd import TRDModel
 from .infer import iterate_outputs
 from .maps import BranchStats, Scorer
@@ -21,8 +20,12 @@ from .threshold import Thresholds, fpr_threshold
 
 
 def calibrate(model: TRDModel, dataset: PairDataset, cfg: Config, device: torch.device,
-              batch_size: int = 8) -> tuple[Detector, Thresholds]:
-    """Fit the scorer statistics and thresholds on ``dataset`` (validation normals)."""
+              batch_size: int = 8) -> tuple[Scorer, Thresholds]:
+    """Fit the scorer statistics and thresholds on ``dataset`` (validation normals).
+
+    Returns the calibrated scorer (on ``device``) and the thresholds; `trd.detector.Detector`
+    puts the model and the scorer together.
+    """
     model.eval()
     branches = list(model.students)
     stats = {b: BranchStats() for b in branches}
@@ -48,4 +51,4 @@ def calibrate(model: TRDModel, dataset: PairDataset, cfg: Config, device: torch.
         target_fpr=cfg.score.target_fpr,
         pixel_fpr=cfg.score.pixel_fpr,
     )
-    return Detector(model, scorer.to(device)).eval(), thresholds
+    return scorer.to(device), thresholds

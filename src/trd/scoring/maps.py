@@ -1,4 +1,4 @@
-"""Anomaly maps, their normalisation and fusion (method.md §5), in torch.
+"""Normalisation, fusion and smoothing of per-branch anomaly maps (docs/METHOD.md §5.2), in torch.
 
 Everything here runs on the model's device and uses only ops that TorchScript and ONNX export
 (arithmetic, conv2d, index_select, gather, argmax), so a deployed model needs no scipy. The Gaussian
@@ -18,34 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ScoreConfig
-from ..data.dataset import input_foreground
+from ..data.geometry import input_foreground
 from ..errors import TRDError
 
-#: Branch names a scorer can hold (model variants: "rgb" + "3d", or one of the three alone).
-BRANCHES = ("rgb", "3d", "fused")
+#: Branch names a scorer can hold (model variants: "rgb" + "geo", or one of the three alone).
+BRANCHES = ("rgb", "geo", "fused")
 #: DEPARTURE: floor of a branch's validation std (the reference divides by the std as is). A branch
 #: whose validation maps are constant (std 0, e.g. an untrained or degenerate student) would divide
 #: by zero; with the floor its z-scores stay finite (huge where the map moves), which is loud in the
 #: results rather than NaN everywhere. Real stds (~1e-2) are untouched.
 STD_EPS = 1e-8
-
-
-def cosine_distance_map(student: list[Tensor], teacher: list[Tensor], size: int | tuple[int, int]) -> Tensor:
-    """B x 1 x size x size: sum over levels of 1 - cosine(student, teacher) along channels (§5.1).
-
-    Each level is upsampled bilinearly with ``align_corners=True`` like the reference. Computed in
-    float32 whatever the feature dtype: 1 - cos of near-identical bf16 features would be mostly
-    rounding error.
-    """
-    if len(student) != len(teacher) or not student:
-        raise ValueError(f"need matching non-empty feature lists, got {len(student)} and {len(teacher)}")
-    out_size = (size, size) if isinstance(size, int) else size
-    levels = [
-        F.interpolate(1.0 - F.cosine_similarity(s.float(), t.float(), dim=1).unsqueeze(1), size=out_size,
-                      mode="bilinear", align_corners=True)
-        for s, t in zip(student, teacher)
-    ]
-    return sum(levels[1:], levels[0])
 
 
 def _symmetric_index(n: int, radius: int, device: torch.device) -> Tensor:
@@ -151,18 +133,6 @@ def _mean_scale(stats: StatsLike) -> tuple[float, float]:
     return float(mean), max(float(std), STD_EPS)
 
 
-def _blurred_z(maps: Mapping[str, Tensor], stats: Mapping[str, StatsLike], blur: GaussianBlur) -> Tensor:
-    """B x K x H x W: each branch's z-scored map, blurred (K = branches in ``maps`` order)."""
-    missing = [name for name in maps if name not in stats]
-    if missing:
-        raise ValueError(f"no normalisation statistics for branch(es) {missing}")
-    parts = []
-    for name, m in maps.items():
-        mean, scale = _mean_scale(stats[name])
-        parts.append((m - mean) / scale)
-    return blur(torch.cat(parts, dim=1))
-
-
 def _fuse_blurred(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """From blurred z-maps (B x K x H x W): fused map (B x 1 x H x W), score (B,), contributions (B x K).
 
@@ -174,22 +144,6 @@ def _fuse_blurred(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     arg = flat.argmax(dim=1)
     contrib = z.flatten(2).gather(2, arg.view(-1, 1, 1).expand(-1, z.shape[1], 1)).squeeze(2)
     return fused, flat.amax(dim=1), contrib
-
-
-def fuse_maps(
-    maps: Mapping[str, Tensor], stats: Mapping[str, StatsLike], blur: GaussianBlur
-) -> tuple[Tensor, Tensor]:
-    """(fused B x 1 x H x W map, image scores (B,)): blur of the sum of z-scored maps; score = max."""
-    fused, score, _ = _fuse_blurred(_blurred_z(maps, stats, blur))
-    return fused, score
-
-
-def branch_contributions(
-    maps: Mapping[str, Tensor], stats: Mapping[str, StatsLike], blur: GaussianBlur
-) -> dict[str, Tensor]:
-    """How much of each image score comes from each branch: blurred z-value at the fused argmax (B,)."""
-    _, _, contrib = _fuse_blurred(_blurred_z(maps, stats, blur))
-    return {name: contrib[:, i] for i, name in enumerate(maps)}
 
 
 class _ZScore(nn.Module):
@@ -211,7 +165,8 @@ class Scorer(nn.Module):
     statistics of other branches fails on the key names. Until :meth:`set_stats` is called ``std``
     is NaN: an uncalibrated scorer yields NaN, never silently un-normalised scores. ``forward``
     takes the raw B x 1 x H x W maps by branch name and returns ``anomaly_map`` (B x 1 x H x W),
-    ``score`` (B,), ``contrib_<branch>`` (B,) (see :func:`branch_contributions`) and
+    ``score`` (B,), ``contrib_<branch>`` (B,) (each branch's blurred z-value at the fused map's
+    maximum, so the contributions add up to the score) and
     ``scored_<branch>`` (B x 1 x H x W: that branch's z-scored, blurred, restricted map, whose
     maximum is its single-branch image score).
     """
@@ -236,6 +191,9 @@ class Scorer(nn.Module):
 
     def set_stats(self, stats: Mapping[str, StatsLike]) -> None:
         """Store each branch's mean and floored std (from BranchStats or (mean, std) pairs)."""
+        missing = [b for b in self.norm if b not in stats]
+        if missing:
+            raise ValueError(f"no normalisation statistics for branch(es) {missing}")
         for b, z in self.norm.items():
             mean, scale = _mean_scale(stats[b])
             z.mean.fill_(mean)

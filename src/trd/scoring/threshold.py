@@ -43,13 +43,6 @@ class Thresholds:
     target_fpr: float
     pixel_fpr: float
 
-    @classmethod
-    def from_validation(
-        cls, image_scores: np.ndarray, pixel_maps: np.ndarray, target_fpr: float, pixel_fpr: float
-    ) -> Thresholds:
-        """Thresholds from validation (normal) image scores and fused, smoothed pixel maps."""
-        return cls(fpr_threshold(image_scores, target_fpr), fpr_threshold(pixel_maps, pixel_fpr), target_fpr, pixel_fpr)
-
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 

@@ -1,1 +1,1 @@
-"""Training: the distillation loss (method.md §4.1), the loop, checkpoints and distributed helpers."""
+"""Training: the distillation loss (docs/METHOD.md §4.1), the loop, checkpoints and distributed helpers."""

@@ -1,4 +1,4 @@
-"""The training loop (method.md §4): one teacher pass, then each student forward/backward/step in turn.
+"""The training loop (docs/METHOD.md §4): one teacher pass, then each student forward/backward/step in turn.
 
 Resumable: ``state.pt`` is rewritten atomically at epoch boundaries; the shuffle order of epoch ``e``
 depends only on (seed, e), so a run killed at any point and resumed ends with the same weights as an
@@ -30,7 +30,7 @@ from ..config import Config
 from ..data.dataset import PairDataset, SkipBad, collate_skipping_bad
 from ..errors import CheckpointError, ConfigError, DataError
 from ..model.trd import TRDModel, build_model
-from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from ..checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from .loss import student_loss
 from .runtime import DistInfo, autocast, barrier, mean_over_ranks, resolve_precision, sync_batchnorm
 from .teacher_cache import TeacherCache

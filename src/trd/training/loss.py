@@ -1,4 +1,4 @@
-"""Distillation loss of method.md §4.1: per-sample cosine distance of whole flattened feature maps."""
+"""Distillation loss of docs/METHOD.md §4.1: per-sample cosine distance of whole flattened feature maps."""
 
 from __future__ import annotations
 
@@ -29,14 +29,12 @@ def cosine_distill(preds: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor
 
 
 def student_loss(out: StudentOutput, targets: Sequence[Tensor]) -> Tensor:
-    """L = Dist(D, T) + Dist(F, T) + Dist(A, T) + Dist(S, T), skipping absent modules.
+    """L = Dist(D, T) + Dist(F, T) + Dist(A, T) + Dist(S, T); absent modules (None) add no term.
 
-    Without an Amplifier S is D itself; it is then counted once, not twice.
+    Without an Amplifier there is no S (``out.fused`` is None), so D is counted once.
     """
     loss = cosine_distill(out.decoded, targets)
-    for extra in (out.filtered, out.amplified):
+    for extra in (out.filtered, out.amplified, out.fused):
         if extra is not None:
             loss = loss + cosine_distill(extra, targets)
-    if out.fused is not out.decoded:
-        loss = loss + cosine_distill(out.fused, targets)
     return loss

@@ -1,6 +1,6 @@
 """Frozen-teacher features, computed once per training sample and reused in every later epoch.
 
-The inputs are not augmented (method.md §4.2) and the teachers never change, so their features are
+The inputs are not augmented (docs/METHOD.md §4.2) and the teachers never change, so their features are
 a pure function of the sample: recomputing them each epoch is wasted work. They are kept in
 preallocated device tensors indexed by dataset position, within ``train.teacher_cache_gb``.
 

@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_save
-from ..errors import CheckpointError
+from .atomic import atomic_save
+from .errors import CheckpointError
 
 FORMAT = "trd-checkpoint"
-VERSION = 1
+#: Version 2 renamed the geometry branch from "3d" to "geo"; version 1 files are converted on load.
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 #: Entries every checkpoint of a kind must hold (checked on load, so a hand-edited or foreign file
 #: fails with its name instead of a KeyError deep in the loader).
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -52,13 +54,52 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
         raise CheckpointError(path, f"not a readable checkpoint (truncated or corrupt?): {_first_sentence(exc)}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(path, "not a trd checkpoint (no trd header)")
-    if blob.get("version") != VERSION:
-        raise CheckpointError(path, f"checkpoint version {blob.get('version')} is not supported (expected {VERSION})")
+    if blob.get("version") not in SUPPORTED_VERSIONS:
+        raise CheckpointError(path, f"checkpoint version {blob.get('version')} is not supported "
+                                    f"(this trd reads versions {', '.join(map(str, SUPPORTED_VERSIONS))})")
     if blob.get("kind") != kind:
         raise CheckpointError(path, f"is a {blob.get('kind')!r} checkpoint, expected {kind!r}")
     missing = [key for key in REQUIRED_KEYS.get(kind, ()) if key not in blob]
     if missing:
         raise CheckpointError(path, f"incomplete {kind!r} checkpoint: missing {', '.join(missing)}")
+    return _upgrade(blob)
+
+
+#: Branch names of version 1 that version 2 renamed.
+LEGACY_BRANCH_NAMES = {"3d": "geo"}
+
+
+def legacy_branch(name: str) -> str:
+    """The current name of a branch that a version-1 file (or ONNX export) may call otherwise."""
+    return LEGACY_BRANCH_NAMES.get(name, name)
+
+
+def _renamed_keys(entries: dict[str, Any]) -> dict[str, Any]:
+    """Rename the branch in keys "<branch>", "<branch>.rest" and "<prefix>.<branch>.rest"."""
+    out = {}
+    for key, value in entries.items():
+        parts = key.split(".")
+        for i, part in enumerate(parts[:2]):
+            if part in LEGACY_BRANCH_NAMES:
+                parts[i] = LEGACY_BRANCH_NAMES[part]
+                break
+        out[".".join(parts)] = value
+    return out
+
+
+def _upgrade(blob: dict[str, Any]) -> dict[str, Any]:
+    """Convert a version-1 blob in place of loading: only the branch name changed ("3d" -> "geo")."""
+    if blob["version"] == VERSION:
+        return blob
+    for key in ("students", "teachers", "scorer", "optimizers", "schedulers"):
+        if isinstance(blob.get(key), dict):
+            blob[key] = _renamed_keys(blob[key])
+    holders = [blob, blob["extra"]] if isinstance(blob.get("extra"), dict) else [blob]
+    for holder in holders:  # train_state keeps the history at the top, model.pt under "extra"
+        if isinstance(holder.get("history"), list):
+            holder["history"] = [{k.replace("loss_3d", "loss_geo"): v for k, v in record.items()}
+                                 for record in holder["history"] if isinstance(record, dict)]
+    blob["version"] = VERSION
     return blob
 
 

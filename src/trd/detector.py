@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import Config
-from ..errors import CheckpointError, ConfigError, TRDError
-from ..scoring.maps import Scorer
-from ..scoring.threshold import Thresholds
-from ..training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
-from .trd import TRDModel, build_model
+from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from .config import Config
+from .errors import CheckpointError, ConfigError, TRDError
+from .model.trd import TRDModel, build_model
+from .scoring.maps import Scorer
+from .scoring.threshold import Thresholds
 
 
 class Detector(nn.Module):
@@ -47,6 +47,11 @@ class Detector(nn.Module):
         return out
 
 
+def _teachers(model: TRDModel) -> dict[str, nn.Module | None]:
+    """The model's teachers by branch name (None where the variant has none)."""
+    return {"rgb": model.teacher_rgb, "geo": model.teacher_geo}
+
+
 def save_detector(path: str | Path, detector: Detector, cfg: Config, thresholds: Thresholds,
                   extra: dict[str, Any] | None = None) -> None:
     """Write ``model.pt``. Teacher weights are included unless they are torchvision's ImageNet ones,
@@ -54,7 +59,7 @@ def save_detector(path: str | Path, detector: Detector, cfg: Config, thresholds:
     model = detector.model
     teachers = None
     if cfg.model.weights != "imagenet":
-        teachers = {name: t.state_dict() for name, t in (("rgb", model.teacher_rgb), ("3d", model.teacher_3d)) if t is not None}
+        teachers = {name: t.state_dict() for name, t in _teachers(model).items() if t is not None}
     save_checkpoint(path, "model", {
         "config": cfg.to_dict(),
         "students": model.students.state_dict(),
@@ -86,8 +91,11 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
         message = str(exc).removeprefix(f"{path}: ")
         raise CheckpointError(path, f"its config cannot be built: {message}") from None
     load_state_dict_strict(model.students, blob["students"], path, "student weights")
+    teachers = _teachers(model)
     for name, state in (blob["teachers"] or {}).items():
-        load_state_dict_strict(model.teacher_rgb if name == "rgb" else model.teacher_3d, state, path, f"{name} teacher weights")
+        if teachers.get(name) is None:
+            raise CheckpointError(path, f"holds weights of a {name!r} teacher that this model does not have")
+        load_state_dict_strict(teachers[name], state, path, f"{name} teacher weights")
     scorer = Scorer.from_config(list(model.students), cfg.score)
     load_state_dict_strict(scorer, blob["scorer"], path, "scorer statistics")
     detector = Detector(model, scorer).to(device).eval()

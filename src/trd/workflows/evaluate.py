@@ -9,15 +9,15 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..data.dataset import PairDataset
-from ..model.detector import Detector
-from ..reporting.figures import save_panel_png
+from ..data.dataset import PairDataset, build_cache
+from ..data.samples import split_samples
+from ..detector import Detector, load_detector
+from ..evaluation.evaluate import evaluate_arrays
+from ..reporting.figures import BRANCH_WORDS, save_panel_png
 from ..reporting.report import SampleRow, write_metrics, write_report
 from ..scoring.infer import iterate_outputs
 from ..scoring.threshold import Thresholds
-from .evaluate import evaluate_arrays
-
-BRANCH_WORDS = {"rgb": "colour", "3d": "geometry", "fused": "fused"}
+from ..training.runtime import resolve_device
 
 
 def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
@@ -83,3 +83,51 @@ def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thr
     ]
     write_report(out_dir, title=title, result=result, rows=rows, config=cfg.to_dict(), notes=notes)
     return result
+
+
+def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, split: str = "test",
+             out_dir: str | Path | None = None, pro_method: str = "exact", panels: bool = True,
+             device: str = "auto") -> dict[str, Any]:
+    """Metrics, heatmap panels and the HTML report of a trained model on a labelled split.
+
+    Args:
+        model_path: a ``model.pt`` written by `fit`.
+        data_root: the dataset root; default: the one the model was trained on.
+        split: "test" (default) or any labelled split of the dataset.
+        out_dir: where ``metrics.json``, ``metrics.csv``, ``report.md``, ``report.html`` and
+            ``panels/`` go; default: the model's folder.
+        pro_method: AU-PRO curve: "exact" (official MVTec), "thresholds" (the reference code's 100
+            thresholds) or "both".
+        panels: draw one side-by-side PNG per sample for the report.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+
+    Returns:
+        The result dict: ``overall``, ``per_defect``, ``per_branch`` metric tables, ``counts``,
+        ``thresholds`` and the decisions at the validation thresholds (see
+        `trd.evaluation.evaluate.evaluate_arrays`).
+
+    Example:
+        >>> from trd import api
+        >>> result = api.evaluate("runs/puck/model.pt")  # doctest: +SKIP
+        >>> round(result["overall"]["i_auroc"], 3)  # doctest: +SKIP
+        0.953
+    """
+    model_path = Path(model_path)
+    dev = resolve_device(device)
+    detector, cfg, thresholds, _ = load_detector(model_path, dev)
+    if data_root is not None:
+        cfg.data.root = str(data_root)
+    dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data))
+    out = Path(out_dir) if out_dir is not None else model_path.parent
+    title = f"TRD ({cfg.model.variant}) on {cfg.data.category or Path(cfg.data.root).name} / {split}"
+    return evaluate_detector(detector, dataset, cfg, thresholds, out, dev, pro_method=pro_method,
+                             panels=panels, title=title)
+
+
+SUMMARY_KEYS = (("i_auroc", "I-AUROC"), ("p_auroc", "P-AUROC"), ("aupro@0.3", "AUPRO@30%"), ("aupro@0.01", "AUPRO@1%"))
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line with the headline metrics of an evaluation, e.g. ``I-AUROC 0.9530  P-AUROC 0.9812 ...``."""
+    overall = result["overall"]
+    return "  ".join(f"{label} {overall[key]:.4f}" for key, label in SUMMARY_KEYS if key in overall)

@@ -18,12 +18,15 @@ from PIL import Image
 
 from ..atomic import atomic_open, atomic_write_bytes
 from ..config import Config
-from ..data.dataset import PairDataset, build_cache, denormalise
+from ..detector import load_detector
+from ..data.dataset import PairDataset, build_cache
 from ..data.samples import Sample
-from ..errors import DataError
+from ..data.transforms import denormalise
+from ..errors import ConfigError, DataError
 from ..reporting.figures import save_heatmap_png
-from .infer import Runner, iterate_outputs
-from .threshold import Thresholds
+from ..scoring.infer import Runner, iterate_outputs
+from ..scoring.threshold import Thresholds
+from ..training.runtime import resolve_device
 
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 XYZ_SUFFIXES = (".tiff", ".tif")
@@ -103,7 +106,7 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
             for j, index in enumerate(batch["index"].tolist()):
                 sample = samples[index]
                 name = sample.rgb.stem
-                rgb = denormalise(batch["rgb"][j])
+                rgb = denormalise(batch["rgb"][j].numpy())
                 heat = out_dir / "heatmaps" / f"{name}.png"
                 save_heatmap_png(heat, rgb, maps[j], 0.0, vmax)
                 atomic_write_bytes(out_dir / "masks" / f"{name}.png", _png(maps[j] > thresholds.pixel))
@@ -117,3 +120,39 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
                 jsonl.write(json.dumps(record) + "\n")
     return {"scored": n_scored, "anomalous": n_anomalous, "failed": failed,
             "predictions": str(out_dir / "predictions.jsonl")}
+
+
+def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
+            rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
+            batch_size: int = 8, device: str = "auto") -> dict[str, Any]:
+    """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
+
+    Args:
+        model_path: a ``model.pt`` (exactly one of ``model_path`` and ``onnx_path``).
+        out_dir: receives ``predictions.jsonl``, ``heatmaps/`` and ``masks/``.
+        input_dir: a folder with ``rgb/`` and ``xyz/`` subfolders, files paired by name; or
+        rgb, xyz: one RGB image and its XYZ TIFF.
+        onnx_path: an ONNX file written by `trd.api.export`, run by onnxruntime.
+        batch_size: pairs scored together.
+        device: "auto", "cpu", "cuda" or "cuda:N" (the ONNX path picks its own provider).
+
+    Returns:
+        ``{"scored": n, "anomalous": n, "failed": [{"file", "error"}, ...], "predictions": path}``.
+
+    Example:
+        >>> from trd import api
+        >>> api.predict("runs/puck/model.pt", "preds", input_dir=Path("line_scans"))  # doctest: +SKIP
+        {'scored': 60, 'anomalous': 3, 'failed': [], 'predictions': 'preds/predictions.jsonl'}
+    """
+    if (model_path is None) == (onnx_path is None):
+        raise ConfigError("give exactly one of --model (model.pt) or --onnx (exported file)")
+    samples, unpaired = collect_inputs(input_dir, rgb, xyz)
+    if onnx_path is not None:
+        from ..export.onnx import load_onnx_runner
+
+        run, cfg, thresholds = load_onnx_runner(Path(onnx_path))
+        dev = resolve_device("cpu")
+    else:
+        dev = resolve_device(device)
+        run, cfg, thresholds, _ = load_detector(Path(model_path), dev)
+    return predict_samples(run, samples, cfg, thresholds, Path(out_dir), dev, batch_size, unpaired)
