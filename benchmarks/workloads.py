@@ -25,7 +25,8 @@ import torch
 from scipy import ndimage
 
 from trd.config import Config
-from trd.data.dataset import PairDataset, build_cache
+from trd.data.cache import build_cache
+from trd.data.dataset import PairDataset
 from trd.data.geometry import preprocess_3d
 from trd.data.samples import list_samples
 from trd.data.synth import render_sample

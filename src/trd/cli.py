@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from . import api
-from .config import load_config
+from .config import XYZ_UNITS, load_config
 from .errors import TRDError
 
 
@@ -92,6 +93,15 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
         click.echo(f"report: {out / 'report.html'}")
 
 
+def _input_options(f):
+    """How new scans' clouds are stored, when it differs from the training data (test, predict)."""
+    f = click.option("--flip-z", "flip_z", is_flag=True, default=None,
+                     help="Negate z (cameras whose z axis points away from the scene).")(f)
+    f = click.option("--xyz-unit", type=click.Choice(list(XYZ_UNITS)), default=None,
+                     help="Unit of the XYZ TIFF values, if not the training data's.")(f)
+    return f
+
+
 @cli.command("test")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="RUN/model.pt")
 @click.option("--data", "root", type=click.Path(path_type=Path), default=None, help="Dataset root (default: as trained).")
@@ -99,7 +109,8 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Report folder (default: the model's folder).")
 @click.option("--pro", "pro_method", type=click.Choice(["exact", "thresholds"]), default="exact", show_default=True,
               help="AU-PRO: the official exact curve, or the reference code's 100-threshold curve.")
-def test_cmd(model_path, root, split, out, pro_method) -> None:
+@_input_options
+def test_cmd(model_path, root, split, out, pro_method, xyz_unit, flip_z) -> None:
     """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report.
 
     Prints the headline metrics; writes metrics.json, metrics.csv, report.md, report.html and
@@ -109,7 +120,8 @@ def test_cmd(model_path, root, split, out, pro_method) -> None:
     Example:
       trd test --model runs/puck/model.pt --pro thresholds
     """
-    result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method)
+    result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
+                          xyz_unit=xyz_unit, flip_z=flip_z)
     click.echo(api.summary_line(result))
 
 
@@ -117,16 +129,22 @@ def test_cmd(model_path, root, split, out, pro_method) -> None:
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, help="RUN/model.pt")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None, help="Use an exported ONNX file.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder with rgb/ and xyz/ subfolders, files paired by name.")
+              help="Folder with rgb/ and the model's 3D folder (xyz/, depth/ or normals/), files paired by name.")
 @click.option("--rgb", type=click.Path(path_type=Path), default=None, help="One RGB image.")
-@click.option("--xyz", type=click.Path(path_type=Path), default=None, help="Its XYZ TIFF.")
+@click.option("--xyz", type=click.Path(path_type=Path), default=None, help="Its 3D file (XYZ TIFF, depth PNG or normal map).")
+@click.option("--camera", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="camera.json of depth PNGs (default: INPUT/camera.json).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--overwrite", is_flag=True, help="Replace predictions of another model in --out.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None:
+@_input_options
+def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, batch_size, xyz_unit, flip_z) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
-    Prints a JSON summary; exit code 1 when some samples could not be scored (they are listed),
-    2 on an error that stops the run.
+    Each sample's line is appended as soon as it is scored; running again on the same --out with
+    the same model continues where it stopped. Prints a JSON summary; exit code 1 when some samples
+    could not be scored (they are listed), 2 on bad input or settings, 3 when --out cannot be
+    written (busy, read-only, full).
 
     \b
     Examples:
@@ -134,7 +152,8 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
     """
     summary = api.predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
-                          batch_size=batch_size)
+                          batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
+                          flip_z=flip_z, log=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(summary, indent=2))
     if summary.get("failed"):
         sys.exit(1)
@@ -214,12 +233,19 @@ def export(model_path, fmt, out) -> None:
     click.echo(str(api.export(model_path, out, fmt=fmt)))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as one line each (``warning: ...``), like errors, without source locations."""
+    text = str(message).strip().splitlines()
+    click.echo(f"warning: {text[0] if text else category.__name__}", err=True)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         cli(standalone_mode=False)
     except TRDError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -1,12 +1,16 @@
 """Run configuration: small dataclasses, a TOML file, and ``section.key=value`` overrides.
 
 Defaults follow docs/METHOD.md §9 (the reference code's HEAD), so an empty config is the paper protocol.
+Every value is checked at the door (`validate_config`): a wrong type or a value out of range stops
+with one line naming the setting and what it accepts, before anything is read or written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,13 @@ from .errors import ConfigError
 SOBEL_PRESETS: dict[str, dict[str, int]] = {
     "trd-per-class": {"cookie": 3, "dowel": 7, "foam": 7, "tire": 7},
 }
+#: Dataset layouts, 3D input images, background-plane methods (see trd.data).
+FORMATS: tuple[str, ...] = ("mvtec3d", "eyecandies", "folder")
+MODALITIES_3D: tuple[str, ...] = ("normals", "depth")
+PLANES: tuple[str, ...] = ("corners", "ransac", "none")
+#: Units a point cloud may be stored in, with their size in metres (clouds are converted to metres).
+XYZ_UNITS: dict[str, float] = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6}
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -33,7 +44,10 @@ class DataConfig:
     sobel_k: int = 5  # global default aperture (docs/METHOD.md §10.3: report with one global k)
     sobel_preset: str = ""  # "" or a key of SOBEL_PRESETS
     plane: str = "corners"  # corners (reference) | ransac (robust) | none
-    plane_threshold: float = 0.005  # distance to the background plane, in xyz units (metres)
+    plane_threshold: float = 0.005  # distance to the background plane, in metres
+    xyz_unit: str = "m"  # unit of the XYZ TIFF values (m, cm, mm, um): clouds are converted to metres
+    flip_z: bool = False  # negate z, for cameras whose z axis points away from the scene
+    max_image_pixels: int = 64_000_000  # larger images and clouds are refused before decoding
     cache_dir: str = ""  # "" -> $TRD_CACHE or ~/.cache/trd/preprocess; "none" disables the cache
     num_workers: int = 0
 
@@ -44,6 +58,11 @@ class DataConfig:
         if self.sobel_preset not in SOBEL_PRESETS:
             raise ConfigError(f"unknown data.sobel_preset {self.sobel_preset!r}; known: {sorted(SOBEL_PRESETS)}")
         return SOBEL_PRESETS[self.sobel_preset].get(category, self.sobel_k)
+
+    @property
+    def metres_per_unit(self) -> float:
+        """The factor that converts the clouds' stored values to metres (``xyz_unit``)."""
+        return XYZ_UNITS[self.xyz_unit]
 
 
 @dataclass
@@ -119,22 +138,50 @@ def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
     setattr(section, key, _coerce(value, current, dotted, source))
 
 
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _scalar(value: Any, kind: type) -> Any:
+    """``value`` as ``kind``, strictly: no bool as a number, no 1.9 or "1.9" as an integer."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(value)
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            return int(value.strip())
+        raise ValueError(value)
+    if kind is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip())
+        raise ValueError(value)
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return value
+
+
 def _coerce(value: Any, current: Any, dotted: str, source: str) -> Any:
     """Convert ``value`` (from TOML or a ``key=value`` string) to the type of the current value."""
     try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-                    raise ValueError(value)
-                return value.lower() in {"true", "1", "yes"}
-            return bool(value)
         if isinstance(current, list):
-            items = value.split(",") if isinstance(value, str) else list(value)
+            items = [v for v in value.split(",")] if isinstance(value, str) else list(value)
             kind = type(current[0]) if current else str
-            return [kind(v) for v in items]
-        return type(current)(value)
+            return [_scalar(v, kind) for v in items]
+        return _scalar(value, type(current))
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {dotted}={value!r} is not a valid {type(current).__name__}") from None
+        kind = type(current[0]) if isinstance(current, list) and current else type(current)
+        what = _TYPE_WORDS.get(kind, kind.__name__)
+        expected = f"a list of {what.removeprefix('an ').removeprefix('a ')}s" if isinstance(current, list) else what
+        raise ConfigError(f"{source}: {dotted}={value!r} is not valid: expected {expected}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -156,9 +203,143 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
         _set(cfg, key.strip(), value.strip(), "override")
+    validate_config(cfg)
     return cfg
+
+
+# --- validation -------------------------------------------------------------------------------
+
+Check = tuple[Callable[[Any], bool], str]  # (accepts the value, what is allowed)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _one_of(choices: Any) -> Check:
+    return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
+
+
+def _int_at_least(low: int) -> Check:
+    return (lambda v: v >= low), f"an integer >= {low}"
+
+
+def _rate() -> Check:
+    return (lambda v: _finite(v) and 0.0 < v < 1.0), "a number in (0, 1)"
+
+
+#: What each setting accepts. Every field of Config has an entry (tests/pipeline/test_config.py).
+RULES: dict[str, Check] = {
+    "data.root": ((lambda v: True), "a folder"),
+    "data.format": _one_of(FORMATS),
+    "data.category": ((lambda v: "/" not in v and "\\" not in v), "a category folder name"),
+    "data.image_size": ((lambda v: v >= 32 and v % 32 == 0), "a multiple of 32, at least 32"),
+    "data.modality_3d": _one_of(MODALITIES_3D),
+    "data.sobel_k": ((lambda v: 1 <= v <= 31 and v % 2 == 1), "an odd integer in 1..31"),
+    "data.sobel_preset": _one_of(["", *SOBEL_PRESETS]),
+    "data.plane": _one_of(PLANES),
+    "data.plane_threshold": ((lambda v: _finite(v) and v > 0), "a distance in metres > 0"),
+    "data.xyz_unit": _one_of(XYZ_UNITS),
+    "data.flip_z": ((lambda v: True), "true or false"),
+    "data.max_image_pixels": _int_at_least(1024),
+    "data.cache_dir": ((lambda v: True), "a folder, '' (default location) or 'none'"),
+    "data.num_workers": _int_at_least(0),
+    "model.backbone": ((lambda v: bool(v)), "a backbone name"),
+    "model.weights": ((lambda v: bool(v)), "imagenet, none or a weights file"),
+    "model.variant": ((lambda v: bool(v)), "a model variant"),
+    "model.fuse_stopgrad": ((lambda v: True), "true or false"),
+    "model.decoder_blocks": ((lambda v: len(v) == 3 and min(v) >= 1), "3 integers >= 1, e.g. 3,4,6"),
+    "model.bottleneck_blocks": _int_at_least(1),
+    "train.epochs": _int_at_least(1),
+    "train.batch_size": _int_at_least(1),
+    "train.lr": ((lambda v: _finite(v) and v > 0), "a number > 0"),
+    "train.betas": ((lambda v: len(v) == 2 and all(_finite(b) and 0.0 <= b < 1.0 for b in v)),
+                    "2 numbers in [0, 1), e.g. 0.5,0.999"),
+    "train.gamma": ((lambda v: _finite(v) and 0.0 < v <= 1.0), "a number in (0, 1]"),
+    "train.seed": ((lambda v: 0 <= v < 2**32), "an integer in 0..2^32-1"),
+    "train.device": ((lambda v: v == "auto" or v == "cpu" or v.startswith("cuda")), "auto, cpu, cuda or cuda:N"),
+    "train.precision": _one_of(PRECISIONS),
+    "train.channels_last": ((lambda v: True), "true or false"),
+    "train.compile": ((lambda v: True), "true or false"),
+    "train.fused_adam": ((lambda v: True), "true or false"),
+    "train.cache_teacher": ((lambda v: True), "true or false"),
+    "train.teacher_cache_gb": ((lambda v: _finite(v) and v >= 0), "a size in GiB >= 0"),
+    "train.checkpoint_every": _int_at_least(1),
+    "score.sigma": ((lambda v: _finite(v) and v >= 0), "a smoothing sigma in pixels >= 0 (0: none)"),
+    "score.target_fpr": _rate(),
+    "score.pixel_fpr": _rate(),
+    "score.aupro_limits": ((lambda v: len(v) > 0 and all(_finite(x) and 0.0 < x <= 1.0 for x in v)),
+                           "one or more numbers in (0, 1]"),
+    "score.foreground_only": ((lambda v: True), "true or false"),
+    "score.foreground_margin": _int_at_least(0),
+}
+
+
+def validate_config(cfg: Config, source: str = "") -> Config:
+    """Check every setting's value (types were checked when it was set); ConfigError names the first
+    bad one and what it accepts. Returns ``cfg``."""
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            dotted = f"{section.name}.{f.name}"
+            value = getattr(values, f.name)
+            accepts, allowed = RULES[dotted]
+            try:
+                ok = accepts(value)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                where = f"{source}: " if source else ""
+                raise ConfigError(f"{where}{dotted}={_show(value)} is out of range: expected {allowed}")
+    return cfg
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else repr(value)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as TOML (atomically), so a run can be repeated exactly."""
     atomic_write_text(path, tomli_w.dumps(cfg.to_dict()))
+
+
+#: Settings that cannot change the trained weights: a run may resume with other values.
+RESUME_NEUTRAL = frozenset({
+    "data.num_workers", "data.cache_dir", "train.epochs", "train.checkpoint_every",
+    "train.cache_teacher", "train.teacher_cache_gb",
+})
+#: Sections that act only after training (calibration, scoring): never block a resume.
+_AFTER_TRAINING = ("score",)
+
+
+def resume_differences(saved: dict[str, Any], now: Config) -> list[str]:
+    """``section.key: old -> new`` for every setting that differs from ``saved`` (a config dict of
+    an earlier run) and can change the trained weights; empty when the run may resume.
+
+    ``data.root`` counts as equal when both resolve to the same folder.
+    """
+    current = now.to_dict()
+    out = []
+    for section, values in current.items():
+        if section in _AFTER_TRAINING:
+            continue
+        old_values = saved.get(section, {})
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            old = old_values.get(key, getattr(type(getattr(now, section))(), key))
+            if dotted in RESUME_NEUTRAL or old == value:
+                continue
+            if dotted == "data.root" and old and value and Path(old).resolve() == Path(value).resolve():
+                continue
+            out.append(f"{dotted}: {_show(old)} -> {_show(value)}")
+    return out
+
+
+def apply_input_overrides(cfg: Config, xyz_unit: str | None = None, flip_z: bool | None = None) -> Config:
+    """State how new inputs' clouds are stored when it differs from the training data's (trd test /
+    predict ``--xyz-unit``, ``--flip-z``); validated like every setting. Returns ``cfg``."""
+    if xyz_unit is not None:
+        cfg.data.xyz_unit = xyz_unit
+    if flip_z is not None:
+        cfg.data.flip_z = flip_z
+    return validate_config(cfg)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
-from .config import Config
+from .config import Config, validate_config
 from .errors import CheckpointError, ConfigError, TRDError
 from .model.trd import TRDModel, build_model
 from .scoring.maps import Scorer
@@ -78,7 +78,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
     except (TRDError, TypeError, ValueError) as exc:
         raise CheckpointError(path, f"damaged thresholds entry: {exc}") from None
     try:
-        cfg = Config.from_dict(blob["config"], source=str(path))
+        cfg = validate_config(Config.from_dict(blob["config"], source=str(path)), source=str(path))
         model_cfg = cfg.model
         if blob["teachers"] is not None:
             # Weights come from the checkpoint: build randomly initialised teachers, then overwrite them.

@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 
 from trd.data.geometry import (
+    PlaneFallback,
     close_mask,
     corner_plane,
     depth_image,
@@ -213,12 +214,27 @@ def test_ransac_handles_an_occluded_corner_where_corners_fails() -> None:
     assert (foreground_mask(noisy, "ransac") != obj).mean() < 0.01
 
 
-def test_missing_corner_raises_for_corners_but_not_for_ransac() -> None:
+def test_missing_corner_widens_its_patch_then_falls_back_to_ransac() -> None:
+    # A few missing points in one corner patch must not make a sample unusable (issue: it aborted
+    # whole runs): the patch grows until it holds valid points, with a warning.
     xyz, obj = box_scene()
     xyz[-3:, :3] = 0
-    with pytest.raises(ValueError, match="bottom-left corner has no valid 3D points; use plane='ransac'"):
-        foreground_mask(xyz, "corners")
+    with pytest.warns(PlaneFallback, match=r"widened \(bottom-left 5x5\)"):
+        np.testing.assert_array_equal(foreground_mask(xyz, "corners"), obj)
     np.testing.assert_array_equal(foreground_mask(xyz, "ransac"), obj)
+    # A corner empty beyond a quarter of the image: the plane comes from RANSAC, also with a warning.
+    xyz[-40:, :40] = 0
+    with pytest.warns(PlaneFallback, match="bottom-left corner has no valid 3D points.*RANSAC"):
+        found = foreground_mask(xyz, "corners")
+    expected = obj & (xyz[..., 2] != 0)
+    assert (found != close_mask(expected, 3)).mean() < 0.01
+
+
+def test_collinear_corners_fall_back_to_ransac() -> None:
+    xyz, obj = box_scene()
+    xyz[:3, -3:] = xyz[:3, :3]  # top-right = top-left: no plane through the three points
+    with pytest.warns(PlaneFallback, match="collinear"):
+        np.testing.assert_array_equal(foreground_mask(xyz, "corners"), obj)
 
 
 def test_ransac_is_deterministic_for_a_seed() -> None:

@@ -22,7 +22,8 @@ import torch
 from trd import __version__, api
 from trd.cli import main
 from trd.config import Config, load_config
-from trd.data.dataset import PairDataset, build_cache
+from trd.data.cache import build_cache
+from trd.data.dataset import PairDataset
 from trd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from trd.data.samples import list_samples
 from trd.errors import CheckpointError, ConfigError
@@ -130,9 +131,11 @@ def test_foreground_only_detector_exports(trained, tmp_path) -> None:
 
 def test_metadata_round_trip(trained, detector) -> None:
     _, cfg, thresholds = detector
-    _, onnx_cfg, onnx_thresholds = load_onnx_runner(trained[1])
+    _, onnx_cfg, onnx_thresholds, onnx_inputs = load_onnx_runner(trained[1])
     assert onnx_cfg == cfg and onnx_cfg.to_dict() == cfg.to_dict()
     assert onnx_thresholds == thresholds
+    # the training inputs' scale and image size travel with the export (new scans are checked)
+    assert onnx_inputs is not None and onnx_inputs.image_hw == (64, 64) and 0.3 < onnx_inputs.z_median_m < 0.5
 
     model = onnx.load(str(trained[1]))
     meta = {p.key: p.value for p in model.metadata_props}

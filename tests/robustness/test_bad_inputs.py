@@ -194,7 +194,7 @@ def _predict_args(env: Env, *args: str) -> list[str]:
 def _predict_no_xyz(env: Env) -> tuple[list[str], Path]:
     folder = env.tmp / "inputs"
     shutil.copytree(env.root / CAT / "test" / "good" / "rgb", folder / "rgb")
-    return _predict_args(env, "--input", str(folder)), folder / "xyz"
+    return _predict_args(env, "--input", str(folder)), folder
 
 
 def _predict_empty(env: Env) -> tuple[list[str], Path]:
@@ -292,9 +292,9 @@ CASES: list[Case] = [
     Case("model.pt as the run folder's state.pt (fit resumes)", "is a 'model' checkpoint, expected 'train_state'",
          "fit", _state(lambda env, s: shutil.copyfile(env.model, s))),
     # predict inputs
-    Case("predict --input without xyz/", "missing: --input expects a folder with rgb/ and xyz/", "predict",
+    Case("predict --input without xyz/", "--input expects a folder with rgb/ and exactly one of xyz/", "predict",
          _predict_no_xyz),
-    Case("predict --input with empty rgb/ and xyz/", "no RGB/XYZ pairs found", "predict", _predict_empty),
+    Case("predict --input with empty rgb/ and xyz/", "no RGB/3D pairs found", "predict", _predict_empty),
     Case("predict --rgb without --xyz", "--rgb needs --xyz", "predict", _predict_rgb_only),
     Case("predict --xyz that does not exist", "file not found", "predict", _predict_missing_xyz),
 ]
@@ -437,7 +437,7 @@ BATCH_BAD: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
     "b_inf": ("NaN or inf", lambda rgb, xyz: edit_cloud(xyz, _inf)),
     "b_zero": ("no valid points", lambda rgb, xyz: write_tiff(xyz, np.zeros((64, 64, 3), np.float32))),
     "b_size": ("RGB image is 64x64 but its 3D file", lambda rgb, xyz: edit_cloud_size(xyz, 40)),
-    "b_no_xyz": ("no XYZ TIFF with this name", lambda rgb, xyz: xyz.unlink()),
+    "b_no_xyz": ("no 3D file with this name in xyz/", lambda rgb, xyz: xyz.unlink()),
     "b_no_rgb": ("no RGB image with this name", lambda rgb, xyz: rgb.unlink()),
 }
 CONVERTED = ("c_grey", "c_rgba", "c_grey16", "c_rgb16")

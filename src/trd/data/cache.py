@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_save
+from ..config import DataConfig
+from ..errors import OutputError
 
 #: Bump when the preprocessing code changes its output, to invalidate every existing entry.
 CACHE_VERSION = "1"
@@ -108,6 +110,14 @@ class PreprocessCache:
         value = np.asarray(compute())
         try:
             atomic_save(entry, lambda fh: np.save(fh, value, allow_pickle=False))
-        except OSError as exc:
-            warnings.warn(f"could not write preprocessing cache entry {entry}: {exc}", stacklevel=2)
+        except OutputError as exc:  # a full or read-only cache disk slows runs down, it does not stop them
+            warnings.warn(f"could not write preprocessing cache entry {exc}", stacklevel=2)
         return value
+
+
+def build_cache(cfg: DataConfig) -> PreprocessCache | None:
+    """The preprocessing cache a config asks for: ``cache_dir`` "" is the default location
+    (`default_cache_dir`), "none" disables it."""
+    if cfg.cache_dir == "none":
+        return None
+    return PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())

@@ -16,15 +16,16 @@ HxWx3 cloud whose channel 2 is z, and z == 0 marks a missing point.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from ..config import MODALITIES_3D as MODALITIES
+from ..config import PLANES
 from .transforms import NORMALISED_BACKGROUND
 
-MODALITIES = ("normals", "depth")
-PLANES = ("corners", "ransac", "none")
 _CORNER_NAMES = ("top-left", "top-right", "bottom-left")
 _MIN_SCORE_POINTS = 2000  # RANSAC hypotheses are scored on at least this many points
 
@@ -43,28 +44,62 @@ def _plane_distance(xyz: np.ndarray, normal: np.ndarray, d: float) -> np.ndarray
     return np.abs(xyz.astype(np.float64, copy=False) @ normal - d)
 
 
-def corner_plane(xyz: np.ndarray) -> tuple[np.ndarray, float]:
+class PlaneFallback(UserWarning):
+    """The reference plane fit could not be used as is for this cloud; a fallback was (see message)."""
+
+
+def corner_plane(xyz: np.ndarray, threshold: float = 0.005) -> tuple[np.ndarray, float]:
     """Background plane through the mean points of three 3x3 corner patches (docs/METHOD.md §2.3).
 
     As in the reference code, each patch's 9-pixel xyz sum (missing zeros included) is divided by
     its number of valid pixels (z != 0). With p1, p2, p3 = top-left, top-right, bottom-left,
     n = (p3 - p1) x (p2 - p1) and d = n . p3. Returns the unit normal and d scaled with it, so that
     ``|normal . p - d|`` is the point-to-plane distance.
+
+    DEPARTURE: a corner patch without any valid point makes the reference divide by zero, which
+    silently yields an empty foreground (a blank 3D image). Here that patch is widened (5x5, 9x9,
+    ... up to a quarter of the shorter side) until it holds valid points, and if none of those
+    sizes works, or the corner points are collinear, the plane comes from `ransac_plane` (inliers
+    within ``threshold``); either fallback is announced with a `PlaneFallback` warning.
     """
     xyz = _check_cloud(xyz)
-    patches = (xyz[:3, :3], xyz[:3, -3:], xyz[-3:, :3])
-    points = []
-    for name, patch in zip(_CORNER_NAMES, patches, strict=True):
-        valid = np.count_nonzero(patch[..., 2])
+    limit = max(3, min(xyz.shape[:2]) // 4)
+    points, widened = [], []
+    for name, (rows, cols) in zip(_CORNER_NAMES, _CORNERS, strict=True):
+        size = 3
+        while True:
+            patch = xyz[rows(size), cols(size)]
+            valid = np.count_nonzero(patch[..., 2])
+            if valid or size >= limit:
+                break
+            size = min(2 * size - 1, limit)
         if valid == 0:
-            raise ValueError(f"the {name} corner has no valid 3D points; use plane='ransac'")
+            return _ransac_fallback(xyz, f"the {name} corner has no valid 3D points within {size}x{size} px",
+                                    threshold)
+        if size > 3:
+            widened.append(f"{name} {size}x{size}")
         points.append(patch.reshape(-1, 3).astype(np.float64).sum(axis=0) / valid)
     p1, p2, p3 = points
     normal = np.cross(p3 - p1, p2 - p1)
     length = float(np.linalg.norm(normal))
     if length == 0.0:
-        raise ValueError("the three corner points are collinear, so they define no plane; use plane='ransac'")
+        return _ransac_fallback(xyz, "the three corner points are collinear", threshold)
+    if widened:
+        warnings.warn(PlaneFallback(f"corner patches without valid 3D points were widened ({', '.join(widened)})"),
+                      stacklevel=2)
     return normal / length, float(normal @ p3) / length
+
+
+_CORNERS = (
+    (lambda k: slice(0, k), lambda k: slice(0, k)),
+    (lambda k: slice(0, k), lambda k: slice(-k, None)),
+    (lambda k: slice(-k, None), lambda k: slice(0, k)),
+)
+
+
+def _ransac_fallback(xyz: np.ndarray, why: str, threshold: float) -> tuple[np.ndarray, float]:
+    warnings.warn(PlaneFallback(f"{why}; background plane fitted with RANSAC instead"), stacklevel=3)
+    return ransac_plane(xyz, threshold)
 
 
 def ransac_plane(
@@ -96,7 +131,7 @@ def ransac_plane(
     lengths = np.linalg.norm(normals, axis=1)
     usable = lengths > 0
     if not usable.any():
-        raise ValueError("RANSAC found no three non-collinear valid 3D points")
+        raise ValueError("the valid 3D points define no plane (no three of them are non-collinear)")
     normals[usable] /= lengths[usable, None]
     offsets = np.einsum("ij,ij->i", normals, a)
     inliers = np.abs(scoring @ normals.T - offsets) < threshold
@@ -144,7 +179,7 @@ def foreground_mask(
     if method == "none":
         fg = valid
     elif method in ("corners", "ransac"):
-        normal, d = corner_plane(xyz) if method == "corners" else ransac_plane(xyz, threshold, seed=seed)
+        normal, d = corner_plane(xyz, threshold) if method == "corners" else ransac_plane(xyz, threshold, seed=seed)
         fg = (_plane_distance(xyz, normal, d) > threshold) & valid
     else:
         raise ValueError(f"unknown plane method {method!r}; known: {', '.join(PLANES)}")

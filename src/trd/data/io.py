@@ -2,20 +2,29 @@
 
 Every reader raises :class:`trd.errors.DataError` (file path + a one-line problem) for anything it
 cannot turn into a well-formed array, so a bad file never ends in a numpy/PIL/tifffile traceback.
-Conventions: images are HxW(x3); point clouds are organised float32 HxWx3 (x, y, z) in metres
-where a missing point is (0, 0, 0), as in MVTec 3D-AD.
+Conventions: images are HxW(x3); point clouds are organised float32 HxWx3 (x, y, z) where a missing
+point is (0, 0, 0), as in MVTec 3D-AD (units: see `trd.data.clouds`).
+
+Files are refused rather than read wrongly: an image or cloud larger than ``max_pixels`` is refused
+from its declared size before anything is decoded (a small compressed file can declare gigabytes);
+a PNG whose compressed data ends before its last row is refused (PIL would fill the missing rows
+with black); compressed TIFFs (LZW, deflate, ...) are decoded with imagecodecs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import struct
 import tempfile
+import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,6 +36,11 @@ from PIL import Image
 from ..errors import DataError
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: Default limit on the pixels of one image or cloud (8000 x 8000); `data.max_image_pixels` sets it.
+DEFAULT_MAX_PIXELS = 64_000_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 @contextlib.contextmanager
@@ -40,17 +54,76 @@ def _reading(path: Path, expected: str, undecodable: str) -> Iterator[None]:
         raise DataError(path, f"is a folder, expected {expected}") from None
     except PermissionError:
         raise DataError(path, "permission denied") from None
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(path, f"{undecodable}: {exc}") from None
 
 
-def _open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, turning every failure into a DataError."""
+def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
+    if height * width > max_pixels:
+        raise DataError(path, f"{width}x{height} = {height * width / 1e6:.1f} Mpx is over the limit of "
+                              f"{max_pixels / 1e6:.1f} Mpx (data.max_image_pixels; raise it if such files are expected)")
+
+
+def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interlace: int) -> int:
+    """Length of the decompressed image data of a PNG (filter byte + packed samples per row)."""
+    bits = _PNG_CHANNELS.get(colour, 0) * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        pass_w = (width - x0 + dx - 1) // dx if width > x0 else 0
+        pass_h = (height - y0 + dy - 1) // dy if height > y0 else 0
+        if pass_w and pass_h:
+            total += pass_h * (1 + (pass_w * bits + 7) // 8)
+    return total
+
+
+def _check_png_stream(path: Path, data: bytes) -> None:
+    """Refuse a PNG whose image data stops short of its declared rows (PIL decodes it silently with
+    black rows). Walks the chunks, inflates the IDAT data and compares its length with the header's."""
+    pos, header, stream = 8, None, zlib.decompressobj()
+    produced = 0
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos: pos + 8])
+        body = data[pos + 8: pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            produced += len(stream.decompress(body))
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        return  # PIL reports a missing header itself
+    width, height, depth, colour, _, _, interlace = header
+    expected = _png_expected_bytes(width, height, depth, colour, interlace)
+    if produced < expected or not stream.eof:
+        raise DataError(path, f"cannot decode image (corrupt or truncated?): its pixel data ends early "
+                              f"({produced} of {expected} bytes)")
+
+
+def _open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image, turning every failure into a DataError.
+
+    The declared size is checked against ``max_pixels`` before decoding; PNG data is checked for
+    completeness (`_check_png_stream`).
+    """
     path = Path(path)
     # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
-    with _reading(path, "an image file", "cannot decode image (corrupt or truncated?)"), Image.open(path) as im:
-        im.load()
-        return im.copy()
+    with _reading(path, "an image file", "cannot decode image (corrupt or truncated?)"):
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            _check_size(path, im.height, im.width, max_pixels)
+            if data.startswith(_PNG_SIGNATURE):
+                _check_png_stream(path, data)
+            limit = Image.MAX_IMAGE_PIXELS
+            try:  # our limit replaces PIL's global one for this file
+                Image.MAX_IMAGE_PIXELS = None
+                im.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+            return im.copy()
 
 
 def _sixteen_to_eight(path: Path, arr: np.ndarray) -> np.ndarray:
@@ -60,7 +133,7 @@ def _sixteen_to_eight(path: Path, arr: np.ndarray) -> np.ndarray:
     return np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a colour image as uint8 HxWx3.
 
     Grey (L), grey+alpha (LA), RGBA, palette (P) and other 8-bit modes are converted to RGB; any
@@ -68,7 +141,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     linearly from 0..65535 to 0..255 and repeated on the 3 channels.
     """
     path = Path(path)
-    im = _open_image(path)
+    im = _open_image(path, max_pixels)
     if im.mode in _SIXTEEN_BIT_MODES:
         grey = _sixteen_to_eight(path, np.asarray(im))
         arr = np.repeat(grey[:, :, None], 3, axis=2)
@@ -81,9 +154,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def read_normals_png(path: str | Path) -> np.ndarray:
+def read_normals_png(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an Eyecandies normal-map PNG as float32 HxWx3 in [0, 1] (handled like an RGB image)."""
-    return read_rgb(path).astype(np.float32) / np.float32(255.0)
+    return read_rgb(path, max_pixels).astype(np.float32) / np.float32(255.0)
 
 
 class _Collect(logging.Handler):
@@ -117,16 +190,20 @@ def _tifffile_log() -> Iterator[list[str]]:
         log.propagate = propagate
 
 
-def read_xyz(path: str | Path) -> np.ndarray:
-    """Read an organised point cloud TIFF as float32 HxWx3.
+def read_xyz(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an organised point cloud TIFF as float32 HxWx3 (any TIFF compression imagecodecs reads).
 
-    Integer clouds are converted to float32. NaN/inf values, a shape other than HxWx3 and a cloud
-    without a single point (z == 0 everywhere) are refused.
+    Integer clouds are converted to float32. NaN/inf values, a shape other than HxWx3, a declared
+    size over ``max_pixels`` and a cloud without a single point (z == 0 everywhere) are refused.
     """
     path = Path(path)
     # tifffile raises TiffFileError, ValueError, struct.error, ...
     with _reading(path, "a TIFF file", "cannot read TIFF (corrupt or truncated?)"), _tifffile_log() as logged:
-        arr = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape if tif.series else ()
+            if len(shape) >= 2:
+                _check_size(path, int(shape[0]), int(shape[1]), max_pixels)
+            arr = tif.asarray()
     if not isinstance(arr, np.ndarray) or arr.size == 0:
         why = f" ({logged[0]})" if logged else ""
         raise DataError(path, f"cannot read TIFF: no image data (empty or corrupt file){why}")
@@ -143,14 +220,21 @@ def read_xyz(path: str | Path) -> np.ndarray:
     return xyz
 
 
-def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+class MaskWarning(UserWarning):
+    """A ground-truth mask that is probably not what its author meant (not 0/255, inverted, lossy)."""
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a ground-truth mask as bool HxW: any value > 0 (in any colour channel) is defect.
 
     Accepts 1-bit, 8-bit grey, palette, RGB(A) and 16-bit masks; alpha channels are ignored. If
-    ``shape`` (H, W) is given the mask must have exactly that size.
+    ``shape`` (H, W) is given the mask must have exactly that size. A mask whose values are not
+    just 0 and one "on" value, or that marks more than half of the image, is read the same way but
+    warned about (`MaskWarning`): a JPEG-compressed, inverted or background-1 mask changes the
+    pixel metrics without any error.
     """
     path = Path(path)
-    im = _open_image(path)
+    im = _open_image(path, max_pixels)
     if im.mode in ("1", "P", "PA", "LA", "CMYK", "YCbCr", "HSV", "LAB"):
         im = im.convert("L")
     elif im.mode in ("RGBA", "RGBX", "RGBa"):
@@ -163,7 +247,23 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
         raise DataError(
             path, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image is {shape[0]}x{shape[1]}"
         )
+    problem = _mask_problem(arr, mask)
+    if problem:
+        warnings.warn(MaskWarning(f"{path}: {problem}; every value > 0 counts as defect"), stacklevel=2)
     return mask
+
+
+def _mask_problem(values: np.ndarray, mask: np.ndarray) -> str:
+    """Why a mask looks unintended ("" when it is a clean binary mask of a minority of pixels)."""
+    levels = np.unique(values)
+    if levels.size > 2:
+        shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if levels.size > 6 else "")
+        return f"mask has {levels.size} grey levels ({shown}), not just 0 and 255 (lossy compression or anti-aliasing?)"
+    if levels.size == 2 and levels[0] != 0:
+        return f"mask has no 0 pixels (values {levels[0]} and {levels[1]}): the whole image counts as defect"
+    if mask.mean() > 0.5:
+        return f"mask marks {100 * mask.mean():.0f}% of the image as defect (inverted mask?)"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -222,14 +322,14 @@ def _camera_problem(values: dict[str, object]) -> str:
     return ""
 
 
-def read_depth_png(path: str | Path, camera: Camera) -> np.ndarray:
+def read_depth_png(path: str | Path, camera: Camera, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Back-project a 16-bit depth PNG (0 = missing) to an organised float32 HxWx3 cloud in metres.
 
     Pixel (row v, column u) with depth d becomes (x, y, z) = ((u-cx) z/fx, (v-cy) z/fy, d*depth_scale);
     missing pixels stay (0, 0, 0) as in MVTec 3D-AD clouds.
     """
     path = Path(path)
-    im = _open_image(path)
+    im = _open_image(path, max_pixels)
     if im.mode not in _SIXTEEN_BIT_MODES:
         raise DataError(path, f"expected a 16-bit single-channel depth PNG, found mode {im.mode}")
     depth = np.asarray(im).astype(np.float64)

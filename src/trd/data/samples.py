@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DataConfig
+from ..config import FORMATS, DataConfig
 from ..errors import ConfigError, DataError
 from .io import Camera
 
@@ -32,10 +32,9 @@ EYECANDIES_CATEGORIES: tuple[str, ...] = (
     "LicoriceSandwich", "Lollipop", "Marshmallow", "PeppermintCandy",
 )
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-FORMATS: tuple[str, ...] = ("mvtec3d", "eyecandies", "folder")
 
 #: 3D folder name -> (accepted suffixes, xyz_kind), per format.
-_SOURCES: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+SOURCES: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "mvtec3d": {"xyz": ((".tiff",), "xyz_tiff")},
     "eyecandies": {"normals": ((".png",), "normals_png")},
     "folder": {"xyz": ((".tiff", ".tif"), "xyz_tiff"), "depth": ((".png",), "depth_png")},
@@ -56,6 +55,7 @@ class Sample:
     category: str
     split: str  # train | validation | test
     xyz_kind: str  # xyz_tiff | depth_png | normals_png
+    camera: Path | None = None  # camera.json of a depth PNG (intrinsics and depth scale)
 
 
 def _check_format(fmt: str, root: Path) -> None:
@@ -121,7 +121,7 @@ def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[
             cat_dir, f"category folder not found (expected <root>/{category}/{{train,validation,test}}; "
             f"categories here: {_known(fmt, root)})"
         )
-    return _scan_split(cat_dir / split, category, split, _SOURCES[fmt])
+    return _scan_split(cat_dir / split, category, split, SOURCES[fmt])
 
 
 def split_samples(cfg: DataConfig, split: str) -> list[Sample]:
@@ -143,9 +143,9 @@ def _known(fmt: str, root: Path) -> str:
 def _folder_split(root: Path, split: str) -> list[Sample]:
     """Samples of a ``folder`` dataset, carving validation out of train when it is absent."""
     if split == "test" or (root / "validation").is_dir():
-        samples = _scan_split(root / split, root.name, split, _SOURCES["folder"])
+        samples = _scan_split(root / split, root.name, split, SOURCES["folder"])
     else:
-        train = _scan_split(root / "train", root.name, "train", _SOURCES["folder"])
+        train = _scan_split(root / "train", root.name, "train", SOURCES["folder"])
         if len(train) < 2:
             raise DataError(root / "train", "need at least 2 train samples to hold some out as validation "
                             "(or add a validation/ folder)")
@@ -200,12 +200,87 @@ def _scan_defect(
         raise DataError(clouds[stem], f"3D file without its RGB image (expected {rgb_dir / stem}.png); "
                         f"{len(lonely_3d)} such file(s) in {d3_dir}")
     label = 0 if defect_dir.name == "good" else 1
+    masks = _files(defect_dir / "gt", (".png",)) if label and (defect_dir / "gt").is_dir() else {}
+    camera = defect_dir.parents[1] / "camera.json" if kind == "depth_png" else None
     samples = []
     for stem in sorted(rgbs):
         mask = None
         if label:
-            mask = defect_dir / "gt" / f"{stem}.png"
-            if not mask.is_file():
-                raise DataError(mask, f"missing mask for defect sample {rgbs[stem].name}")
-        samples.append(Sample(rgbs[stem], clouds[stem], mask, label, defect_dir.name, category, split, kind))
+            mask = masks.get(stem)
+            if mask is None:
+                raise DataError(defect_dir / "gt" / f"{stem}.png", f"missing mask for defect sample {rgbs[stem].name}")
+        samples.append(Sample(rgbs[stem], clouds[stem], mask, label, defect_dir.name, category, split, kind, camera))
     return samples
+
+
+#: Image files accepted as RGB inputs of `trd predict`.
+RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Files of ``folder`` by stem (suffixes case-insensitive), and (file, problem) for a second file
+    with the same stem. Hidden files and folders are ignored, as when listing a dataset."""
+    found: dict[str, Path] = {}
+    problems: list[tuple[str, str]] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in suffixes or not p.is_file():
+            continue
+        if p.stem in found:
+            problems.append((str(p), f"two {what} named {p.stem}: {found[p.stem].name} is scored, this one is not"))
+        else:
+            found[p.stem] = p
+    return found, problems
+
+
+def unlabelled_samples(cfg: DataConfig, input_dir: Path | None = None, rgb: Path | None = None,
+                       xyz: Path | None = None, camera: Path | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """Samples to score without labels, in every form training accepts for the model's ``cfg``.
+
+    Either ``input_dir`` with ``rgb/`` and one 3D folder of the model's layout (``xyz/`` TIFFs,
+    ``depth/`` 16-bit PNGs with a ``camera.json``, or ``normals/`` PNGs for Eyecandies models),
+    files paired by name; or one ``rgb`` image and its 3D file ``xyz`` (TIFF, depth PNG or normal
+    map, by the model's layout and the suffix). ``camera``: the depth camera's JSON (default:
+    ``<input>/camera.json``, or next to the depth file). Returns the samples and (file, problem)
+    for files that cannot be paired; raises DataError when there is nothing to score.
+    """
+    sources = SOURCES[cfg.format]
+    if (input_dir is None) == (rgb is None):
+        raise DataError(input_dir or rgb or Path("."), "give either --input FOLDER or --rgb FILE --xyz FILE")
+    if rgb is not None:
+        if xyz is None:
+            raise DataError(rgb, "--rgb needs --xyz (the matching 3D file)")
+        for path in (rgb, xyz):
+            if not path.is_file():
+                raise DataError(path, "file not found")
+        kinds = {suffix: kind for suffixes, kind in sources.values() for suffix in suffixes}
+        kind = kinds.get(xyz.suffix.lower())
+        if kind is None:
+            raise DataError(xyz, f"a {cfg.format} model reads 3D files ending in {', '.join(sorted(kinds))}")
+        cam = camera or next((c for c in (xyz.parent / "camera.json", xyz.parent.parent / "camera.json")
+                              if c.is_file()), xyz.parent / "camera.json")
+        return [_unlabelled(rgb, xyz, kind, cfg, cam)], []
+    folders = [name for name in sources if (input_dir / name).is_dir()]
+    if not (input_dir / "rgb").is_dir() or len(folders) != 1:
+        wanted = " or ".join(f"{n}/" for n in sources)
+        raise DataError(input_dir, f"--input expects a folder with rgb/ and exactly one of {wanted} for this model")
+    suffixes, kind = sources[folders[0]]
+    rgbs, problems = _by_stem(input_dir / "rgb", RGB_SUFFIXES, "RGB images")
+    clouds, more = _by_stem(input_dir / folders[0], suffixes, "3D files")
+    problems += more
+    problems += [(str(rgbs[s]), f"no 3D file with this name in {folders[0]}/") for s in sorted(set(rgbs) - set(clouds))]
+    problems += [(str(clouds[s]), "no RGB image with this name in rgb/") for s in sorted(set(clouds) - set(rgbs))]
+    cam = camera or input_dir / "camera.json"
+    samples = [_unlabelled(rgbs[s], clouds[s], kind, cfg, cam) for s in sorted(set(rgbs) & set(clouds))]
+    if not samples:
+        raise DataError(input_dir, f"no RGB/3D pairs found (files are paired by name, e.g. rgb/001.png + "
+                                   f"{folders[0]}/001{suffixes[0]})")
+    if kind == "depth_png":
+        Camera.from_json(cam)  # fail now, with the file name, rather than at every sample
+    return samples, problems
+
+
+def _unlabelled(rgb: Path, xyz: Path, kind: str, cfg: DataConfig, camera: Path) -> Sample:
+    # The training samples' category: per-category settings (the Sobel preset) apply to new scans too.
+    category = cfg.category or (Path(cfg.root).name if cfg.format == "folder" and cfg.root else "")
+    return Sample(rgb=rgb, xyz=xyz, mask=None, label=0, defect="unknown", category=category, split="predict",
+                  xyz_kind=kind, camera=camera if kind == "depth_png" else None)

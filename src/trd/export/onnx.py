@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..checkpoint import legacy_branch
-from ..config import Config
+from ..config import Config, validate_config
+from ..data.inputs import InputStats
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..detector import Detector, load_detector
 from ..errors import CheckpointError, ConfigError, TRDError
@@ -66,6 +67,7 @@ META_KEYS = {
     "thresholds": "trd.thresholds",
     "branches": "trd.branches",
     "input": "trd.input",
+    "inputs_seen": "trd.training_inputs",  # scale and size of the training inputs (optional)
 }
 
 
@@ -97,8 +99,9 @@ def input_spec(image_size: int) -> dict[str, Any]:
             "mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD]}
 
 
-def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str]) -> dict[str, str]:
+def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], inputs: dict | None) -> dict[str, str]:
     return {
+        META_KEYS["inputs_seen"]: json.dumps(inputs, sort_keys=True),
         META_KEYS["format"]: FORMAT,
         META_KEYS["format_version"]: FORMAT_VERSION,
         META_KEYS["version"]: __version__,
@@ -147,7 +150,7 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
         raise ConfigError(f"ONNX opset {opset} is not supported; use {OPSET_RANGE.start}..{OPSET_RANGE.stop - 1}")
     if batch < 1:
         raise ConfigError(f"export batch must be >= 1, got {batch}")
-    detector, cfg, thresholds, _ = load_detector(model_path, "cpu")
+    detector, cfg, thresholds, extra = load_detector(model_path, "cpu")
     size = cfg.data.image_size
     generator = torch.Generator().manual_seed(0)
     example = (torch.randn(batch, 3, size, size, generator=generator),
@@ -163,7 +166,7 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
         model = onnx.load(str(traced))  # also reads any external data the exporter wrote
         model.producer_name, model.producer_version = "trd", __version__
         model.doc_string = f"TRD anomaly detector ({cfg.model.variant}, {cfg.model.backbone}, {size} px)"
-        for key, value in _metadata(cfg, thresholds, branches).items():
+        for key, value in _metadata(cfg, thresholds, branches, extra.get("inputs")).items():
             model.metadata_props.add(key=key, value=value)
         external = _weight_bytes(model) > SINGLE_FILE_LIMIT
         onnx.save_model(model, str(staged), save_as_external_data=external, all_tensors_to_one_file=True,
@@ -185,8 +188,9 @@ def _providers(ort: ModuleType) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _read_metadata(path: Path, meta: dict[str, str]) -> tuple[Config, Thresholds, list[str]]:
-    """Config, thresholds and branches from an export's metadata; CheckpointError if they are not trd's."""
+def _read_metadata(path: Path, meta: dict[str, str]) -> tuple[Config, Thresholds, list[str], InputStats | None]:
+    """Config, thresholds, branches and training-input statistics from an export's metadata;
+    CheckpointError if they are not trd's."""
     if meta.get(META_KEYS["format"]) != FORMAT:
         raise CheckpointError(path, "ONNX file has no trd metadata (not written by `trd export`)")
     if meta.get(META_KEYS["format_version"]) != FORMAT_VERSION:
@@ -194,16 +198,17 @@ def _read_metadata(path: Path, meta: dict[str, str]) -> tuple[Config, Thresholds
                                     f"supported (expected {FORMAT_VERSION})")
     try:
         raw = {key: json.loads(meta[META_KEYS[key]]) for key in ("config", "thresholds", "branches")}
-        cfg = Config.from_dict(raw["config"], source=META_KEYS["config"])
+        cfg = validate_config(Config.from_dict(raw["config"], source=META_KEYS["config"]), META_KEYS["config"])
         branches = [str(b) for b in raw["branches"]]
-        return cfg, Thresholds.from_dict(raw["thresholds"]), branches
+        inputs = InputStats.from_dict(json.loads(meta.get(META_KEYS["inputs_seen"], "null")))
+        return cfg, Thresholds.from_dict(raw["thresholds"]), branches, inputs
     except (KeyError, ValueError, TypeError, AttributeError, TRDError) as exc:
         raise CheckpointError(path, f"damaged trd metadata in the ONNX file: {exc}") from None
 
 
-def load_onnx_runner(path: Path) -> tuple[Runner, Config, Thresholds]:
+def load_onnx_runner(path: Path) -> tuple[Runner, Config, Thresholds, InputStats | None]:
     """An onnxruntime session of a ``trd export`` file as ``(rgb, x3d) -> dict of tensors``, and its
-    config and thresholds.
+    config, thresholds and training-input statistics (None for exports that predate them).
 
     The runner accepts torch tensors on any device and returns CPU float32 tensors under the keys
     of ``Detector.forward``, so :func:`trd.scoring.predict.predict_samples` runs it unchanged.
@@ -218,7 +223,7 @@ def load_onnx_runner(path: Path) -> tuple[Runner, Config, Thresholds]:
     except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(path, f"not a readable ONNX model (truncated or corrupt?): {first}") from None
-    cfg, thresholds, branches = _read_metadata(path, session.get_modelmeta().custom_metadata_map)
+    cfg, thresholds, branches, inputs = _read_metadata(path, session.get_modelmeta().custom_metadata_map)
     names = output_names(branches)
     if ([o.name for o in session.get_outputs()] != names
             or [i.name for i in session.get_inputs()] != list(INPUT_NAMES)):
@@ -231,4 +236,4 @@ def load_onnx_runner(path: Path) -> tuple[Runner, Config, Thresholds]:
                  for name, t in zip(INPUT_NAMES, (rgb, x3d))}
         return {key: torch.from_numpy(value) for key, value in zip(keys, session.run(names, feeds))}
 
-    return run, cfg, thresholds
+    return run, cfg, thresholds, inputs

@@ -140,8 +140,8 @@ def _target(name: str, feats: Features) -> list[Tensor]:
     return feats[name]
 
 
-def build_model(cfg: ModelConfig, image_size: int) -> TRDModel:
-    """Teachers (two separate frozen copies) and students of ``cfg.variant`` for ``image_size`` inputs."""
+def check_model_config(cfg: ModelConfig, image_size: int) -> None:
+    """ConfigError for a model this module cannot build (checked before any file is written)."""
     if cfg.variant not in VARIANTS:
         raise ConfigError(f"unknown model.variant {cfg.variant!r}; known: {', '.join(VARIANTS)}")
     if image_size <= 0 or image_size % 32:
@@ -150,6 +150,12 @@ def build_model(cfg: ModelConfig, image_size: int) -> TRDModel:
         raise ConfigError(f"model.decoder_blocks must be 3 positive integers, got {cfg.decoder_blocks}")
     if cfg.bottleneck_blocks < 1:
         raise ConfigError(f"model.bottleneck_blocks must be >= 1, got {cfg.bottleneck_blocks}")
+    feature_info(cfg.backbone)
+
+
+def build_model(cfg: ModelConfig, image_size: int) -> TRDModel:
+    """Teachers (two separate frozen copies) and students of ``cfg.variant`` for ``image_size`` inputs."""
+    check_model_config(cfg, image_size)
     variant = VARIANTS[cfg.variant]
     channels = feature_info(cfg.backbone).channels
     first = build_teacher(cfg.backbone, cfg.weights)

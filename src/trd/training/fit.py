@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, resume_differences
 from ..data.dataset import PairDataset, SkipBad, collate_skipping_bad
 from ..errors import CheckpointError, ConfigError, DataError
 from ..model.trd import TRDModel, build_model
@@ -38,15 +38,12 @@ from .teacher_cache import TeacherCache
 Log = Callable[[str], None]
 
 
-def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    """A state written under another model/data/optimiser config must not be silently continued."""
-    now = cfg.to_dict()
-    for section in ("data", "model"):
-        if saved[section] != now[section]:
-            raise CheckpointError(path, f"was written with a different [{section}] config; use a new run folder or --no-resume")
-    for key in ("batch_size", "lr", "betas", "gamma", "seed"):
-        if saved["train"][key] != now["train"][key]:
-            raise CheckpointError(path, f"was written with train.{key}={saved['train'][key]!r}; use a new run folder or --no-resume")
+def check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+    """A state written under settings that change the weights must not be silently continued."""
+    differences = resume_differences(saved, cfg)
+    if differences:
+        raise CheckpointError(path, f"was written with other settings ({'; '.join(differences)}); use the "
+                                    "same settings, another --out, or --no-resume to start over")
 
 
 #: Entries of an epoch's history record that measure time, so differ between identical runs.
@@ -120,7 +117,7 @@ class Trainer:
     def load_state(self, path: Path) -> None:
         """Every rank loads the same state (the students' replicas stay identical)."""
         blob = load_checkpoint(path, "train_state", map_location=self.device)
-        _check_resumable(blob["config"], self.cfg, path)
+        check_resumable(blob["config"], self.cfg, path)
         load_state_dict_strict(self.model.students, blob["students"], path, "student weights")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(blob["optimizers"][name])

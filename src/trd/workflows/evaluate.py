@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import Config
-from ..data.dataset import PairDataset, build_cache
+from ..config import Config, apply_input_overrides
+from ..data.cache import build_cache
+from ..data.dataset import PairDataset
+from ..data.inputs import InputStats
 from ..data.samples import split_samples
 from ..detector import Detector, load_detector
 from ..evaluation.evaluate import evaluate_arrays
@@ -87,7 +89,7 @@ def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thr
 
 def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, split: str = "test",
              out_dir: str | Path | None = None, pro_method: str = "exact", panels: bool = True,
-             device: str = "auto") -> dict[str, Any]:
+             device: str = "auto", xyz_unit: str | None = None, flip_z: bool | None = None) -> dict[str, Any]:
     """Metrics, heatmap panels and the HTML report of a trained model on a labelled split.
 
     Args:
@@ -100,6 +102,8 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
             thresholds) or "both".
         panels: draw one side-by-side PNG per sample for the report.
         device: "auto", "cpu", "cuda" or "cuda:N".
+        xyz_unit, flip_z: how this split's point clouds are stored, when it differs from the
+            training data (default: as trained; see README "Data formats").
 
     Returns:
         The result dict: ``overall``, ``per_defect``, ``per_branch`` metric tables, ``counts``,
@@ -114,10 +118,12 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
     """
     model_path = Path(model_path)
     dev = resolve_device(device)
-    detector, cfg, thresholds, _ = load_detector(model_path, dev)
+    detector, cfg, thresholds, extra = load_detector(model_path, dev)
     if data_root is not None:
         cfg.data.root = str(data_root)
-    dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data))
+    apply_input_overrides(cfg, xyz_unit, flip_z)
+    reference = InputStats.from_dict(extra.get("inputs"))
+    dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data), reference)
     out = Path(out_dir) if out_dir is not None else model_path.parent
     title = f"TRD ({cfg.model.variant}) on {cfg.data.category or Path(cfg.data.root).name} / {split}"
     return evaluate_detector(detector, dataset, cfg, thresholds, out, dev, pro_method=pro_method,

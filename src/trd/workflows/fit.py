@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import Config, save_config
-from ..data.dataset import PairDataset, build_cache
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..config import Config, resume_differences, save_config, validate_config
+from ..data.cache import build_cache
+from ..data.dataset import PairDataset
+from ..data.inputs import measure_input_stats
 from ..data.samples import split_samples
 from ..detector import Detector, save_detector
+from ..errors import CheckpointError
+from ..model.trd import check_model_config
+from ..runfolder import folder_lock
 from ..scoring.calibrate import calibrate
 from ..training.fit import Trainer
 from ..training.runtime import distributed, resolve_device, seed_all
@@ -39,27 +48,48 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
         >>> api.fit(cfg, "runs/puck")  # doctest: +SKIP
         PosixPath('runs/puck/model.pt')
     """
+    validate_config(cfg)
+    check_model_config(cfg.model, cfg.data.image_size)
     run_dir = Path(run_dir)
     train_samples, val_samples = split_samples(cfg.data, "train"), split_samples(cfg.data, "validation")
+    inputs = measure_input_stats(train_samples, cfg.data)  # scale and size that later inputs must match
     device = resolve_device(cfg.train.device)
     with distributed(device) as info:
-        seed_all(cfg.train.seed)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.toml")
-        trainer = Trainer(cfg, device, info, log)
-        state = run_dir / "state.pt"
-        if resume and state.is_file():
-            trainer.load_state(state)
+        # One writer per run folder: rank 0 holds the lock (the other ranks never write there).
+        with folder_lock(run_dir, "trd fit") if info.is_main else contextlib.nullcontext():
+            state, path = run_dir / "state.pt", run_dir / "model.pt"
+            if resume and not state.is_file() and path.is_file():
+                if _already_trained(path, cfg):
+                    log(f"{path} is already trained with these settings; nothing to do (--no-resume trains again)")
+                    return path if info.is_main else None
+            seed_all(cfg.train.seed)
+            trainer = Trainer(cfg, device, info, log)
+            if resume and state.is_file():
+                trainer.load_state(state)  # refuses a state of other settings before anything is written
+                if info.is_main:
+                    log(f"resuming {state} after epoch {trainer.epoch}/{cfg.train.epochs}")
             if info.is_main:
-                log(f"resuming {state} after epoch {trainer.epoch}/{cfg.train.epochs}")
-        cache = build_cache(cfg.data)
-        trainer.fit(PairDataset(train_samples, cfg.data, cache), state, progress=progress)
-        if not info.is_main:
-            return None
-        scorer, thresholds = calibrate(trainer.model, PairDataset(val_samples, cfg.data, cache), cfg, device)
-        path = run_dir / "model.pt"
-        save_detector(path, Detector(trainer.model, scorer).eval(), cfg, thresholds, extra={
-            "history": trainer.history, "n_train": len(train_samples), "n_validation": len(val_samples)})
-        log(f"validation thresholds: image {thresholds.image:.4f}, pixel {thresholds.pixel:.4f}")
+                save_config(cfg, run_dir / "config.toml")
+            cache = build_cache(cfg.data)
+            trainer.fit(PairDataset(train_samples, cfg.data, cache, inputs), state, progress=progress)
+            if not info.is_main:
+                return None
+            validation = PairDataset(val_samples, cfg.data, cache, inputs)
+            scorer, thresholds = calibrate(trainer.model, validation, cfg, device)
+            save_detector(path, Detector(trainer.model, scorer).eval(), cfg, thresholds, extra={
+                "history": trainer.history, "n_train": len(train_samples), "n_validation": len(val_samples),
+                "inputs": inputs.to_dict(), "threads": torch.get_num_threads()})
+            log(f"validation thresholds: image {thresholds.image:.4f}, pixel {thresholds.pixel:.4f}")
     return path
+
+
+def _already_trained(path: Path, cfg: Config) -> bool:
+    """True when ``path`` (a finished model.pt without a training state beside it) was trained with
+    ``cfg``'s settings; CheckpointError naming the differences when it was not."""
+    saved = load_checkpoint(path, "model")["config"]
+    differences = resume_differences(saved, cfg)
+    if differences:
+        raise CheckpointError(path, f"this run folder holds a model trained with other settings "
+                                    f"({'; '.join(differences)}); use another --out, or --no-resume to "
+                                    "train again and replace it")
+    return True

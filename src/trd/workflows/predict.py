@@ -1,14 +1,30 @@
-"""``trd predict``: score new RGB + XYZ pairs, streaming, with bad samples reported and skipped.
+"""``trd predict``: score new RGB + 3D pairs, streaming and resumable, one writer per output folder.
 
-Writes ``heatmaps/<name>.png`` (overlay on the RGB image), ``masks/<name>.png`` (pixels above the
-validation pixel threshold) and one JSON line per sample in ``predictions.jsonl``. Memory does not
-grow with the number of samples: each batch is written and dropped.
+The output folder holds::
+
+    predictions.jsonl   one JSON line per scored sample, appended and synced to disk as soon as the
+                        sample is scored, after its heatmap and mask are in place (so a line never
+                        points at a missing file)
+    heatmaps/<name>.png overlay of the anomaly map on the RGB image
+    masks/<name>.png    pixels above the validation pixel threshold
+    predict.json        the model that wrote the folder (path, sha256, trd version)
+
+A killed run loses at most the sample in flight. Running again with the same model skips the
+samples already in ``predictions.jsonl`` (and says how many); another model is refused unless
+``overwrite`` removes the earlier outputs first. A second writer on a busy folder is refused at once
+(`trd.runfolder.folder_lock`). Memory stays flat over any number of samples, and predict keeps no
+preprocessing cache (a line scores each scan once; the cache would only grow).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,69 +32,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_open, atomic_write_bytes
-from ..config import Config
-from ..detector import load_detector
-from ..data.dataset import PairDataset, build_cache
-from ..data.samples import Sample
+from .. import __version__
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..config import Config, apply_input_overrides
+from ..data.dataset import PairDataset
+from ..data.inputs import InputStats
+from ..data.samples import Sample, unlabelled_samples
 from ..data.transforms import denormalise
-from ..errors import ConfigError, DataError
+from ..detector import load_detector
+from ..errors import ConfigError, DataError, OutputError, write_error
 from ..reporting.figures import save_heatmap_png
+from ..runfolder import folder_lock
 from ..scoring.infer import Runner, iterate_outputs
 from ..scoring.threshold import Thresholds
 from ..training.runtime import resolve_device
 
-RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-XYZ_SUFFIXES = (".tiff", ".tif")
-
-
-def _pair(rgb: Path, xyz: Path) -> Sample:
-    return Sample(rgb=rgb, xyz=xyz, mask=None, label=0, defect="unknown", category="", split="predict",
-                  xyz_kind="xyz_tiff")
-
-
-def _by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """Files of ``folder`` by stem, and (file, problem) for a second file with the same stem.
-
-    Hidden files (``.name``, e.g. macOS ``._001.png`` resource forks) and folders are ignored, as
-    when listing a dataset.
-    """
-    found: dict[str, Path] = {}
-    problems: list[tuple[str, str]] = []
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() not in suffixes or not p.is_file():
-            continue
-        if p.stem in found:
-            problems.append((str(p), f"two {what} named {p.stem}: {found[p.stem].name} is scored, this one is not"))
-        else:
-            found[p.stem] = p
-    return found, problems
-
-
-def collect_inputs(input_dir: Path | None, rgb: Path | None, xyz: Path | None) -> tuple[list[Sample], list[tuple[str, str]]]:
-    """Samples to score and (name, problem) for files that cannot be paired."""
-    if (input_dir is None) == (rgb is None):
-        raise DataError(input_dir or rgb or Path("."), "give either --input FOLDER or --rgb FILE --xyz FILE")
-    if rgb is not None:
-        if xyz is None:
-            raise DataError(rgb, "--rgb needs --xyz (the matching XYZ TIFF)")
-        for path in (rgb, xyz):
-            if not path.is_file():
-                raise DataError(path, "file not found")
-        return [_pair(rgb, xyz)], []
-    rgb_dir, xyz_dir = input_dir / "rgb", input_dir / "xyz"
-    for folder in (rgb_dir, xyz_dir):
-        if not folder.is_dir():
-            raise DataError(folder, "missing: --input expects a folder with rgb/ and xyz/ subfolders")
-    rgbs, problems = _by_stem(rgb_dir, RGB_SUFFIXES, "RGB images")
-    xyzs, more = _by_stem(xyz_dir, XYZ_SUFFIXES, "XYZ TIFFs")
-    problems += more
-    problems += [(str(rgbs[s]), "no XYZ TIFF with this name in xyz/") for s in sorted(set(rgbs) - set(xyzs))]
-    problems += [(str(xyzs[s]), "no RGB image with this name in rgb/") for s in sorted(set(xyzs) - set(rgbs))]
-    samples = [_pair(rgbs[s], xyzs[s]) for s in sorted(set(rgbs) & set(xyzs))]
-    if not samples:
-        raise DataError(input_dir, "no RGB/XYZ pairs found (files are paired by name, e.g. rgb/001.png + xyz/001.tiff)")
-    return samples, problems
+Log = Callable[[str], None]
+PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
+_OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks")
 
 
 def _png(mask: np.ndarray) -> bytes:
@@ -87,72 +58,206 @@ def _png(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def file_sha256(*paths: Path) -> str:
+    """sha256 over the contents of the files that exist among ``paths`` (a model and its weights)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.is_file():
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _source_key(sample: Sample) -> str:
+    return f"{sample.rgb.resolve()}\n{sample.xyz.resolve()}"
+
+
+class Ledger:
+    """``predictions.jsonl`` of an output folder: which samples are done, and appending new ones.
+
+    Opening it drops lines a killed run left incomplete (a torn last line, or a line whose heatmap
+    or mask is gone), rewriting the file atomically. ``done`` maps each output name to the sample
+    source it came from.
+    """
+
+    def __init__(self, out: Path, log: Log) -> None:
+        self.path = out / PREDICTIONS
+        self.done: dict[str, str] = {}
+        if not self.path.is_file():
+            return
+        kept, dropped = [], 0
+        for line in self.path.read_bytes().split(b"\n"):
+            record = _record(line, out)
+            if record is None:
+                dropped += bool(line.strip())
+                continue
+            kept.append(line + b"\n")
+            self.done[record["name"]] = f"{Path(record['rgb']).resolve()}\n{Path(record['xyz']).resolve()}"
+        if dropped:
+            atomic_write_bytes(self.path, b"".join(kept))
+            log(f"predict: dropped {dropped} incomplete line(s) of {self.path} (an interrupted run); "
+                "those samples are scored again")
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one line and sync it; on failure the file is cut back to its previous end."""
+        data = (json.dumps(record) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        size = os.fstat(fd).st_size
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise write_error(self.path, exc) from None
+        finally:
+            os.close(fd)
+        self.done[record["name"]] = f"{Path(record['rgb']).resolve()}\n{Path(record['xyz']).resolve()}"
+
+
+def _record(line: bytes, out: Path) -> dict[str, Any] | None:
+    """A complete line whose files exist, else None."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not {"name", "rgb", "xyz", "heatmap", "mask"} <= set(record):
+        return None
+    if not ((out / record["heatmap"]).is_file() and (out / record["mask"]).is_file()):
+        return None
+    return record
+
+
+def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
+    """Make sure the folder holds only outputs of this model (or none); write its manifest."""
+    manifest = out / MANIFEST
+    owner = None
+    if manifest.is_file():
+        try:
+            owner = json.loads(manifest.read_text())
+        except (ValueError, OSError):
+            owner = {}
+    elif (out / PREDICTIONS).is_file():
+        owner = {}  # predictions of an unknown model (an older trd)
+    if owner is not None and owner.get("sha256") != sha:
+        if not overwrite:
+            theirs = owner.get("model", "an unknown model")
+            raise OutputError(out, f"holds predictions of another model ({theirs}); use another --out, or "
+                                   "--overwrite to replace them")
+        for name in _OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    if not manifest.is_file() or owner is None or owner.get("sha256") != sha:
+        atomic_write_text(manifest, json.dumps({"model": str(model_file), "sha256": sha, "trd_version": __version__,
+                                                "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+
+
 def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds: Thresholds, out_dir: Path,
-                    device: torch.device, batch_size: int = 8, unpaired: list[tuple[str, str]] = ()) -> dict[str, Any]:
-    """Score ``samples`` with ``run`` and write heatmaps, masks and predictions.jsonl under ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = PairDataset(samples, cfg.data, build_cache(cfg.data))
+                    device: torch.device, batch_size: int = 8, unpaired: list[tuple[str, str]] = (),
+                    reference: InputStats | None = None, log: Log = print) -> dict[str, Any]:
+    """Score ``samples`` with ``run`` into ``out_dir`` (which the caller has locked and claimed)."""
+    ledger = Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
+    todo = []
+    for sample in samples:
+        name, key = sample.rgb.stem, _source_key(sample)
+        if name not in ledger.done:
+            todo.append(sample)
+        elif ledger.done[name] != key:
+            failed.append({"file": str(sample.rgb), "error": f"{out_dir}: the output name {name!r} is already used "
+                                                            "by another sample in this folder; use another --out"})
+    skipped = len(samples) - len(todo) - (len(failed) - len(unpaired))
+    if skipped:
+        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path}; scoring the other {len(todo)}")
     vmax = max(thresholds.pixel * 2.0, 1.0)
     n_scored = n_anomalous = 0
-    with atomic_open(out_dir / "predictions.jsonl", "w") as jsonl:
+    if todo:
+        dataset = PairDataset(todo, cfg.data, None, reference)  # no cache: each scan is scored once
         for batch, out in iterate_outputs(run, dataset, device, batch_size, skip_bad=True):
-            failed += [{"file": str(samples[i].rgb), "error": msg} for i, msg in batch["errors"]]
+            failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch["errors"]]
             if not out:
                 continue
             maps = out["anomaly_map"].float().cpu().numpy()[:, 0]
             scores = out["score"].float().cpu().numpy()
             contribs = {k[len("contrib_"):]: v.float().cpu().numpy() for k, v in out.items() if k.startswith("contrib_")}
             for j, index in enumerate(batch["index"].tolist()):
-                sample = samples[index]
+                sample = todo[index]
                 name = sample.rgb.stem
-                rgb = denormalise(batch["rgb"][j].numpy())
-                heat = out_dir / "heatmaps" / f"{name}.png"
-                save_heatmap_png(heat, rgb, maps[j], 0.0, vmax)
-                atomic_write_bytes(out_dir / "masks" / f"{name}.png", _png(maps[j] > thresholds.pixel))
+                heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
+                save_heatmap_png(out_dir / heat, denormalise(batch["rgb"][j].numpy()), maps[j], 0.0, vmax)
+                atomic_write_bytes(out_dir / mask, _png(maps[j] > thresholds.pixel))
                 anomalous = bool(scores[j] > thresholds.image)
+                ledger.append({"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
+                               "anomalous": anomalous, "image_threshold": thresholds.image,
+                               "contributions": {k: float(v[j]) for k, v in contribs.items()},
+                               "heatmap": heat, "mask": mask})
                 n_scored += 1
                 n_anomalous += anomalous
-                record = {"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
-                          "anomalous": anomalous, "image_threshold": thresholds.image,
-                          "contributions": {k: float(v[j]) for k, v in contribs.items()},
-                          "heatmap": str(heat.relative_to(out_dir)), "mask": f"masks/{name}.png"}
-                jsonl.write(json.dumps(record) + "\n")
-    return {"scored": n_scored, "anomalous": n_anomalous, "failed": failed,
-            "predictions": str(out_dir / "predictions.jsonl")}
+    return {"scored": n_scored, "skipped": skipped, "anomalous": n_anomalous, "failed": failed,
+            "total": len(ledger.done), "predictions": str(ledger.path)}
 
 
 def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
-            batch_size: int = 8, device: str = "auto") -> dict[str, Any]:
+            batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
+            xyz_unit: str | None = None, flip_z: bool | None = None, log: Log = print) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
         model_path: a ``model.pt`` (exactly one of ``model_path`` and ``onnx_path``).
-        out_dir: receives ``predictions.jsonl``, ``heatmaps/`` and ``masks/``.
-        input_dir: a folder with ``rgb/`` and ``xyz/`` subfolders, files paired by name; or
-        rgb, xyz: one RGB image and its XYZ TIFF.
+        out_dir: receives ``predictions.jsonl``, ``heatmaps/``, ``masks/`` and ``predict.json``; a
+            folder that already holds this model's predictions is continued (done samples are
+            skipped), one of another model is refused unless ``overwrite``.
+        input_dir: a folder with ``rgb/`` and the model's 3D folder (``xyz/``, ``depth/`` or
+            ``normals/``), files paired by name; or
+        rgb, xyz: one RGB image and its 3D file.
         onnx_path: an ONNX file written by `trd.api.export`, run by onnxruntime.
         batch_size: pairs scored together.
         device: "auto", "cpu", "cuda" or "cuda:N" (the ONNX path picks its own provider).
+        overwrite: replace the predictions of another model in ``out_dir``.
+        camera: camera.json of depth PNG inputs (default: ``<input>/camera.json``).
+        xyz_unit, flip_z: how these scans' clouds are stored, when it differs from the training
+            data (default: as trained).
+        log: where progress lines go.
 
     Returns:
-        ``{"scored": n, "anomalous": n, "failed": [{"file", "error"}, ...], "predictions": path}``.
+        ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "predictions"}``:
+        counts of this run, the samples that could not be scored, and the number of lines now in
+        ``predictions.jsonl``.
 
     Example:
         >>> from trd import api
         >>> api.predict("runs/puck/model.pt", "preds", input_dir=Path("line_scans"))  # doctest: +SKIP
-        {'scored': 60, 'anomalous': 3, 'failed': [], 'predictions': 'preds/predictions.jsonl'}
+        {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, 'predictions': 'preds/predictions.jsonl'}
     """
     if (model_path is None) == (onnx_path is None):
         raise ConfigError("give exactly one of --model (model.pt) or --onnx (exported file)")
-    samples, unpaired = collect_inputs(input_dir, rgb, xyz)
+    out_dir = Path(out_dir)
+    for given in (input_dir, rgb, xyz, camera):  # before the (slow) model load
+        if given is not None and not given.exists():
+            raise DataError(given, "folder not found" if given is input_dir else "file not found")
     if onnx_path is not None:
         from ..export.onnx import load_onnx_runner
 
-        run, cfg, thresholds = load_onnx_runner(Path(onnx_path))
+        model_file = Path(onnx_path)
+        run, cfg, thresholds, reference = load_onnx_runner(model_file)
         dev = resolve_device("cpu")
+        files = (model_file, model_file.with_name(model_file.name + ".data"))
     else:
+        model_file = Path(model_path)
         dev = resolve_device(device)
-        run, cfg, thresholds, _ = load_detector(Path(model_path), dev)
-    return predict_samples(run, samples, cfg, thresholds, Path(out_dir), dev, batch_size, unpaired)
+        run, cfg, thresholds, extra = load_detector(model_file, dev)
+        reference = InputStats.from_dict(extra.get("inputs"))
+        files = (model_file,)
+    apply_input_overrides(cfg, xyz_unit, flip_z)
+    samples, unpaired = unlabelled_samples(cfg.data, input_dir, rgb, xyz, camera)
+    with folder_lock(out_dir, "trd predict"):
+        _claim(out_dir, model_file, file_sha256(*files), overwrite)
+        return predict_samples(run, samples, cfg, thresholds, out_dir, dev, batch_size, unpaired, reference, log)
+

@@ -1,0 +1,231 @@
+"""From a `Sample`'s files to the model's inputs, with every check that keeps a score honest (numpy only).
+
+A point cloud is read in the unit the settings state (``data.xyz_unit``, converted to metres so that
+``data.plane_threshold`` means the same everywhere) and refused when it cannot be what it claims:
+
+- z < 0: trd expects z = distance in front of the camera; cameras whose z axis points away from the
+  scene need ``data.flip_z``;
+- a median distance outside 1 mm .. 20 m: the unit is wrong (a millimetre scan read as metres puts
+  the object hundreds of metres away);
+- a scale 10x away from the training scans' (`InputStats`, recorded in the model): the same scans
+  in millimetres would otherwise be scored as defective.
+
+A scan whose aspect ratio differs from the training images' is stretched to the square model input
+like every other; that is warned about once per dataset. Used by the torch Dataset
+(`trd.data.dataset.PairDataset`) and by anything that scores without torch.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..config import XYZ_UNITS, DataConfig
+from ..errors import DataError
+from .cache import PreprocessCache
+from .geometry import PlaneFallback, preprocess_3d
+from .io import Camera, check_pair, read_depth_png, read_mask, read_rgb, read_xyz
+from .samples import Sample
+from .transforms import resize_mask, resize_rgb, rgb_to_chw01
+
+#: Plausible median distance of a scanned surface from the camera, in metres.
+PLAUSIBLE_Z_M = (1e-3, 20.0)
+#: A scan whose median distance differs from the training scans' by more than this factor is refused.
+SCALE_TOLERANCE = 10.0
+#: Training clouds read to measure the training scale (spread evenly over the split).
+_SCALE_SAMPLES = 16
+
+
+class AspectWarning(UserWarning):
+    """Scans whose aspect ratio differs from the training images' (they are stretched)."""
+
+
+class PlaneFallbackWarning(UserWarning):
+    """A scan whose background plane needed the fallback (empty corner patch)."""
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """What the training inputs looked like, kept in the model so that later inputs can be checked.
+
+    ``z_median_m``: median z of the valid points of the training clouds, in metres (None for inputs
+    without clouds, e.g. Eyecandies normal maps); ``image_hw``: the most common training image size.
+    """
+
+    z_median_m: float | None
+    image_hw: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"z_median_m": self.z_median_m, "image_hw": list(self.image_hw)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> InputStats | None:
+        """None for models saved before the statistics were recorded."""
+        if not raw:
+            return None
+        z = raw.get("z_median_m")
+        return cls(None if z is None else float(z), (int(raw["image_hw"][0]), int(raw["image_hw"][1])))
+
+
+@lru_cache(maxsize=16)
+def _camera(path: Path) -> Camera:
+    if not path.is_file():
+        raise DataError(path, "missing: depth PNGs need the camera intrinsics (fx, fy, cx, cy, depth_scale)")
+    return Camera.from_json(path)
+
+
+def _median_z(xyz: np.ndarray) -> float:
+    z = xyz[..., 2]
+    return float(np.median(z[z != 0]))
+
+
+def _unit_hint(z_m: float, target_m: float, cfg: DataConfig) -> str:
+    """Which ``data.xyz_unit`` would bring ``z_m`` (read with cfg's unit) near ``target_m``."""
+    raw = z_m / cfg.metres_per_unit
+    best = min(XYZ_UNITS, key=lambda u: abs(math.log(raw * XYZ_UNITS[u] / target_m)))
+    if best != cfg.xyz_unit and abs(math.log(raw * XYZ_UNITS[best] / target_m)) < math.log(3.0):
+        return f"the file looks like it is in {best}: set data.xyz_unit={best} (trd predict/test: --xyz-unit {best})"
+    return "check the file's unit (data.xyz_unit) and scale"
+
+
+def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = None) -> np.ndarray:
+    """The organised cloud of a sample in metres (float32 HxWx3), checked as the module describes."""
+    if sample.xyz_kind == "xyz_tiff":
+        xyz = read_xyz(sample.xyz, cfg.max_image_pixels)
+        if cfg.metres_per_unit != 1.0:
+            xyz *= np.float32(cfg.metres_per_unit)
+    elif sample.xyz_kind == "depth_png":
+        camera = sample.camera or sample.xyz.parents[3] / "camera.json"
+        xyz = read_depth_png(sample.xyz, _camera(camera), cfg.max_image_pixels)  # depth_scale gives metres
+    else:
+        raise DataError(sample.xyz, f"not a point cloud (xyz_kind={sample.xyz_kind!r})")
+    if cfg.flip_z:
+        xyz[..., 2] *= -1.0
+    z = xyz[..., 2]
+    negative = int(np.count_nonzero(z < 0))
+    if negative:
+        fix = ("data.flip_z is set: is it needed?" if cfg.flip_z else
+               "if the camera's z axis points away from the scene, set data.flip_z=true (trd predict/test: --flip-z)")
+        raise DataError(sample.xyz, f"{negative} of {np.count_nonzero(z)} points have z < 0, but z must be the "
+                                    f"distance in front of the camera (> 0; 0 = missing); {fix}")
+    z_m = _median_z(xyz)
+    low, high = PLAUSIBLE_Z_M
+    if not low <= z_m <= high:
+        hint = _unit_hint(z_m, 0.5, cfg)
+        raise DataError(sample.xyz, f"the scanned surface would be {z_m:.4g} m from the camera (median z, read as "
+                                    f"data.xyz_unit={cfg.xyz_unit}), outside the plausible {low:g}..{high:g} m; {hint}")
+    if reference is not None and reference.z_median_m:
+        ratio = z_m / reference.z_median_m
+        if not 1.0 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE:
+            hint = _unit_hint(z_m, reference.z_median_m, cfg)
+            raise DataError(sample.xyz, f"median z is {z_m:.4g} m (data.xyz_unit={cfg.xyz_unit}) but the training "
+                                        f"scans were around {reference.z_median_m:.4g} m ({ratio:.3g}x); {hint}")
+    return xyz
+
+
+def preprocess_params(cfg: DataConfig, category: str, reference: InputStats | None = None) -> dict[str, Any]:
+    """Everything that changes (or checks) the 3D image; it is part of the cache key."""
+    params = {
+        "modality": cfg.modality_3d,
+        "size": cfg.image_size,
+        "sobel_k": cfg.sobel_for(category),
+        "plane": cfg.plane,
+        "plane_threshold": cfg.plane_threshold,
+    }
+    if cfg.xyz_unit != "m" or cfg.flip_z:  # (keys of earlier cache entries stay valid for the default)
+        params |= {"xyz_unit": cfg.xyz_unit, "flip_z": cfg.flip_z}
+    if reference is not None and reference.z_median_m:
+        params["scale_decade"] = round(math.log10(reference.z_median_m))  # a model of another scale re-checks
+    return params
+
+
+def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: PreprocessCache | None,
+            reference: InputStats | None = None) -> np.ndarray:
+    """The 3D input image of a sample: float32 3xSxS in [0,1], before ImageNet normalisation."""
+    if sample.xyz_kind == "normals_png":
+        # Eyecandies: the dataset's own normal map goes through the RGB transform (docs/METHOD.md §2.8).
+        normals = read_rgb(sample.xyz, cfg.max_image_pixels)
+        check_pair(sample.rgb, rgb_hw, sample.xyz, normals.shape[:2])
+        return rgb_to_chw01(resize_rgb(normals, cfg.image_size))
+    params = preprocess_params(cfg, sample.category, reference)
+
+    def compute() -> np.ndarray:
+        xyz = read_cloud(sample, cfg, reference)
+        check_pair(sample.rgb, rgb_hw, sample.xyz, xyz.shape[:2])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PlaneFallback)
+            try:
+                image = preprocess_3d(xyz, modality=params["modality"], size=params["size"],
+                                      sobel_k=params["sobel_k"], plane=params["plane"],
+                                      plane_threshold=params["plane_threshold"])
+            except ValueError as exc:
+                raise DataError(sample.xyz, str(exc)) from None
+        for record in caught:  # name the file (geometry does not know it)
+            category = PlaneFallbackWarning if issubclass(record.category, PlaneFallback) else record.category
+            warnings.warn(category(f"{sample.xyz}: {record.message}"), stacklevel=2)
+        return image
+
+    if cache is None:
+        return compute()
+    # The RGB size is part of the key so that the pair check reruns whenever the RGB changes size.
+    return cache.get(sample.xyz, {**params, "rgb_hw": list(rgb_hw)}, compute)
+
+
+def load_pair(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
+              reference: InputStats | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """(RGB uint8 SxSx3, 3D image float32 3xSxS in [0,1], mask bool SxS, the RGB file's (H, W))."""
+    size = cfg.image_size
+    rgb_full = read_rgb(sample.rgb, cfg.max_image_pixels)
+    hw = rgb_full.shape[:2]
+    x3d = load_3d(sample, cfg, hw, cache, reference)
+    if sample.mask is not None:
+        mask = resize_mask(read_mask(sample.mask, shape=hw, max_pixels=cfg.max_image_pixels), size)
+    elif sample.label:
+        raise DataError(sample.rgb, f"defect sample ({sample.defect}) has no ground-truth mask")
+    else:
+        mask = np.zeros((size, size), dtype=bool)
+    return resize_rgb(rgb_full, size), x3d, mask, hw
+
+
+def aspect_mismatch(hw: tuple[int, int], reference: InputStats | None) -> str:
+    """A warning text when an image of size ``hw`` has another aspect ratio than training ("" if not)."""
+    if reference is None:
+        return ""
+    (h, w), (rh, rw) = hw, reference.image_hw
+    if abs(math.log((w / h) / (rw / rh))) <= math.log(1.02):
+        return ""
+    return (f"scans of {w}x{h} px (aspect {w / h:.2f}) differ from the training images ({rw}x{rh}, aspect "
+            f"{rw / rh:.2f}): they are stretched to the model's square input, which changes their scores")
+
+
+def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
+    """The training inputs' scale and image size, from the headers of every RGB image and up to 16
+    clouds spread over the split; DataError for a training cloud whose scale differs from the
+    others' by more than SCALE_TOLERANCE (mixed units in one training set)."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    for sample in samples:
+        try:
+            with Image.open(sample.rgb) as im:
+                sizes[(im.height, im.width)] += 1
+        except Exception:  # noqa: BLE001 - the full read reports this file properly later
+            continue
+    hw = sizes.most_common(1)[0][0] if sizes else (cfg.image_size, cfg.image_size)
+    clouds = [s for s in samples if s.xyz_kind != "normals_png"]
+    if not clouds:
+        return InputStats(None, hw)
+    picks = [clouds[i] for i in np.linspace(0, len(clouds) - 1, min(_SCALE_SAMPLES, len(clouds))).astype(int)]
+    medians = {s.xyz: _median_z(read_cloud(s, cfg)) for s in dict.fromkeys(picks)}
+    centre = float(np.median(list(medians.values())))
+    for path, z in medians.items():
+        if not 1.0 / SCALE_TOLERANCE <= z / centre <= SCALE_TOLERANCE:
+            raise DataError(path, f"median z is {z:.4g} m but the other training scans are around {centre:.4g} m: "
+                                  "one training set must use one unit (data.xyz_unit)")
+    return InputStats(centre, hw)
