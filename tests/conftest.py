@@ -32,3 +32,66 @@ def data_error() -> Callable[..., AbstractContextManager[Any]]:
         return pytest.raises(DataError, match="(?s)" + "".join(f"(?=.*{w})" for w in (path.name, *words)))
 
     return expect
+
+
+# --- docs/ERRORS.md, written from what the tests actually saw -----------------------------------
+
+#: Sections of docs/ERRORS.md: key -> (title, text before the table).
+ERROR_SECTIONS = {
+    "input": ("Bad input (exit code 2)", "A file that cannot be read as what it claims to be stops the command. "
+              "The same errors come from the Python API as `trd.errors.DataError` / `CheckpointError` (with "
+              "`.path`)."),
+    "setting": ("Bad settings (exit code 2)", "Every setting is checked before anything is read or written "
+                "(`trd.config.validate_config`); the message names the setting and what it accepts, never a "
+                "data file. From the Python API: `trd.errors.ConfigError`."),
+    "output": ("Output folders and the machine (exit code 3)", "A folder that another trd process is writing, "
+               "a read-only or full disk, or a folder without write permission. Nothing half-written is left "
+               "behind: files are written atomically and `predictions.jsonl` only ever holds whole lines. From "
+               "the Python API: `trd.errors.OutputError`."),
+    "warning": ("Warnings (the run goes on)", "Inputs that are read, but probably not as their author meant; "
+                "each is printed once as `warning: ...` on stderr."),
+}
+
+
+class MessageLog:
+    """Messages the robustness tests saw, by section, for docs/ERRORS.md (TRD_ERRORS_DOC=FILE)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, str]] = {key: {} for key in ERROR_SECTIONS}
+
+    def record(self, section: str, case: str, line: str) -> None:
+        self.rows[section][case] = line
+
+    def render(self) -> str:
+        import re
+
+        def short(text: str) -> str:
+            return re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/\s]+/", "…/", text)
+
+        out = ["# Errors and warnings you may see, and what they mean", "",
+               "Every problem stops `trd fit` / `trd test` / `trd predict` with **one line on stderr** that names the",
+               "file or setting and says what is wrong, never a traceback. Exit codes: **2** bad input or settings,",
+               "**3** an output cannot be written, **1** (`trd predict` only) some samples could not be scored while",
+               "the others were. Images that are not 8-bit RGB are converted, not refused: greyscale, RGBA (alpha",
+               "dropped) and 16-bit PNGs (scaled to 8 bits) are read as RGB.", "",
+               "This page is written by the test suite from the messages it saw "
+               "(`TRD_ERRORS_DOC=docs/ERRORS.md pytest tests/robustness`; temporary folders shortened to `…/`).", ""]
+        for key, (title, text) in ERROR_SECTIONS.items():
+            rows = self.rows[key]
+            out += [f"## {title}", "", text, "", "| case | message |", "|---|---|"]
+            out += [f"| {case} | `{short(line)}` |" for case, line in rows.items()]
+            out.append("")
+        out += ["## Batch `predict`: reported and skipped (exit code 1)", "",
+                "`trd predict --input DIR` scores every pair it can and lists the others in the JSON summary it",
+                "prints (`\"failed\": [{\"file\": ..., \"error\": ...}]`) with the messages above; the exit code is 1",
+                "when any failed. Running it again on the same `--out` retries them and skips what is done.", ""]
+        return "\n".join(out)
+
+
+@pytest.fixture(scope="session")
+def messages(request: pytest.FixtureRequest) -> MessageLog:
+    log = MessageLog()
+    target = __import__("os").environ.get("TRD_ERRORS_DOC")
+    if target:
+        request.addfinalizer(lambda: Path(target).write_text(log.render()))
+    return log

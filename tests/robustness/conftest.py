@@ -60,9 +60,15 @@ def fit_args(root: Path, cache: Path, out: Path, *extra: str) -> list[str]:
     return [*args, *extra]
 
 
+#: Intra-op threads of every CLI subprocess: CPU results are bitwise reproducible for one thread count
+#: (docs/REPRODUCIBILITY.md), so the runs that are compared must use the same one.
+CLI_THREADS = "2"
+
+
 def cli_env() -> dict[str, str]:
-    """Environment of a CLI subprocess: this interpreter's path, unbuffered output, no warnings."""
-    return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
+    """Environment of a CLI subprocess: this interpreter's path, unbuffered output, no warnings,
+    a fixed number of intra-op threads."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": CLI_THREADS}
 
 
 def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -112,7 +118,7 @@ def visible_lines(text: str) -> list[str]:
 def tools() -> SimpleNamespace:
     """The helpers of this file for the test modules (with --import-mode=importlib a conftest is not
     importable): TINY, fit_args, run_cli, run_cli_inprocess, visible_lines, cli_env."""
-    return SimpleNamespace(TINY=TINY, EPOCHS=EPOCHS, fit_args=fit_args, run_cli=run_cli,
+    return SimpleNamespace(TINY=TINY, EPOCHS=EPOCHS, CLI_THREADS=CLI_THREADS, fit_args=fit_args, run_cli=run_cli,
                            run_cli_inprocess=run_cli_inprocess, visible_lines=visible_lines, cli_env=cli_env)
 
 

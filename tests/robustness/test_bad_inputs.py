@@ -5,7 +5,7 @@
 with code 2 and print exactly one visible line ``error: <file>: <problem>``. A few cases also run in a
 real subprocess (stderr as a user sees it: no log records, no progress bars left) and through the
 Python API (a TRDError). Batch ``predict`` instead reports and skips bad samples (exit code 1).
-Set TRD_BAD_INPUTS_TABLE=FILE to write the table with the actual messages to FILE.
+The messages seen go into docs/ERRORS.md (TRD_ERRORS_DOC, see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -299,22 +299,8 @@ CASES: list[Case] = [
     Case("predict --xyz that does not exist", "file not found", "predict", _predict_missing_xyz),
 ]
 
-#: The table: (case, expected message fragment).
-BAD_INPUTS: list[tuple[str, str]] = [(c.case, c.fragment) for c in CASES]
-ACTUAL: dict[str, str] = {}
-
-
 def edit_cloud_size(path: Path, size: int) -> None:
     write_tiff(path, tifffile.imread(path)[:size, :size])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _write_table():
-    yield
-    target = os.environ.get("TRD_BAD_INPUTS_TABLE")
-    if target:
-        rows = [f"| {case} | `{fragment}` | `{ACTUAL.get(case, '(not run)')}` |" for case, fragment in BAD_INPUTS]
-        Path(target).write_text("| case | expected fragment | actual message |\n|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 @pytest.fixture()
@@ -339,12 +325,12 @@ def _assert_one_line_error(env: Env, stderr: str, named: Path, fragment: str) ->
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.case for c in CASES])
-def test_bad_input_gives_one_line_error(case: Case, env: Env) -> None:
+def test_bad_input_gives_one_line_error(case: Case, env: Env, messages) -> None:
     args, named = case.build(env)
     assert args[0] == case.entry
     result = env.tools.run_cli_inprocess(*args)
     assert result.code == 2, (result.stdout, result.stderr)
-    ACTUAL[case.case] = _assert_one_line_error(env, result.stderr, named, case.fragment)
+    messages.record("input", case.case, _assert_one_line_error(env, result.stderr, named, case.fragment))
 
 
 # --- the same errors from the Python API ---------------------------------------------------------

@@ -111,19 +111,26 @@ def _open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     """
     path = Path(path)
     # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
-    with _reading(path, "an image file", "cannot decode image (corrupt or truncated?)"):
+    with _reading(path, "an image file", "cannot decode image (corrupt or truncated?)"), _own_size_limit():
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
             _check_size(path, im.height, im.width, max_pixels)
             if data.startswith(_PNG_SIGNATURE):
                 _check_png_stream(path, data)
-            limit = Image.MAX_IMAGE_PIXELS
-            try:  # our limit replaces PIL's global one for this file
-                Image.MAX_IMAGE_PIXELS = None
-                im.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
+            im.load()
             return im.copy()
+
+
+@contextlib.contextmanager
+def _own_size_limit() -> Iterator[None]:
+    """PIL's global decompression-bomb limit replaced by ours (`_check_size`) for one read: its
+    warning would add a second line to our one-line error, and its error would hide our message."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _sixteen_to_eight(path: Path, arr: np.ndarray) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""Every setting is checked at the door: a bad value stops ``trd fit`` before anything is written,
+with one line naming the setting and what it accepts (never a data file, never a traceback)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from trd.config import RULES, Config, load_config
+from trd.errors import ConfigError
+
+#: (override, what the message must say). Today's main accepted or crashed on each (issue 9).
+BAD_SETTINGS = [
+    ("train.epochs=0", "train.epochs=0 is out of range: expected an integer >= 1"),
+    ("train.epochs=-1", "train.epochs=-1 is out of range"),
+    ("train.epochs=1.9", "train.epochs='1.9' is not valid: expected an integer"),
+    ("train.epochs=true", "train.epochs='true' is not valid: expected an integer"),
+    ("train.batch_size=0", "train.batch_size=0 is out of range: expected an integer >= 1"),
+    ("train.lr=-1", "train.lr=-1.0 is out of range: expected a number > 0"),
+    ("train.lr=nan", "train.lr=nan is out of range"),
+    ("train.betas=2,3", "train.betas=2.0,3.0 is out of range: expected 2 numbers in [0, 1)"),
+    ("train.betas=0.5", "train.betas=0.5 is out of range"),
+    ("data.num_workers=-1", "data.num_workers=-1 is out of range: expected an integer >= 0"),
+    ("train.checkpoint_every=0", "train.checkpoint_every=0 is out of range"),
+    ("score.target_fpr=2", "score.target_fpr=2.0 is out of range: expected a number in (0, 1)"),
+    ("score.sigma=-1", "score.sigma=-1.0 is out of range"),
+    ("train.teacher_cache_gb=-1", "train.teacher_cache_gb=-1.0 is out of range"),
+    ("data.image_size=100", "data.image_size=100 is out of range: expected a multiple of 32"),
+    ("data.sobel_k=4", "data.sobel_k=4 is out of range: expected an odd integer in 1..31"),
+    ("data.xyz_unit=inch", "data.xyz_unit='inch' is out of range: expected one of m, cm, mm, um"),
+    ("train.precision=fp8", "train.precision='fp8' is out of range"),
+    ("model.backbone=resnet7", "unknown backbone 'resnet7'"),
+    ("model.variant=best", "unknown model.variant 'best'"),
+    ("train.fused_adam=maybe", "train.fused_adam='maybe' is not valid: expected true or false"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_SETTINGS, ids=[b[0] for b in BAD_SETTINGS])
+def test_bad_setting_stops_fit_before_anything_is_written(override: str, message: str, rob_root: Path, rob_cache: Path,
+                                                          tmp_path: Path, tools: SimpleNamespace, messages) -> None:
+    run = tmp_path / "run"
+    result = tools.run_cli_inprocess(*tools.fit_args(rob_root, rob_cache, run, "--no-test", "--set", override))
+    assert result.code == 2, result.stdout
+    (line,) = tools.visible_lines(result.stderr)
+    assert line.startswith("error: ") and message in line, line
+    assert str(rob_root) not in line  # a settings error blames the setting, not a data file
+    assert not run.exists()
+    messages.record("setting", f"--set {override}", line)
+
+
+def test_toml_values_are_checked_like_overrides(tmp_path: Path) -> None:
+    for text, message in [("[train]\nepochs = 1.9\n", "expected an integer"),
+                          ("[train]\nepochs = true\n", "expected an integer"),
+                          ("[score]\nsigma = -1.0\n", "score.sigma=-1.0 is out of range"),
+                          ("[train]\nbetas = [0.5, 1.5]\n", "train.betas=0.5,1.5 is out of range")]:
+        path = tmp_path / "run.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+            load_config(path)
+    path.write_text("[train]\nepochs = 0\n")  # a file value that an override then fixes is fine
+    assert load_config(path, ["train.epochs=3"]).train.epochs == 3
+
+
+def test_every_setting_has_a_rule() -> None:
+    cfg = Config()
+    fields = {f"{s.name}.{f.name}" for s in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, s.name))}
+    assert fields == set(RULES)
