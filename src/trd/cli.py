@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from . import api
 from .config import XYZ_UNITS, load_config
@@ -234,9 +235,10 @@ def export(model_path, fmt, out) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """Warnings as one line each (``warning: ...``), like errors, without source locations."""
+    """Warnings as one line each (``warning: ...``), like errors, without source locations; written
+    above any progress bar rather than into it."""
     text = str(message).strip().splitlines()
-    click.echo(f"warning: {text[0] if text else category.__name__}", err=True)
+    tqdm.write(f"warning: {text[0] if text else category.__name__}", file=sys.stderr)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def _holder(fd: int) -> str:
     """Who holds the lock, from the lock file's JSON (best effort: it may be half written)."""
     try:
         raw = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"pid {raw['pid']} on {raw['host']}, `{raw['command']}` since {raw['started']}"
+        return f"{raw['command']} (pid {raw['pid']} on {raw['host']}, since {raw['started']})"
     except (ValueError, KeyError, OSError, UnicodeDecodeError):
         return "another process"
 

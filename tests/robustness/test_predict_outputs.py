@@ -162,7 +162,7 @@ def test_a_second_writer_on_a_busy_folder_stops_at_once(rob_root: Path, ref_run:
     for result in (second, fit):
         lines = tools.visible_lines(result.stderr)
         assert result.returncode == 3 and len(lines) == 1, result.stderr
-        assert f"in use by pid {first.pid} on " in lines[0] and "`trd predict`" in lines[0]
+        assert f"in use by trd predict (pid {first.pid} on " in lines[0]
         messages.record("output", "a second predict or fit on a folder that predict is writing", lines[0])
     assert not (out / "config.toml").exists()  # the refused fit wrote nothing
 

@@ -90,7 +90,7 @@ def test_two_fits_on_one_folder_one_is_refused(rob_root: Path, tmp_path: Path, t
     finally:
         first.kill()
     (line,) = tools.visible_lines(second.stderr)
-    assert second.returncode == 3 and f"in use by pid {first.pid}" in line and "`trd fit`" in line
+    assert second.returncode == 3 and f"in use by trd fit (pid {first.pid} on " in line
     blob = load_checkpoint(run / "model.pt", "model")
     assert blob["config"]["train"]["seed"] == 42 and "seed = 42" in (run / "config.toml").read_text()
     assert os.listdir(run) and not [p for p in os.listdir(run) if p.endswith(".tmp")]

@@ -14,7 +14,6 @@ with black); compressed TIFFs (LZW, deflate, ...) are decoded with imagecodecs.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
@@ -38,7 +37,6 @@ from ..errors import DataError
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 #: Default limit on the pixels of one image or cloud (8000 x 8000); `data.max_image_pixels` sets it.
 DEFAULT_MAX_PIXELS = 64_000_000
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
@@ -112,11 +110,10 @@ def _open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     path = Path(path)
     # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
     with _reading(path, "an image file", "cannot decode image (corrupt or truncated?)"), _own_size_limit():
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(path) as im:
             _check_size(path, im.height, im.width, max_pixels)
-            if data.startswith(_PNG_SIGNATURE):
-                _check_png_stream(path, data)
+            if im.format == "PNG":
+                _check_png_stream(path, path.read_bytes())
             im.load()
             return im.copy()
 

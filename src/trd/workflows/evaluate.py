@@ -17,6 +17,7 @@ from ..detector import Detector, load_detector
 from ..evaluation.evaluate import evaluate_arrays
 from ..reporting.figures import BRANCH_WORDS, save_panel_png
 from ..reporting.report import SampleRow, write_metrics, write_report
+from ..runfolder import folder_lock
 from ..scoring.infer import iterate_outputs
 from ..scoring.threshold import Thresholds
 from ..training.runtime import resolve_device
@@ -126,8 +127,9 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
     dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data), reference)
     out = Path(out_dir) if out_dir is not None else model_path.parent
     title = f"TRD ({cfg.model.variant}) on {cfg.data.category or Path(cfg.data.root).name} / {split}"
-    return evaluate_detector(detector, dataset, cfg, thresholds, out, dev, pro_method=pro_method,
-                             panels=panels, title=title)
+    with folder_lock(out, "trd test"):  # the report folder has one writer, like a run folder
+        return evaluate_detector(detector, dataset, cfg, thresholds, out, dev, pro_method=pro_method,
+                                 panels=panels, title=title)
 
 
 SUMMARY_KEYS = (("i_auroc", "I-AUROC"), ("p_auroc", "P-AUROC"), ("aupro@0.3", "AUPRO@30%"), ("aupro@0.01", "AUPRO@1%"))
