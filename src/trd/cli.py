@@ -89,6 +89,7 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
     if then_test:
         result = api.evaluate(model_path, out_dir=out)
         click.echo(api.summary_line(result))
+        click.echo(api.decision_summary(result))
         click.echo(f"report: {out / 'report.html'}")
 
 
@@ -99,18 +100,49 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Report folder (default: the model's folder).")
 @click.option("--pro", "pro_method", type=click.Choice(["exact", "thresholds"]), default="exact", show_default=True,
               help="AU-PRO: the official exact curve, or the reference code's 100-threshold curve.")
-def test_cmd(model_path, root, split, out, pro_method) -> None:
+@click.option("--explain", is_flag=True, help="Also measure modality attribution per sample (3x the inference time).")
+def test_cmd(model_path, root, split, out, pro_method, explain) -> None:
     """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report.
 
-    Prints the headline metrics; writes metrics.json, metrics.csv, report.md, report.html and
-    panels/ to --out (default: the model's folder).
+    Prints the headline metrics and the decisions at the deployment thresholds (promised and
+    realised false-positive rate with its 95 % interval, recall per defect type); writes
+    metrics.json, metrics.csv, report.md, report.html and panels/ to --out (default: the model's
+    folder).
 
     \b
     Example:
-      trd test --model runs/puck/model.pt --pro thresholds
+      trd test --model runs/puck/model.pt --pro thresholds --explain
     """
-    result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method)
+    result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
+                          explain=explain)
     click.echo(api.summary_line(result))
+    click.echo(api.decision_summary(result))
+
+
+@cli.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="RUN/model.pt")
+@click.option("--data", "root", type=click.Path(path_type=Path), default=None,
+              help="Dataset root holding the new good samples (default: the model's own).")
+@click.option("--category", default=None, help="Category (default: the model's own).")
+@click.option("--format", "fmt", type=click.Choice(["mvtec3d", "eyecandies", "folder"]), default=None)
+@click.option("--split", default="validation", show_default=True, help="Split whose good samples are used.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="New model file (default: MODEL.calibrated.pt beside the model).")
+@click.option("--target-fpr", type=float, default=None, help="Requested image false-positive rate (default: the model's).")
+@click.option("--pixel-fpr", type=float, default=None, help="Requested share of flagged pixels per good image (default: the model's).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never the input model).")
+def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite) -> None:
+    """Re-derive a trained model's thresholds from (new) good samples, without retraining.
+
+    Keeps the normalisation statistics (scores stay comparable); writes a NEW model file
+    atomically and prints what its thresholds promise.
+
+    \b
+    Example:
+      trd calibrate --model runs/puck/model.pt --data line/good_scans --out runs/puck/model.v2.pt
+    """
+    api.calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
+                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite)
 
 
 @cli.command()
@@ -122,7 +154,9 @@ def test_cmd(model_path, root, split, out, pro_method) -> None:
 @click.option("--xyz", type=click.Path(path_type=Path), default=None, help="Its XYZ TIFF.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None:
+@click.option("--explain", is_flag=True,
+              help="Add modality attribution to each record (needs --model; 3x the inference time).")
+def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size, explain) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Prints a JSON summary; exit code 1 when some samples could not be scored (they are listed),
@@ -134,7 +168,7 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, out, batch_size) -> None
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
     """
     summary = api.predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
-                          batch_size=batch_size)
+                          batch_size=batch_size, explain=explain)
     click.echo(json.dumps(summary, indent=2))
     if summary.get("failed"):
         sys.exit(1)

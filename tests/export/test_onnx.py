@@ -105,7 +105,7 @@ def test_onnxruntime_matches_pytorch(runner, detector, batch, source) -> None:
     with torch.inference_mode():
         want = det(rgb, x3d)
     got = runner(rgb, x3d)
-    assert set(got) == {"anomaly_map", "score", "map_rgb", "map_geo", "contrib_rgb", "contrib_geo"}
+    assert set(got) == {"anomaly_map", "score", "map_rgb", "map_geo", "share_rgb", "share_geo"}
     assert got["anomaly_map"].shape == (batch, 1, size, size) and got["score"].shape == (batch,)
     _assert_same(got, want)
 
@@ -126,6 +126,20 @@ def test_foreground_only_detector_exports(trained, tmp_path) -> None:
     with torch.inference_mode():
         want = det(rgb, x3d)
     _assert_same(runner(rgb, x3d), want)
+
+
+def test_exports_with_the_older_output_names_load(trained, detector, tmp_path, monkeypatch) -> None:
+    """Exports written before the branch shares were named so call them contrib_<branch>."""
+    real = trd_onnx.output_names
+    monkeypatch.setattr(trd_onnx, "output_names", lambda branches, share="share": real(branches, "contrib"))
+    path = export_onnx(trained[0], tmp_path / "old.onnx")
+    monkeypatch.setattr(trd_onnx, "output_names", real)
+    assert [o.name for o in onnx.load(str(path)).graph.output][2:4] == ["contrib_rgb", "contrib_geo"]
+    det, cfg, _ = detector
+    rgb, x3d = _real_inputs(cfg, 1)
+    with torch.inference_mode():
+        want = det(rgb, x3d)
+    _assert_same(load_onnx_runner(path)[0](rgb, x3d), want)
 
 
 def test_metadata_round_trip(trained, detector) -> None:

@@ -22,7 +22,7 @@ from ..detector import load_detector
 from ..data.dataset import PairDataset, build_cache
 from ..data.samples import Sample
 from ..data.transforms import denormalise
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..reporting.figures import save_heatmap_png
 from ..scoring.infer import Runner, iterate_outputs
 from ..scoring.threshold import Thresholds
@@ -102,7 +102,9 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
                 continue
             maps = out["anomaly_map"].float().cpu().numpy()[:, 0]
             scores = out["score"].float().cpu().numpy()
-            contribs = {k[len("contrib_"):]: v.float().cpu().numpy() for k, v in out.items() if k.startswith("contrib_")}
+            shares = {k[len("share_"):]: v.float().cpu().numpy() for k, v in out.items() if k.startswith("share_")}
+            explained = {k[len("attribution_"):]: v.float().cpu().numpy() for k, v in out.items()
+                         if k.startswith("attribution_")}
             for j, index in enumerate(batch["index"].tolist()):
                 sample = samples[index]
                 name = sample.rgb.stem
@@ -115,8 +117,10 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
                 n_anomalous += anomalous
                 record = {"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
                           "anomalous": anomalous, "image_threshold": thresholds.image,
-                          "contributions": {k: float(v[j]) for k, v in contribs.items()},
+                          "branch_shares": {k: float(v[j]) for k, v in shares.items()},
                           "heatmap": str(heat.relative_to(out_dir)), "mask": f"masks/{name}.png"}
+                if explained:
+                    record["modality_attribution"] = {k: float(v[j]) for k, v in explained.items()}
                 jsonl.write(json.dumps(record) + "\n")
     return {"scored": n_scored, "anomalous": n_anomalous, "failed": failed,
             "predictions": str(out_dir / "predictions.jsonl")}
@@ -124,7 +128,7 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
 
 def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
-            batch_size: int = 8, device: str = "auto") -> dict[str, Any]:
+            batch_size: int = 8, device: str = "auto", explain: bool = False) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
@@ -135,6 +139,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         onnx_path: an ONNX file written by `trd.api.export`, run by onnxruntime.
         batch_size: pairs scored together.
         device: "auto", "cpu", "cuda" or "cuda:N" (the ONNX path picks its own provider).
+        explain: add ``modality_attribution`` to each record (`trd.detector.Detector.explain`;
+            three model passes per sample; needs ``model_path``).
 
     Returns:
         ``{"scored": n, "anomalous": n, "failed": [{"file", "error"}, ...], "predictions": path}``.
@@ -146,6 +152,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     """
     if (model_path is None) == (onnx_path is None):
         raise ConfigError("give exactly one of --model (model.pt) or --onnx (exported file)")
+    if explain and onnx_path is not None:
+        raise ConfigError("--explain needs --model (model.pt holds the good inputs it needs; an ONNX file does not)")
     samples, unpaired = collect_inputs(input_dir, rgb, xyz)
     if onnx_path is not None:
         from ..export.onnx import load_onnx_runner
@@ -154,5 +162,9 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         dev = resolve_device("cpu")
     else:
         dev = resolve_device(device)
-        run, cfg, thresholds, _ = load_detector(Path(model_path), dev)
+        detector, cfg, thresholds, _ = load_detector(Path(model_path), dev)
+        if explain and detector.reference is None:
+            raise CheckpointError(model_path, "has no good inputs for --explain (written by an older trd); "
+                                              "run `trd calibrate` on good samples to add one")
+        run = detector.explain if explain else detector
     return predict_samples(run, samples, cfg, thresholds, Path(out_dir), dev, batch_size, unpaired)
