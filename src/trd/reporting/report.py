@@ -33,7 +33,7 @@ SCOPE_PREFIXES = {"per_defect": "defect", "per_branch": "branch", "per_category"
 #: Known groups in report order; other groups follow. Groups in RENDERED_ELSEWHERE are shown by sections.
 SECTION_ORDER = ("overall", "per_category", "per_defect", "per_branch", "branch_i_auroc_per_defect",
                  "modality_attribution", "counts")
-RENDERED_ELSEWHERE = frozenset({"operating_point", "border_check"})
+RENDERED_ELSEWHERE = frozenset({"operating_point", "border_check", "thresholds"})
 #: Heading of the first column of groups whose rows are keyed.
 ROW_KIND = {"per_defect": "defect type", "per_branch": "branch", "per_category": "category",
             "branch_i_auroc_per_defect": "branch", "modality_attribution": "defect type"}
@@ -209,7 +209,7 @@ table{border-collapse:collapse}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
 th[title],dfn[title]{cursor:help;text-decoration:underline dotted}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 details{margin:0.5em 0}
 summary{cursor:pointer;font-weight:600}
 dt{font-weight:600}

@@ -95,7 +95,7 @@ def decisions_section(point: Mapping[str, Any], thresholds: Thresholds) -> Secti
                    tables=[rates, recall] if recall_rows else [rates])
 
 
-def border_section(validation: BorderCheck | None, test: BorderCheck, cfg: Config) -> Section:
+def border_section(validation: BorderCheck | None, test: BorderCheck, cfg: Config, split: str = "test") -> Section:
     """Where the image maxima sit: the validation finding (with advice), and this split's for comparison."""
     warnings = border_advice(validation, cfg) if validation is not None else []
     if validation is None:
@@ -106,4 +106,4 @@ def border_section(validation: BorderCheck | None, test: BorderCheck, cfg: Confi
                    intro="The image score is the maximum of the fused map. If most maxima sit at the image border, "
                          "the score measures the students' border artefacts instead of the product.",
                    warnings=warnings,
-                   paragraphs=[first, test.finding("test") + " (this split, for comparison)."])
+                   paragraphs=[first, test.finding(split) + " (this split, for comparison)."])

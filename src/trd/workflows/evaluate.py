@@ -106,7 +106,7 @@ def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thr
     if thresholds.source == threshold_source(cfg, split):
         notes.insert(0, "The thresholds were chosen on this very split: the realised rates below are not an "
                         "honest estimate of what they do on new samples.")
-    sections = [decisions_section(point, thresholds), border_section(validation_border, test_border, cfg)]
+    sections = [decisions_section(point, thresholds), border_section(validation_border, test_border, cfg, split)]
     write_report(out_dir, title=title, result=result, rows=rows, config=cfg.to_dict(), notes=notes, sections=sections)
     return result
 
