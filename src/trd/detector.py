@@ -79,6 +79,13 @@ class Detector(nn.Module):
         return out
 
 
+def require_good_inputs(detector: Detector, path: str | Path) -> None:
+    """CheckpointError naming ``path`` when its detector cannot :meth:`Detector.explain` (older model files)."""
+    if detector.reference is None:
+        raise CheckpointError(path, "has no good inputs for --explain (written by an older trd); "
+                                    "run `trd calibrate` on good samples to add one")
+
+
 def _teachers(model: TRDModel) -> dict[str, nn.Module | None]:
     """The model's teachers by branch name (None where the variant has none)."""
     return {"rgb": model.teacher_rgb, "geo": model.teacher_geo}

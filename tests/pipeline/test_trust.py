@@ -4,6 +4,7 @@ ONNX metadata, report), `trd calibrate`, modality attribution, the banner and th
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -144,7 +145,27 @@ def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path
         api.calibrate(model, split="test", out=out)
     with pytest.raises(ConfigError, match="input model"):
         api.calibrate(model, out=model)
+    with pytest.raises(ConfigError, match=r"--target-fpr must be in \[0, 1\), got 1.5"):
+        api.calibrate(model, out=tmp_path / "x.pt", target_fpr=1.5)
     assert api.calibrate(model, split="test", out=out, overwrite=True) == out
+
+
+def test_calibrate_needs_good_samples(trained, synth_root, tmp_path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(synth_root / "puck" / "test" / "dent", root / "puck" / "test" / "dent")
+    with pytest.raises(TRDError, match=r"no good samples in .*puck \(test split\)"):
+        api.calibrate(trained[0], data_root=root, split="test", out=tmp_path / "x.pt")
+
+
+def test_damaged_records_are_one_line_checkpoint_errors(trained, tmp_path) -> None:
+    blob = torch.load(trained[0], map_location="cpu", weights_only=True)
+    bad_rank = dict(blob, thresholds=blob["thresholds"] | {"rank": 4, "n_validation": 3})
+    bad_reference = dict(blob, reference={"rgb": blob["reference"]["rgb"][:, :, :8], "x3d": blob["reference"]["x3d"]})
+    for name, edited, words in (("rank.pt", bad_rank, "impossible rank 4 of 3"),
+                                ("reference.pt", bad_reference, "damaged reference entry")):
+        torch.save(edited, tmp_path / name)
+        with pytest.raises(CheckpointError, match=words):
+            load_detector(tmp_path / name)
 
 
 def test_models_of_older_versions_load_and_say_the_guarantee_is_unknown(trained, tmp_path) -> None:
@@ -158,9 +179,11 @@ def test_models_of_older_versions_load_and_say_the_guarantee_is_unknown(trained,
     assert not thresholds.known and detector.reference is None
     with pytest.raises(TRDError, match="no good inputs"):
         detector.explain(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))
-    with pytest.raises(CheckpointError, match="no good inputs"):
+    with pytest.raises(CheckpointError, match="has no good inputs for --explain"):
         api.predict(old, tmp_path / "p", input_dir=Path(blob["config"]["data"]["root"]) / "puck" / "test" / "dent",
                     explain=True)
+    with pytest.raises(CheckpointError, match="has no good inputs for --explain"):
+        api.evaluate(old, out_dir=tmp_path / "e", explain=True)
     api.evaluate(old, out_dir=tmp_path / "report", panels=False)
     md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "guarantee is unknown" in md and "Validation check not available" in md

@@ -7,7 +7,8 @@ scipy. Inputs ``rgb`` and ``x3d`` are B x 3 x S x S float32, ImageNet-normalised
 ``Detector.forward``: ``anomaly_map``, ``score``, ``share_<branch>`` and ``map_<branch>`` (exports of
 trd before the branch shares were named so call them ``contrib_<branch>``; they load unchanged).
 
-The file describes itself: ``metadata_props`` hold the resolved config, the validation thresholds,
+The file describes itself: ``metadata_props`` hold the resolved config, the thresholds (with what
+they promise and any warning, `trd.scoring.threshold.Thresholds.to_dict`),
 the branch names, the input normalisation and the trd version (keys :data:`META_KEYS`), so
 ``trd predict --onnx`` needs nothing else.
 

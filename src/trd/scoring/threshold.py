@@ -32,7 +32,8 @@ from ..errors import ConfigError, TRDError
 _EPS = 1e-6
 
 
-def _check_rate(rate: float, what: str = "target false-positive rate") -> None:
+def check_rate(rate: float, what: str = "target false-positive rate") -> None:
+    """ConfigError unless ``rate`` is in [0, 1)."""
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"{what} must be in [0, 1), got {rate}")
 
@@ -58,7 +59,7 @@ def fpr_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
     exceed t, so t is the (k+1)-th largest score. Ties at t stay below it. Used per image for the
     pixel threshold (any shape; flattened, no float64 copy).
     """
-    _check_rate(target_fpr)
+    check_rate(target_fpr)
     s = _finite_values(normal_scores)
     k = min(pixels_allowed(s.size, target_fpr), s.size - 1)
     return float(np.partition(s, s.size - 1 - k)[s.size - 1 - k])
@@ -66,7 +67,7 @@ def fpr_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
 
 def threshold_rank(n: int, target_fpr: float) -> int:
     """k of the order-statistic rule: the largest k >= 1 with k / (n + 1) <= target (1 when none is)."""
-    _check_rate(target_fpr)
+    check_rate(target_fpr)
     if n < 1:
         raise TRDError("no validation scores to choose a threshold from (empty validation split?)")
     return min(max(int(math.floor(target_fpr * (n + 1) + _EPS)), 1), n)
@@ -74,7 +75,7 @@ def threshold_rank(n: int, target_fpr: float) -> int:
 
 def samples_needed(target_fpr: float) -> int:
     """The smallest number of validation samples n for which k / (n + 1) <= target holds with k = 1."""
-    _check_rate(target_fpr)
+    check_rate(target_fpr)
     if target_fpr <= 0.0:
         raise ConfigError("a false-positive rate of 0 cannot be guaranteed by any number of samples")
     return max(int(math.ceil(1.0 / target_fpr - _EPS)) - 1, 1)
@@ -225,7 +226,7 @@ def choose_thresholds(image_scores: np.ndarray, pixel_values: np.ndarray, target
         >>> th.image, th.rank, round(th.guaranteed_fpr, 4), th.sufficient
         (9.0, 1, 0.0909, False)
     """
-    _check_rate(pixel_fpr, "pixel false-positive rate")
+    check_rate(pixel_fpr, "pixel false-positive rate")
     image, rank = order_statistic_threshold(image_scores, target_fpr)
     pixel_values = _finite_values(pixel_values)
     if pixel_values.size != np.asarray(image_scores).size:

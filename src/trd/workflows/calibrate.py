@@ -23,7 +23,7 @@ from ..data.samples import split_samples
 from ..detector import Detector, load_detector, save_detector
 from ..errors import ConfigError, TRDError
 from ..scoring.calibrate import Calibration, rederive_thresholds, threshold_source
-from ..scoring.threshold import Thresholds
+from ..scoring.threshold import Thresholds, check_rate
 from ..training.runtime import resolve_device
 
 Log = Callable[[str], None]
@@ -76,6 +76,9 @@ def recalibrate(model_path: str | Path, *, data_root: str | Path | None = None, 
         raise ConfigError(f"--out {out} is the input model; write the recalibrated model to a new file")
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} exists; choose another file or pass --overwrite to replace it")
+    for rate, what in ((target_fpr, "--target-fpr"), (pixel_fpr, "--pixel-fpr")):
+        if rate is not None:
+            check_rate(rate, what)
     dev = resolve_device(device)
     detector, trained, old, extra = load_detector(model_path, dev)
     score = dataclasses.replace(trained.score, target_fpr=old.target_fpr if target_fpr is None else target_fpr,
@@ -85,7 +88,7 @@ def recalibrate(model_path: str | Path, *, data_root: str | Path | None = None, 
     samples = split_samples(cfg.data, split)
     good = [s for s in samples if s.label == 0]
     if not good:
-        raise TRDError(f"no good samples in the {split!r} split of {threshold_source(cfg, split)}")
+        raise TRDError(f"no good samples in {threshold_source(cfg, split)}")
     if len(good) < len(samples):
         log(f"calibrate: using the {len(good)} good samples of the split ({len(samples) - len(good)} defective left out)")
     dataset = PairDataset(good, cfg.data, build_cache(cfg.data))

@@ -105,9 +105,9 @@ def demo_summary(results: dict[str, dict[str, dict[str, Any]]], weights: str, se
             parts += [f"- {category}/{variant}: {line}" for line in r["operating_point"]["statements"]
                       if not line.startswith("  ")]
     parts += ["", "## Modality attribution per defect type", "",
-              "Measured (`trd test --explain`): how much the image score drops when one input is replaced by the "
-              "nominal content where the score comes from (around the fused map's maximum, matching content of a good "
-              "validation input). Defect types count the images whose maximum lies on the defect.", "",
+              "Measured (`trd test --explain`): how much the image score drops when one input is made nominal where the "
+              "score comes from (around the fused map's maximum it is replaced by matching content of a good validation "
+              "input). Defect types count the images whose maximum lies on the defect.", "",
               attribution_table(results), "",
               "## Where the image maxima sit (border check)", ""]
     for category, per in results.items():

@@ -11,7 +11,7 @@ import torch
 from ..config import Config
 from ..data.dataset import PairDataset, build_cache
 from ..data.samples import split_samples
-from ..detector import MODALITY_INPUTS, Detector, load_detector
+from ..detector import MODALITY_INPUTS, Detector, load_detector, require_good_inputs
 from ..evaluation.attribution import attribution_by_defect, peak_on_defect
 from ..evaluation.decisions import decision_lines, operating_point
 from ..evaluation.evaluate import evaluate_arrays
@@ -144,6 +144,8 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
     model_path = Path(model_path)
     dev = resolve_device(device)
     detector, cfg, thresholds, extra = load_detector(model_path, dev)
+    if explain:
+        require_good_inputs(detector, model_path)
     if data_root is not None:
         cfg.data.root = str(data_root)
     dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data))

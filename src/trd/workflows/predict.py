@@ -18,11 +18,11 @@ from PIL import Image
 
 from ..atomic import atomic_open, atomic_write_bytes
 from ..config import Config
-from ..detector import load_detector
+from ..detector import load_detector, require_good_inputs
 from ..data.dataset import PairDataset, build_cache
 from ..data.samples import Sample
 from ..data.transforms import denormalise
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 from ..reporting.figures import save_heatmap_png
 from ..scoring.infer import Runner, iterate_outputs
 from ..scoring.threshold import Thresholds
@@ -163,8 +163,7 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     else:
         dev = resolve_device(device)
         detector, cfg, thresholds, _ = load_detector(Path(model_path), dev)
-        if explain and detector.reference is None:
-            raise CheckpointError(model_path, "has no good inputs for --explain (written by an older trd); "
-                                              "run `trd calibrate` on good samples to add one")
+        if explain:
+            require_good_inputs(detector, model_path)
         run = detector.explain if explain else detector
     return predict_samples(run, samples, cfg, thresholds, Path(out_dir), dev, batch_size, unpaired)
