@@ -1,4 +1,5 @@
-"""Python API mirroring the CLI: ``synth``, ``fit``, ``evaluate``, ``predict``, ``export``, ``reproduce``, ``demo``.
+"""Python API mirroring the CLI: ``synth``, ``fit``, ``evaluate``, ``calibrate``, ``predict``, ``export``,
+``reproduce``, ``demo``.
 
 Each job is a plain function in `trd.workflows` that runs the stages in an explicit order (data ->
 model -> training -> scoring -> evaluation -> reporting); nothing happens in hidden callbacks::
@@ -9,6 +10,7 @@ model -> training -> scoring -> evaluation -> reporting); nothing happens in hid
     cfg = load_config(None, ["data.root=data/synth", "data.category=puck"])
     model = api.fit(cfg, "runs/puck")                   # train + calibrate -> runs/puck/model.pt
     result = api.evaluate(model)                        # metrics + runs/puck/report.html
+    api.calibrate(model, data_root="more_good_scans")   # new thresholds -> runs/puck/model.calibrated.pt
     api.predict(model, "preds", input_dir=Path("scans"))  # predictions.jsonl + heatmaps
 """
 
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .workflows.calibrate import recalibrate as calibrate
 from .workflows.demo import demo
-from .workflows.evaluate import evaluate, summary_line
+from .workflows.evaluate import decision_summary, evaluate, summary_line
 from .workflows.fit import fit
 from .workflows.predict import predict
 from .workflows.reproduce import reproduce
 
-__all__ = ["demo", "evaluate", "export", "fit", "predict", "reproduce", "summary_line", "synth"]
+__all__ = ["calibrate", "decision_summary", "demo", "evaluate", "export", "fit", "predict", "reproduce",
+           "summary_line", "synth"]
 
 
 def synth(out: str | Path, **kwargs: Any) -> dict:

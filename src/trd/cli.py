@@ -91,6 +91,7 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
     if then_test:
         result = api.evaluate(model_path, out_dir=out)
         click.echo(api.summary_line(result))
+        click.echo(api.decision_summary(result))
         click.echo(f"report: {out / 'report.html'}")
 
 
@@ -110,20 +111,50 @@ def _input_options(f):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Report folder (default: the model's folder).")
 @click.option("--pro", "pro_method", type=click.Choice(["exact", "thresholds"]), default="exact", show_default=True,
               help="AU-PRO: the official exact curve, or the reference code's 100-threshold curve.")
+@click.option("--explain", is_flag=True, help="Also measure modality attribution per sample (3x the inference time).")
 @_input_options
-def test_cmd(model_path, root, split, out, pro_method, xyz_unit, flip_z) -> None:
+def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z) -> None:
     """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report.
 
-    Prints the headline metrics; writes metrics.json, metrics.csv, report.md, report.html and
-    panels/ to --out (default: the model's folder).
+    Prints the headline metrics and the decisions at the deployment thresholds (promised and
+    realised false-positive rate with its 95 % interval, recall per defect type); writes
+    metrics.json, metrics.csv, report.md, report.html and panels/ to --out (default: the model's
+    folder).
 
     \b
     Example:
-      trd test --model runs/puck/model.pt --pro thresholds
+      trd test --model runs/puck/model.pt --pro thresholds --explain
     """
     result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
-                          xyz_unit=xyz_unit, flip_z=flip_z)
+                          explain=explain, xyz_unit=xyz_unit, flip_z=flip_z)
     click.echo(api.summary_line(result))
+    click.echo(api.decision_summary(result))
+
+
+@cli.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="RUN/model.pt")
+@click.option("--data", "root", type=click.Path(path_type=Path), default=None,
+              help="Dataset root holding the new good samples (default: the model's own).")
+@click.option("--category", default=None, help="Category (default: the model's own).")
+@click.option("--format", "fmt", type=click.Choice(["mvtec3d", "eyecandies", "folder"]), default=None)
+@click.option("--split", default="validation", show_default=True, help="Split whose good samples are used.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="New model file (default: MODEL.calibrated.pt beside the model).")
+@click.option("--target-fpr", type=float, default=None, help="Requested image false-positive rate (default: the model's).")
+@click.option("--pixel-fpr", type=float, default=None, help="Requested share of flagged pixels per good image (default: the model's).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never the input model).")
+def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite) -> None:
+    """Re-derive a trained model's thresholds from (new) good samples, without retraining.
+
+    Keeps the normalisation statistics (scores stay comparable); writes a NEW model file
+    atomically and prints what its thresholds promise.
+
+    \b
+    Example:
+      trd calibrate --model runs/puck/model.pt --data line/good_scans --out runs/puck/model.v2.pt
+    """
+    api.calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
+                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite)
 
 
 @cli.command()
@@ -138,8 +169,11 @@ def test_cmd(model_path, root, split, out, pro_method, xyz_unit, flip_z) -> None
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Replace predictions of another model in --out.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--explain", is_flag=True,
+              help="Add modality attribution to each record (needs --model; 3x the inference time).")
 @_input_options
-def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, batch_size, xyz_unit, flip_z) -> None:
+def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, batch_size, explain, xyz_unit,
+            flip_z) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Each sample's line is appended as soon as it is scored; running again on the same --out with
@@ -154,7 +188,7 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
     """
     summary = api.predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
-                          flip_z=flip_z, log=lambda line: click.echo(line, err=True))
+                          flip_z=flip_z, explain=explain, log=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(summary, indent=2))
     if summary.get("failed"):
         sys.exit(1)

@@ -106,7 +106,7 @@ def test_onnxruntime_matches_pytorch(runner, detector, batch, source) -> None:
     with torch.inference_mode():
         want = det(rgb, x3d)
     got = runner(rgb, x3d)
-    assert set(got) == {"anomaly_map", "score", "map_rgb", "map_geo", "contrib_rgb", "contrib_geo"}
+    assert set(got) == {"anomaly_map", "score", "map_rgb", "map_geo", "share_rgb", "share_geo"}
     assert got["anomaly_map"].shape == (batch, 1, size, size) and got["score"].shape == (batch,)
     _assert_same(got, want)
 
@@ -127,6 +127,25 @@ def test_foreground_only_detector_exports(trained, tmp_path) -> None:
     with torch.inference_mode():
         want = det(rgb, x3d)
     _assert_same(runner(rgb, x3d), want)
+
+
+def test_exports_with_the_older_output_names_load(trained, detector, tmp_path) -> None:
+    """Exports written before the branch shares were named so call them contrib_<branch>: the same
+    graph with those output names (renamed here in the file) loads and gives the current keys."""
+    path = export_onnx(trained[0], tmp_path / "old.onnx")
+    model = onnx.load(str(path))
+    renamed = {f"share_{b}": f"contrib_{b}" for b in ("rgb", "geo")}
+    for node in model.graph.node:
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    for value in model.graph.output:
+        value.name = renamed.get(value.name, value.name)
+    onnx.save(model, str(path))
+    assert [o.name for o in onnx.load(str(path)).graph.output][2:4] == ["contrib_rgb", "contrib_geo"]
+    det, cfg, _ = detector
+    rgb, x3d = _real_inputs(cfg, 1)
+    with torch.inference_mode():
+        want = det(rgb, x3d)
+    _assert_same(load_onnx_runner(path)[0](rgb, x3d), want)
 
 
 def test_metadata_round_trip(trained, detector) -> None:

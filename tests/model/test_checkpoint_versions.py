@@ -55,7 +55,7 @@ def test_a_version_1_model_loads_with_identical_outputs(tmp_path: Path) -> None:
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected, got = detector(x, x.flip(0)), loaded(x, x.flip(0))
-    assert set(got) == set(expected) and "contrib_geo" in got
+    assert set(got) == set(expected) and "share_geo" in got
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
     upgraded = load_checkpoint(tmp_path / "old.pt", "model")

@@ -34,8 +34,12 @@ def test_synth_fit_test_predict(tiny_cli_args, synth_root, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["per_defect"]) >= {"color", "dent", "crack"}
 
+    assert "warning: 2 validation samples cannot support the requested 1 %" in fit.stdout  # said at fit time
     again = trd("test", "--model", str(run / "model.pt"), "--out", str(tmp_path / "again"))
-    assert again.stdout.strip() == fit.stdout.strip().splitlines()[-2]  # same model, same data, same metrics
+    fit_lines = fit.stdout.strip().splitlines()
+    after_model = next(i for i, line in enumerate(fit_lines) if line.startswith("model: ")) + 1
+    assert again.stdout.strip().splitlines() == fit_lines[after_model:-1]  # same model, same data, same metrics
+    assert "on this split: " in again.stdout and "95 % CI" in again.stdout and "recall color" in again.stdout
 
     # predict on a folder with one corrupt pair: it is reported, the others are scored
     inputs = tmp_path / "inputs"
@@ -50,7 +54,7 @@ def test_synth_fit_test_predict(tiny_cli_args, synth_root, tmp_path):
     lines = (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])
-    assert set(record["contributions"]) == {"rgb", "geo"}
+    assert set(record["branch_shares"]) == {"rgb", "geo"}
     assert (tmp_path / "pred" / record["heatmap"]).is_file()
 
 

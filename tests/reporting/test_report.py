@@ -12,7 +12,9 @@ from urllib.parse import unquote
 import numpy as np
 
 from trd.reporting.figures import save_heatmap_png
+from trd.reporting.labels import section, term
 from trd.reporting.report import SampleRow, metric_rows, write_metrics, write_report
+from trd.reporting.sections import Section, Table
 
 RESULT = {
     "overall": {"i_auroc": 0.9731, "p_auroc": np.float64(0.991), "aupro@0.3": 0.95, "i_ap": float("nan")},
@@ -101,17 +103,21 @@ def _rows(tmp_path: Path) -> list[SampleRow]:
         out.append(SampleRow(
             name=f"bagel/test/{i:03d}<script>.png", category="bagel", defect="crack" if i % 2 else "good",
             label=i % 2, score=score, decision=None if i == 4 else score > 1.0,
-            contributions={"rgb": 0.7, "geo": 0.3} if i else {"rgb": -1.0, "geo": float("nan")}, panel=panel,
+            branch_shares={"rgb": 0.7, "geo": 0.3} if i else {"rgb": -1.0, "geo": float("nan")}, panel=panel,
+            attribution={"colour": 1.5, "geometry": -0.2} if i == 1 else None,
         ))
     return out
 
 
 def test_write_report_html_and_markdown(tmp_path: Path) -> None:
     rows = _rows(tmp_path)
-    config = {"data": {"category": "bagel", "root": Path("/data/mvtec 3d")}, "score": {"sigma": 4.0}}
+    config = {"data": {"category": "bagel", "root": Path("/data/mvtec 3d")}, "score": {"sigma": 4.0},
+              "model": {"weights": "imagenet"}}
+    section = Section("At a glance", intro="first things", warnings=["too few <samples>"], paragraphs=["p1"],
+                      tables=[Table(["decision", "rate"], [["flagged", "10 %"]], {"rate": "the realised rate"})])
     html_path = write_report(
         tmp_path, title="TRD <bagel> & co", result=RESULT, rows=rows, config=config,
-        notes=["AU-PRO: HEAD 100-threshold variant", "x < y"],
+        notes=["AU-PRO: HEAD 100-threshold variant", "x < y"], sections=[section],
     )
     assert html_path == tmp_path / "report.html"
     html = html_path.read_text(encoding="utf-8")
@@ -121,27 +127,55 @@ def test_write_report_html_and_markdown(tmp_path: Path) -> None:
     assert "TRD <bagel> & co" in text and "x < y" in text and "hole <&>" in text
     for row in rows:  # every sample listed
         assert row.name in text
-    assert html.count("<tr") == len(rows) + 1 + _metric_table_rows()
+    assert html.count("<tr") == 1 + 1 + _metric_table_rows()  # the section's table, then the metric tables
+    assert html.count('class="sample') == len(rows)
     assert len(checker.srcs) == 4
     for src in checker.srcs:
         assert (tmp_path / unquote(src)).is_file()
     order = [text.index(f"{i:03d}<script>") for i in (1, 3, 4, 0, 2)]  # by score, NaN last
     assert order == sorted(order)
     assert "70%" in text and "30%" in text and "/data/mvtec 3d" in text
+    assert "branch shares" in text and "mainly colour" in text and "contributions" not in text
+    # human headings, definitions one hover / one click away; the section comes before the metrics
+    assert "All test images" in text and "Each branch alone" in text and "AU-PRO (FPR <= 30 %)" in text
+    assert "aupro@0.3" not in text and "i_auroc" not in text
+    assert 'title="Image-level area under the ROC curve' in html and "<details>" in html
+    assert text.index("At a glance") < text.index("All test images") and "too few <samples>" in text
+    assert 'class="banner"' not in html  # ImageNet teachers: no banner
 
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# TRD <bagel> & co")
-    assert "## Overall" in md and "## Per defect type" in md and "## Per branch" in md
-    assert "| i_auroc | 0.9731 |" in md and "| i_ap | – |" in md
-    assert "| defect | i_auroc | p_auroc |" in md and "| crack | 0.9900 | 0.9800 |" in md
-    assert "| geo | 0.8000 | 0.7000 | 0.2000 |" in md  # nested metrics become columns
+    assert "## All test images" in md and "## Per defect type" in md and "## Each branch alone" in md
+    assert "| I-AUROC | 0.9731 |" in md and "| I-AP | – |" in md
+    assert "| defect type | I-AUROC | P-AUROC |" in md and "| crack | 0.9900 | 0.9800 |" in md
+    assert "| geo (geometry branch) | 0.8000 | 0.7000 | 0.2000 |" in md  # nested metrics become columns
+    assert "> **Warning:** too few <samples>" in md and "## Definitions" in md
+    assert "- **I-AUROC**: Image-level area under the ROC curve" in md
     assert '"sigma": 4.0' in md and "/data/mvtec 3d" in md
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_banner_when_teachers_are_not_imagenet(tmp_path: Path) -> None:
+    for weights, words in (("none", "Random teachers"), ("/w/resnet18.pth", "/w/resnet18.pth")):
+        write_report(tmp_path, title="t", result={"overall": {"i_auroc": 0.5}}, rows=[],
+                     config={"model": {"weights": weights}}, notes=[])
+        html = (tmp_path / "report.html").read_text(encoding="utf-8")
+        md = (tmp_path / "report.md").read_text(encoding="utf-8")
+        banner = html[html.index('<div class="banner">'):]
+        assert words in banner[:400] and html.index('class="banner"') < html.index("<h2>")
+        assert md.splitlines()[2].startswith("> **WARNING: ") and words in md.splitlines()[2]
+
+
+def test_headings_and_definitions() -> None:
+    assert term("aupro@0.3")[0] == "AU-PRO (FPR <= 30 %)" and term("aupro100@0.01")[0] == "AU-PRO, 100 thresholds (FPR <= 1 %)"
+    assert "30 %" in term("aupro@0.3")[1]
+    assert term("i_auroc")[0] == "I-AUROC" and term("unknown_key") == ("unknown_key", "")
+    assert section("branch_i_auroc_per_defect")[0] == "I-AUROC per defect type, each branch alone"
+
+
 def _metric_table_rows() -> int:
-    """<tr> count of the metric tables: header + rows per group of RESULT."""
-    return (1 + 4) + (1 + 2) + (1 + 2) + (1 + 3) + (1 + 1)
+    """<tr> count of the metric tables: header + rows per group of RESULT (top-level scalars get none)."""
+    return (1 + 4) + (1 + 2) + (1 + 2) + (1 + 3)
 
 
 def test_report_without_samples_or_config(tmp_path: Path) -> None:

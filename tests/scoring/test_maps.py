@@ -26,7 +26,7 @@ def _scipy_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 def _oracle(maps: dict[str, torch.Tensor], stats: dict[str, tuple[float, float]], sigma: float) -> dict[str, np.ndarray]:
     """The reference pipeline in numpy/scipy: z-score each branch, add, blur, max; and each
-    branch's blurred z-value at the fused maximum (its contribution)."""
+    branch's blurred z-value at the fused maximum (its branch share)."""
     blurred = {b: _scipy_blur((m.double().numpy() - stats[b][0]) / max(stats[b][1], STD_EPS), sigma)
                for b, m in maps.items()}
     fused = sum(blurred.values())
@@ -34,7 +34,7 @@ def _oracle(maps: dict[str, torch.Tensor], stats: dict[str, tuple[float, float]]
     arg = flat.argmax(axis=1)
     out = {"anomaly_map": fused, "score": flat.max(axis=1)}
     for b, z in blurred.items():
-        out[f"contrib_{b}"] = z.reshape(len(z), -1)[np.arange(len(z)), arg]
+        out[f"share_{b}"] = z.reshape(len(z), -1)[np.arange(len(z)), arg]
     return out
 
 
@@ -146,7 +146,7 @@ def test_scorer_equals_the_reference_pipeline_and_guards() -> None:
     expected = _oracle(maps, stats, 4.0)
     for key, value in expected.items():
         np.testing.assert_allclose(out[key].numpy(), value, atol=1e-12, err_msg=key)
-    torch.testing.assert_close(out["contrib_rgb"] + out["contrib_geo"], out["score"])
+    torch.testing.assert_close(out["share_rgb"] + out["share_geo"], out["score"])
     single = out["scored_geo"]  # per-branch metrics: z-scored, blurred, alone
     np.testing.assert_allclose(single.numpy(), _scipy_blur((maps["geo"].numpy() - 0.9) / 0.5, 4.0), atol=1e-12)
     assert set(scorer.state_dict()) == {"norm.rgb.mean", "norm.rgb.std", "norm.geo.mean", "norm.geo.std"}
@@ -158,7 +158,7 @@ def test_scorer_equals_the_reference_pipeline_and_guards() -> None:
         scorer.set_stats({"rgb": (0.4, 0.2)})
 
 
-def test_contributions_attribute_a_spike_to_its_branch() -> None:
+def test_branch_shares_attribute_a_spike_to_its_branch() -> None:
     _, stats = _two_branches()
     scorer = Scorer(["rgb", "geo"], sigma=2.0)
     scorer.set_stats(stats)
@@ -167,8 +167,8 @@ def test_contributions_attribute_a_spike_to_its_branch() -> None:
     flat["rgb"][0, 0, 8, 8] = 5.0
     out = scorer(flat)
     centre = scorer.blur.weight[scorer.blur.radius].item() ** 2  # the blurred spike's peak, per unit of z
-    assert out["contrib_rgb"].item() == pytest.approx((5.0 - 0.4) / 0.2 * centre, rel=1e-5)
-    assert abs(out["contrib_geo"].item()) < 1e-6
+    assert out["share_rgb"].item() == pytest.approx((5.0 - 0.4) / 0.2 * centre, rel=1e-5)
+    assert abs(out["share_geo"].item()) < 1e-6
 
 
 def test_scorer_torchscript_and_onnx() -> None:
@@ -192,7 +192,7 @@ def test_scorer_torchscript_and_onnx() -> None:
 
         def forward(self, rgb: torch.Tensor, x3d: torch.Tensor, fg: torch.Tensor) -> tuple[torch.Tensor, ...]:
             out = self.scorer({"rgb": rgb, "geo": x3d}, fg)
-            return out["anomaly_map"], out["score"], out["contrib_rgb"], out["contrib_geo"]
+            return out["anomaly_map"], out["score"], out["share_rgb"], out["share_geo"]
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -201,7 +201,7 @@ def test_scorer_torchscript_and_onnx() -> None:
                           input_names=["rgb", "x3d", "fg"])
     session = ort.InferenceSession(buffer.getvalue())
     got = session.run(None, {"rgb": maps["rgb"].numpy(), "x3d": maps["geo"].numpy(), "fg": foreground.numpy()})
-    for value, key in zip(got, ["anomaly_map", "score", "contrib_rgb", "contrib_geo"]):
+    for value, key in zip(got, ["anomaly_map", "score", "share_rgb", "share_geo"]):
         np.testing.assert_allclose(value, expected[key].numpy(), atol=1e-5)
 
 
@@ -222,7 +222,7 @@ def test_scorer_foreground_only_keeps_scores_on_the_object() -> None:
         assert int(region[0].sum()) == (10 + 2 * margin) * (12 + 2 * margin)
         inside = plain(maps)["anomaly_map"].masked_fill(~region, -torch.inf)
         torch.testing.assert_close(out["score"], inside.amax(dim=(1, 2, 3)))  # max over the object only
-        torch.testing.assert_close(out["contrib_rgb"] + out["contrib_geo"], out["score"])
+        torch.testing.assert_close(out["share_rgb"] + out["share_geo"], out["score"])
         torch.testing.assert_close(out["anomaly_map"][region], plain(maps)["anomaly_map"][region])
         single = out["scored_rgb"]
         for image, inside_image in zip(single, region, strict=True):  # off the object: the image's minimum

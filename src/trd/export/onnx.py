@@ -4,9 +4,11 @@ The exported graph is the whole :class:`~trd.model.detector.Detector`: teachers,
 scorer (z-scoring, fusion, exact Gaussian blur, max), so a deployment needs neither PyTorch nor
 scipy. Inputs ``rgb`` and ``x3d`` are B x 3 x S x S float32, ImageNet-normalised exactly like
 :class:`~trd.data.dataset.PairDataset` gives them (S fixed, B dynamic). Outputs carry the keys of
-``Detector.forward``: ``anomaly_map``, ``score``, ``contrib_<branch>`` and ``map_<branch>``.
+``Detector.forward``: ``anomaly_map``, ``score``, ``share_<branch>`` and ``map_<branch>`` (exports of
+trd before the branch shares were named so call them ``contrib_<branch>``; they load unchanged).
 
-The file describes itself: ``metadata_props`` hold the resolved config, the validation thresholds,
+The file describes itself: ``metadata_props`` hold the resolved config, the thresholds (with what
+they promise and any warning, `trd.scoring.threshold.Thresholds.to_dict`),
 the branch names, the input normalisation and the trd version (keys :data:`META_KEYS`), so
 ``trd predict --onnx`` needs nothing else.
 
@@ -112,9 +114,9 @@ def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], inputs: 
     }
 
 
-def output_names(branches: list[str]) -> list[str]:
-    """Graph outputs, in the order of ``Detector.forward``'s keys."""
-    return ["anomaly_map", "score", *(f"contrib_{b}" for b in branches), *(f"map_{b}" for b in branches)]
+def output_names(branches: list[str], share: str = "share") -> list[str]:
+    """Graph outputs, in the order of ``Detector.forward``'s keys (``share="contrib"``: older exports)."""
+    return ["anomaly_map", "score", *(f"{share}_{b}" for b in branches), *(f"map_{b}" for b in branches)]
 
 
 def _trace(detector: Detector, example: tuple[Tensor, Tensor], path: Path, opset: int) -> None:
@@ -224,11 +226,13 @@ def load_onnx_runner(path: Path) -> tuple[Runner, Config, Thresholds, InputStats
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(path, f"not a readable ONNX model (truncated or corrupt?): {first}") from None
     cfg, thresholds, branches, inputs = _read_metadata(path, session.get_modelmeta().custom_metadata_map)
-    names = output_names(branches)
-    if ([o.name for o in session.get_outputs()] != names
+    names = [o.name for o in session.get_outputs()]
+    if (names not in (output_names(branches), output_names(branches, "contrib"))
             or [i.name for i in session.get_inputs()] != list(INPUT_NAMES)):
-        raise CheckpointError(path, f"ONNX graph does not have the trd inputs {list(INPUT_NAMES)} and outputs {names}")
-    # Exports of format 1 written before the geometry branch was renamed call it "3d".
+        raise CheckpointError(path, f"ONNX graph does not have the trd inputs {list(INPUT_NAMES)} and outputs "
+                                    f"{output_names(branches)}")
+    # Exports written before the geometry branch was renamed call it "3d", and before the branch
+    # shares were named so, their outputs "contrib_<branch>".
     keys = output_names([legacy_branch(b) for b in branches])
 
     def run(rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:

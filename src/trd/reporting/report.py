@@ -1,8 +1,12 @@
 """Run outputs for people and tools: metrics.json/.csv, report.md and a self-contained report.html.
 
-The metric tables are built generically from whatever nested dict the evaluation returns (top-level
-groups of scalars become key/value tables, groups of dicts become one row per key), so this module
-does not depend on the exact metric names. Every file is written atomically.
+The files for tools keep the raw keys of the result dict. The reports for people start with what a
+reader needs first (a banner when the teachers were not ImageNet, the decisions at the deployment
+thresholds, the border check: `trd.reporting.sections`), then the metric tables, built generically
+from the nested result (groups of scalars become key/value tables, groups of dicts one row per key)
+with human headings and definitions (`trd.reporting.labels`): hover a heading, or open
+"Definitions". The HTML page needs no scripts and fits the window: wide tables scroll inside their
+own box and panels scale. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -19,23 +23,30 @@ from typing import Any
 from urllib.parse import quote
 
 from ..atomic import atomic_write_text
+from ..evaluation.attribution import colour_share, main_modality
+from .labels import section as section_label
+from .labels import term
+from .sections import Section, Table, teacher_banner
 
 #: Top-level result groups whose keys name a scope ("per_defect" -> "defect:<type>").
 SCOPE_PREFIXES = {"per_defect": "defect", "per_branch": "branch", "per_category": "category"}
-#: Section titles of known groups, in report order; other groups follow under their own name.
-SECTION_TITLES = {
-    "overall": "Overall",
-    "per_category": "Per category",
-    "per_defect": "Per defect type",
-    "per_branch": "Per branch",
-    "counts": "Counts",
-}
+#: Known groups in report order; other groups follow. Groups in RENDERED_ELSEWHERE are shown by sections.
+SECTION_ORDER = ("overall", "per_category", "per_defect", "per_branch", "branch_i_auroc_per_defect",
+                 "modality_attribution", "counts")
+RENDERED_ELSEWHERE = frozenset({"operating_point", "border_check", "thresholds"})
+#: Heading of the first column of groups whose rows are keyed.
+ROW_KIND = {"per_defect": "defect type", "per_branch": "branch", "per_category": "category",
+            "branch_i_auroc_per_defect": "branch", "modality_attribution": "defect type"}
 CSV_HEADER = ("scope", "name", "metric", "value")
 
 
 @dataclass(frozen=True)
 class SampleRow:
-    """One test sample in the HTML report (``panel``: PNG path relative to the run folder)."""
+    """One test sample in the HTML report (``panel``: PNG path relative to the run folder).
+
+    ``branch_shares``: each branch's part of the score (by branch name); ``attribution``: the
+    modality attribution's score drops (``{"colour": .., "geometry": ..}``) when it was measured.
+    """
 
     name: str
     category: str
@@ -43,8 +54,9 @@ class SampleRow:
     label: int
     score: float
     decision: bool | None = None
-    contributions: dict[str, float] = field(default_factory=dict)
+    branch_shares: dict[str, float] = field(default_factory=dict)
     panel: str | None = None
+    attribution: dict[str, float] | None = None
 
 
 def _clean(value: Any) -> Any:
@@ -116,128 +128,206 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _tables(result: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(section title, header, rows) for each top-level group of the result."""
+def _heading(path: tuple[str, ...]) -> str:
+    """Column or row heading of a key path (nested keys joined with " / ")."""
+    return " / ".join(term(p)[0] for p in path)
+
+
+def _metric_sections(result: Mapping[str, Any]) -> list[Section]:
+    """One section per top-level group of the result (scalars at the top level are left to the notes)."""
     clean = _clean(result)
-    order = [k for k in SECTION_TITLES if k in clean] + [k for k in clean if k not in SECTION_TITLES]
-    tables = []
+    order = [k for k in SECTION_ORDER if k in clean] + [k for k in clean if k not in SECTION_ORDER]
+    out = []
     for key in order:
         group = clean[key]
-        title = SECTION_TITLES.get(key, key)
-        if isinstance(group, Mapping) and group and all(isinstance(v, Mapping) for v in group.values()):
-            flat = {row: {"/".join(p): v for p, v in _leaves(sub)} for row, sub in group.items()}
+        if key in RENDERED_ELSEWHERE or not isinstance(group, Mapping) or not group:
+            continue
+        title, intro = section_label(key)
+        if all(isinstance(v, Mapping) for v in group.values()):
+            flat = {row: {p: v for p, v in _leaves(sub)} for row, sub in group.items()}
             cols = list(dict.fromkeys(c for sub in flat.values() for c in sub))
-            rows = [[row] + [_fmt(sub.get(c)) for c in cols] for row, sub in flat.items()]
-            tables.append((title, [SCOPE_PREFIXES.get(key, "name"), *cols], rows))
+            rows = [[term(row)[0]] + [_fmt(sub.get(c)) for c in cols] for row, sub in flat.items()]
+            header = [ROW_KIND.get(key, "name"), *(_heading(c) for c in cols)]
+            helps = {_heading(c): term(c[-1])[1] for c in cols} | {term(r)[0]: term(r)[1] for r in group}
         else:
-            rows = [["/".join(p) or key, _fmt(v)] for p, v in _leaves(group)]
-            tables.append((title, ["metric", "value"], rows))
-    return tables
+            rows = [[_heading(p), _fmt(v)] for p, v in _leaves(group)]
+            header = ["metric", "value"]
+            helps = {_heading(p): term(p[-1])[1] for p, _ in _leaves(group)}
+        out.append(Section(title, intro=intro, tables=[Table(header, rows, {k: v for k, v in helps.items() if v})]))
+    return out
+
+
+def _glossary(sections: list[Section]) -> dict[str, str]:
+    """Every defined heading used in the report's tables, with its definition."""
+    terms: dict[str, str] = {}
+    for sec in sections:
+        for table in sec.tables:
+            terms.update(table.help)
+    return terms
 
 
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(title: str, result: Mapping[str, Any], config: Mapping[str, Any] | None, notes: list[str]) -> str:
-    out = [f"# {title}", ""]
-    out += [f"- {note}" for note in notes] + ([""] if notes else [])
-    for section, header, rows in _tables(result):
-        out += [f"## {section}", ""]
-        out.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
-        out.append("|" + "---|" * len(header))
-        out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+def _md_section(sec: Section) -> list[str]:
+    out = [f"## {sec.title}", ""]
+    out += [sec.intro, ""] if sec.intro else []
+    out += [f"> **Warning:** {w}" for w in sec.warnings] + ([""] if sec.warnings else [])
+    out += [f"- {p}" for p in sec.paragraphs] + ([""] if sec.paragraphs else [])
+    for table in sec.tables:
+        out.append("| " + " | ".join(_md_cell(h) for h in table.header) + " |")
+        out.append("|" + "---|" * len(table.header))
+        out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
         out.append("")
+    return out
+
+
+def _markdown(title: str, banner: str | None, sections: list[Section], config: Mapping[str, Any] | None,
+              notes: list[str]) -> str:
+    out = [f"# {title}", ""]
+    out += [f"> **WARNING: {banner}**", ""] if banner else []
+    out += [f"- {note}" for note in notes] + ([""] if notes else [])
+    for sec in sections:
+        out += _md_section(sec)
+    glossary = _glossary(sections)
+    if glossary:
+        out += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in glossary.items()] + [""]
     if config is not None:
         out += ["## Configuration", "", "```json", json.dumps(_clean(config), indent=2, default=str), "```", ""]
     return "\n".join(out)
 
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:middle}
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:0.5em 1.5em 2em;max-width:1200px;color:#222;line-height:1.4}
+h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+.banner{background:#fde2e1;border:2px solid #c33;padding:0.8em 1em;font-weight:600;margin:1em 0}
+.warn{background:#fff4d6;border-left:4px solid #e0a000;padding:0.5em 0.8em;margin:0.5em 0}
+.intro{color:#555}
+.tablewrap{overflow-x:auto;max-width:100%;margin:0.5em 0 1.2em}
+table{border-collapse:collapse}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
+th[title],dfn[title]{cursor:help;text-decoration:underline dotted}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.anomalous td:first-child{border-left:4px solid #c33}
-.bar{display:flex;align-items:center;gap:4px;font-size:0.8em;white-space:nowrap}
+details{margin:0.5em 0}
+summary{cursor:pointer;font-weight:600}
+dt{font-weight:600}
+dd{margin:0 0 0.5em 1.5em}
+.sample{border:1px solid #ddd;border-radius:4px;padding:0.5em 0.7em;margin:0 0 1em}
+.sample.defective{border-left:5px solid #c33}
+.meta{display:flex;flex-wrap:wrap;gap:0.3em 1.2em;align-items:center;margin-bottom:0.3em}
+.flag{font-weight:600;color:#a00}
+.bar{display:inline-flex;align-items:center;gap:4px;font-size:0.85em;white-space:nowrap}
 .bar span.fill{display:inline-block;height:8px;background:#4a7bd0}
-pre{background:#f6f6f6;padding:0.8em;overflow:auto}
-img.panel{max-width:900px;width:100%}
+img.panel{max-width:100%;height:auto;display:block}
+pre{background:#f6f6f6;padding:0.8em;overflow:auto;white-space:pre-wrap;word-break:break-all}
 """
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+def _html_table(table: Table) -> str:
+    def th(h: str) -> str:
+        tip = table.help.get(h)
+        return f'<th title="{escape(tip)}">{escape(h)}</th>' if tip else f"<th>{escape(h)}</th>"
+
+    head = "".join(th(h) for h in table.header)
     body = "".join(
         "<tr>" + "".join(f'<td class="num">{escape(c)}</td>' if i else f"<td>{escape(c)}</td>"
                          for i, c in enumerate(row)) + "</tr>\n"
-        for row in rows
+        for row in table.rows
     )
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+    return f'<div class="tablewrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table></div>\n'
 
 
-def _contribution_bars(contributions: Mapping[str, float]) -> str:
-    """Each branch's share of the positive total, as a small bar and a percentage."""
-    positive = {k: max(float(v), 0.0) if math.isfinite(float(v)) else 0.0 for k, v in contributions.items()}
+def _html_section(sec: Section) -> str:
+    out = [f"<h2>{escape(sec.title)}</h2>"]
+    out += [f'<p class="intro">{escape(sec.intro)}</p>'] if sec.intro else []
+    out += [f'<p class="warn"><b>Warning:</b> {escape(w)}</p>' for w in sec.warnings]
+    out += ["<ul>" + "".join(f"<li>{escape(p)}</li>" for p in sec.paragraphs) + "</ul>"] if sec.paragraphs else []
+    out += [_html_table(t) for t in sec.tables]
+    return "\n".join(out)
+
+
+def _share_bars(shares: Mapping[str, float]) -> str:
+    """Each branch's part of the positive total, as a small bar and a percentage."""
+    positive = {k: max(float(v), 0.0) if math.isfinite(float(v)) else 0.0 for k, v in shares.items()}
     total = sum(positive.values())
     parts = []
-    for name, value in contributions.items():
+    for name, value in shares.items():
         share = 100.0 * positive[name] / total if total > 0 else 0.0
         parts.append(
-            f'<div class="bar" title="{escape(f"{name}: {value}")}"><span>{escape(name)}</span>'
-            f'<span class="fill" style="width:{share * 0.6:.1f}px"></span><span>{share:.0f}%</span></div>'
+            f'<span class="bar" title="{escape(f"{name}: {value:+.3f} (blurred z-value at the maximum)")}">'
+            f'<span>{escape(name)}</span><span class="fill" style="width:{share * 0.6:.1f}px"></span>'
+            f"<span>{share:.0f}%</span></span>"
         )
-    return "".join(parts)
+    return " ".join(parts)
 
 
-def _sample_rows_html(rows: list[SampleRow]) -> str:
+def _attribution_text(attribution: Mapping[str, float]) -> str:
+    colour, geometry = float(attribution["colour"]), float(attribution["geometry"])
+    main = main_modality(colour, geometry)
+    share = colour_share(colour, geometry)
+    split = "" if main == "neither" else f", colour {100 * share:.0f} % / geometry {100 * (1 - share):.0f} %"
+    return (f'<dfn title="Score drop when that input is made nominal around the maximum (replaced by matching '
+            f'content of a good validation input)">modality attribution</dfn>: colour {colour:+.2f}, geometry {geometry:+.2f} '
+            f"(mainly {main}{split})")
+
+
+def _sample_cards(rows: list[SampleRow]) -> str:
     def key(r: SampleRow) -> tuple[bool, float]:
         score = float(r.score)
         return (not math.isfinite(score), -score if math.isfinite(score) else 0.0)
 
-    header = ["#", "sample", "category", "defect", "label", "score", "decision", "contributions", "panel"]
-    out = ["<table>", "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    out = []
     for rank, r in enumerate(sorted(rows, key=key), start=1):
-        decision = "–" if r.decision is None else ("anomalous" if r.decision else "normal")
-        panel = (
-            f'<img class="panel" loading="lazy" src="{escape(quote(r.panel))}" alt="{escape(r.name)}">'
-            if r.panel else "–"
-        )
-        cls = ' class="anomalous"' if r.label else ""
-        out.append(
-            f"<tr{cls}><td class=\"num\">{rank}</td><td>{escape(r.name)}</td><td>{escape(r.category)}</td>"
-            f"<td>{escape(r.defect)}</td><td class=\"num\">{int(r.label)}</td>"
-            f"<td class=\"num\">{escape(_fmt(float(r.score)))}</td><td>{decision}</td>"
-            f"<td>{_contribution_bars(r.contributions)}</td><td>{panel}</td></tr>"
-        )
-    out += ["</tbody>", "</table>"]
+        decision = "" if r.decision is None else (
+            '<span class="flag">anomalous</span>' if r.decision else "<span>normal</span>")
+        meta = [f"<b>#{rank} {escape(r.name)}</b>", f"category {escape(r.category)}",
+                f"defect {escape(r.defect)} (label {int(r.label)})", f"score {escape(_fmt(float(r.score)))}", decision]
+        if r.branch_shares:
+            meta.append('<dfn title="Each branch\'s blurred z-value at the fused maximum; they add up to the score. '
+                        'Branch shares, not modality shares: each branch sees both inputs.">branch shares</dfn>: '
+                        + _share_bars(r.branch_shares))
+        if r.attribution is not None:
+            meta.append(_attribution_text(r.attribution))
+        panel = (f'<img class="panel" loading="lazy" src="{escape(quote(r.panel))}" alt="{escape(r.name)}">'
+                 if r.panel else "")
+        cls = "sample defective" if r.label else "sample"
+        out.append(f'<div class="{cls}"><div class="meta">' + "".join(f"<span>{m}</span>" for m in meta if m)
+                   + f"</div>{panel}</div>")
     return "\n".join(out) + "\n"
 
 
-def _html(title: str, result: Mapping[str, Any], rows: list[SampleRow],
+def _html(title: str, banner: str | None, sections: list[Section], rows: list[SampleRow],
           config: Mapping[str, Any] | None, notes: list[str]) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en">',
         "<head>",
         '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title>",
         f"<style>{_CSS}</style>",
         "</head>",
         "<body>",
         f"<h1>{escape(title)}</h1>",
     ]
+    if banner:
+        out.append(f'<div class="banner">{escape(banner)}</div>')
     if notes:
         out.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
-    for section, header, table_rows in _tables(result):
-        out.append(f"<h2>{escape(section)}</h2>")
-        out.append(_html_table(header, table_rows))
+    glossary = _glossary(sections)
+    if glossary:
+        out.append("<details><summary>Definitions of the headings (also shown when hovering a heading)</summary><dl>"
+                   + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in glossary.items())
+                   + "</dl></details>")
+    out += [_html_section(sec) for sec in sections]
     out.append(f"<h2>Test samples ({len(rows)}, by score, highest first)</h2>")
-    out.append(_sample_rows_html(rows))
+    out.append(_sample_cards(rows))
     if config is not None:
         out.append("<h2>Configuration</h2>")
-        out.append(f"<pre>{escape(json.dumps(_clean(config), indent=2, default=str))}</pre>")
+        out.append(f"<details><summary>Resolved settings</summary><pre>"
+                   f"{escape(json.dumps(_clean(config), indent=2, default=str))}</pre></details>")
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
 
@@ -250,15 +340,21 @@ def write_report(
     rows: list[SampleRow],
     config: Mapping[str, Any] | None,
     notes: list[str],
+    sections: list[Section] = (),
 ) -> Path:
-    """Write ``report.md`` (metric tables + config) and ``report.html`` (same + all samples).
+    """Write ``report.md`` (sections, metric tables, definitions, config) and ``report.html`` (the
+    same + every sample).
 
-    The HTML page is self-contained (inline CSS, no scripts or remote resources); sample panels are
-    referenced by their relative paths, so the run folder can be moved or archived as a whole.
-    Returns the path of ``report.html``.
+    ``sections`` come first (e.g. `trd.reporting.sections.decisions_section`), then one section per
+    metric group of ``result``. A banner heads both files when ``config`` names teachers other than
+    ImageNet's. The HTML page is self-contained (inline CSS, no scripts or remote resources); sample
+    panels are referenced by their relative paths, so the run folder can be moved or archived as a
+    whole. Returns the path of ``report.html``.
     """
     run_dir = Path(run_dir)
-    atomic_write_text(run_dir / "report.md", _markdown(title, result, config, notes))
+    banner = teacher_banner(config)
+    everything = [*sections, *_metric_sections(result)]
+    atomic_write_text(run_dir / "report.md", _markdown(title, banner, everything, config, notes))
     html_path = run_dir / "report.html"
-    atomic_write_text(html_path, _html(title, result, rows, config, notes))
+    atomic_write_text(html_path, _html(title, banner, everything, rows, config, notes))
     return html_path

@@ -134,16 +134,17 @@ def _mean_scale(stats: StatsLike) -> tuple[float, float]:
 
 
 def _fuse_blurred(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """From blurred z-maps (B x K x H x W): fused map (B x 1 x H x W), score (B,), contributions (B x K).
+    """From blurred z-maps (B x K x H x W): fused map (B x 1 x H x W), score (B,), branch shares (B x K).
 
-    By linearity, blur(sum of z) == sum of blur(z); the contribution of a branch is its blurred
-    z-value at the fused map's argmax, so the contributions add up to the score.
+    By linearity, blur(sum of z) == sum of blur(z); the share of a branch is its blurred z-value at
+    the fused map's argmax, so the shares add up to the score. They are shares of the two BRANCHES,
+    not of the two modalities: each branch sees both inputs through the Filter and the Amplifier.
     """
     fused = z.sum(dim=1, keepdim=True)
     flat = fused.flatten(1)
     arg = flat.argmax(dim=1)
-    contrib = z.flatten(2).gather(2, arg.view(-1, 1, 1).expand(-1, z.shape[1], 1)).squeeze(2)
-    return fused, flat.amax(dim=1), contrib
+    shares = z.flatten(2).gather(2, arg.view(-1, 1, 1).expand(-1, z.shape[1], 1)).squeeze(2)
+    return fused, flat.amax(dim=1), shares
 
 
 class _ZScore(nn.Module):
@@ -165,8 +166,8 @@ class Scorer(nn.Module):
     statistics of other branches fails on the key names. Until :meth:`set_stats` is called ``std``
     is NaN: an uncalibrated scorer yields NaN, never silently un-normalised scores. ``forward``
     takes the raw B x 1 x H x W maps by branch name and returns ``anomaly_map`` (B x 1 x H x W),
-    ``score`` (B,), ``contrib_<branch>`` (B,) (each branch's blurred z-value at the fused map's
-    maximum, so the contributions add up to the score) and
+    ``score`` (B,), ``share_<branch>`` (B,) (each branch's blurred z-value at the fused map's
+    maximum, so the branch shares add up to the score) and
     ``scored_<branch>`` (B x 1 x H x W: that branch's z-scored, blurred, restricted map, whose
     maximum is its single-branch image score).
     """
@@ -235,9 +236,9 @@ class Scorer(nn.Module):
             m = maps[b]
             parts.append(z(m if m.dtype == torch.float64 else m.float()))
         scored = self._restrict(self.blur(torch.cat(parts, dim=1)), foreground)
-        fused, score, contrib = _fuse_blurred(scored)
+        fused, score, shares = _fuse_blurred(scored)
         out = {"anomaly_map": fused, "score": score}
         for i, b in enumerate(self.branches):
-            out["contrib_" + b] = contrib[:, i]
+            out["share_" + b] = shares[:, i]
             out["scored_" + b] = scored[:, i : i + 1]
         return out

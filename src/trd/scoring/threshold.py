@@ -1,54 +1,235 @@
-"""Deployment thresholds, chosen on the VALIDATION split only (normal samples), never on test data.
+"""Deployment thresholds with a finite-sample guarantee, chosen on good samples only (never test data).
 
 Decision rule everywhere: a score is anomalous iff it is strictly greater than the threshold.
+
+The order-statistic (split-conformal) rule: with n good validation samples and a new good sample
+that is exchangeable with them (same process, no drift), the new sample's score is equally likely to
+take any of the n + 1 ranks, so it exceeds the k-th largest validation score with probability at
+most k / (n + 1). The toolkit takes the largest k with k / (n + 1) <= the requested rate; when even
+k = 1 (the validation maximum) promises more than requested, n is too small and every statement
+says so. The promise holds on average over validation sets; the rate of one fixed threshold
+scatters around it (Beta(k, n + 1 - k) for continuous scores), see :meth:`Thresholds.fpr_bound_90`.
+
+Pixels within an image are not independent, so the exchangeable unit is the image. The pixel
+threshold bounds, per good image, the share of its pixels that are flagged: each validation image
+gives the value its own ``pixel_fpr`` share of pixels exceeds (:func:`fpr_threshold` on that image),
+and the pixel threshold is the k-th largest of these values. Promise: a good image has more than
+``pixel_fpr`` of its pixels above the pixel threshold with probability <= k / (n + 1).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, TRDError
 
+#: Tolerance for rates times counts that are meant to be integers (0.01 * 100 = 1.0000000000000002).
+_EPS = 1e-6
 
-def fpr_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
-    """Smallest threshold t with at most ``target_fpr`` of the normal scores strictly above t.
 
-    Quantile convention: with n scores, at most k = floor(target_fpr * n) may exceed t, so t is the
-    (k+1)-th largest score (an actual score: any lower value would let k+1 or more through). Ties
-    at t stay below it, so the realised rate can be lower than the target; target 0 gives the max.
-    Works for image scores (1-D) and pixel maps (any shape; flattened, no float64 copy).
-    """
-    if not 0.0 <= target_fpr < 1.0:
-        raise ConfigError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
-    s = np.asarray(normal_scores).reshape(-1)
+def check_rate(rate: float, what: str = "target false-positive rate") -> None:
+    """ConfigError unless ``rate`` is in [0, 1)."""
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"{what} must be in [0, 1), got {rate}")
+
+
+def _finite_values(values: np.ndarray) -> np.ndarray:
+    s = np.asarray(values).reshape(-1)
     if s.size == 0:
         raise TRDError("no validation scores to choose a threshold from (empty validation split?)")
     if not np.isfinite(s).all():
         raise TRDError("validation scores contain NaN or inf; cannot choose a threshold")
-    # tolerance: target_fpr * n is often meant to be an integer (0.29 * 100 = 28.999999999999996)
-    k = min(int(math.floor(target_fpr * s.size + 1e-6)), s.size - 1)
+    return s
+
+
+def pixels_allowed(n_pixels: int, share: float) -> int:
+    """How many of an image's ``n_pixels`` may exceed a threshold at a ``share`` rate: floor(share * n)."""
+    return int(math.floor(share * n_pixels + _EPS))
+
+
+def fpr_threshold(normal_scores: np.ndarray, target_fpr: float) -> float:
+    """Smallest threshold t with at most ``target_fpr`` of the given scores strictly above t.
+
+    The empirical quantile, with no finite-sample guarantee: at most k = floor(target_fpr * n) may
+    exceed t, so t is the (k+1)-th largest score. Ties at t stay below it. Used per image for the
+    pixel threshold (any shape; flattened, no float64 copy).
+    """
+    check_rate(target_fpr)
+    s = _finite_values(normal_scores)
+    k = min(pixels_allowed(s.size, target_fpr), s.size - 1)
     return float(np.partition(s, s.size - 1 - k)[s.size - 1 - k])
+
+
+def threshold_rank(n: int, target_fpr: float) -> int:
+    """k of the order-statistic rule: the largest k >= 1 with k / (n + 1) <= target (1 when none is)."""
+    check_rate(target_fpr)
+    if n < 1:
+        raise TRDError("no validation scores to choose a threshold from (empty validation split?)")
+    return min(max(int(math.floor(target_fpr * (n + 1) + _EPS)), 1), n)
+
+
+def samples_needed(target_fpr: float) -> int:
+    """The smallest number of validation samples n for which k / (n + 1) <= target holds with k = 1."""
+    check_rate(target_fpr)
+    if target_fpr <= 0.0:
+        raise ConfigError("a false-positive rate of 0 cannot be guaranteed by any number of samples")
+    return max(int(math.ceil(1.0 / target_fpr - _EPS)) - 1, 1)
+
+
+def order_statistic_threshold(values: np.ndarray, target_fpr: float) -> tuple[float, int]:
+    """(the k-th largest of ``values``, k) with k from :func:`threshold_rank`.
+
+    Example:
+        >>> order_statistic_threshold(np.arange(1.0, 100.0), 0.05)  # n = 99: k = 5, promise 5 %
+        (95.0, 5)
+    """
+    s = _finite_values(values)
+    k = threshold_rank(s.size, target_fpr)
+    return float(np.partition(s, s.size - k)[s.size - k]), k
+
+
+def _pct(rate: float) -> str:
+    return f"{100.0 * rate:.3g} %"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Image and pixel thresholds for binary decisions, with the validation FPRs they target."""
+    """Image and pixel thresholds with what they promise on good samples.
+
+    ``target_fpr`` / ``pixel_fpr``: the requested rates (``score.target_fpr`` / ``score.pixel_fpr``).
+    ``n_validation``: good samples the thresholds were chosen on; ``rank``: k of the order-statistic
+    rule (both thresholds are the k-th largest of their per-image statistic). Both are None for
+    thresholds written by trd before the rule existed: their guarantee is unknown.
+    ``source``: where the good samples came from (a dataset, category and split).
+    """
 
     image: float
     pixel: float
     target_fpr: float
     pixel_fpr: float
+    n_validation: int | None = None
+    rank: int | None = None
+    source: str = ""
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    @property
+    def _samples(self) -> str:
+        """How the statements name the samples: validation samples, or the samples `trd calibrate` used."""
+        kind = "validation" if not self.source or self.source.endswith("(validation split)") else "calibration"
+        return f"n = {self.n_validation} {kind} samples"
+
+    @property
+    def known(self) -> bool:
+        """Whether the thresholds carry their guarantee (False for models of older trd versions)."""
+        return self.n_validation is not None and self.rank is not None
+
+    @property
+    def guaranteed_fpr(self) -> float | None:
+        """k / (n + 1): the false-positive rate promised for a new good sample (None: unknown)."""
+        return self.rank / (self.n_validation + 1) if self.known else None
+
+    @property
+    def smallest_supported_fpr(self) -> float | None:
+        """1 / (n + 1): the smallest rate n validation samples can promise."""
+        return 1.0 / (self.n_validation + 1) if self.known else None
+
+    @property
+    def sufficient(self) -> bool | None:
+        """Whether the promise meets the requested rate (None: unknown)."""
+        return None if not self.known else self.guaranteed_fpr <= self.target_fpr + 1e-12
+
+    def fpr_bound_90(self) -> float | None:
+        """The rate this one threshold stays below with 90 % probability over validation sets.
+
+        For continuous scores the false-positive rate of the k-th largest of n validation scores is
+        Beta(k, n + 1 - k) distributed (mean k / (n + 1)); this is its 90th percentile.
+        """
+        if not self.known:
+            return None
+        from scipy.stats import beta
+
+        return float(beta.ppf(0.9, self.rank, self.n_validation + 1 - self.rank))
+
+    def image_statement(self) -> str:
+        """E.g. ``image threshold 2.4672: false-positive rate <= 9.09 % (n = 10 validation samples)``."""
+        head = f"image threshold {self.image:.4f}: false-positive rate"
+        if not self.known:
+            return f"{head} unknown (chosen by an older trd for a {_pct(self.target_fpr)} target, without a guarantee)"
+        return f"{head} <= {_pct(self.guaranteed_fpr)} ({self._samples})"
+
+    def pixel_statement(self) -> str:
+        """What the pixel threshold promises per good image (the unit that is exchangeable)."""
+        head = f"pixel threshold {self.pixel:.4f}: more than {_pct(self.pixel_fpr)} of a good image's pixels flagged"
+        if not self.known:
+            return f"{head}: how often is unknown (chosen by an older trd, without a guarantee)"
+        return f"{head} in <= {_pct(self.guaranteed_fpr)} of good images ({self._samples})"
+
+    def warning(self) -> str | None:
+        """Why the promise falls short of the request, and how many samples would meet it; else None."""
+        if not self.known:
+            return ("the thresholds' guarantee is unknown: they were chosen by an older trd (empirical quantile); "
+                    "run `trd calibrate` to re-derive them with a stated guarantee")
+        if self.sufficient:
+            return None
+        need = samples_needed(self.target_fpr) if self.target_fpr > 0 else None
+        needs = f"{_pct(self.target_fpr)} needs at least {need} good samples" if need else \
+            "a rate of 0 cannot be guaranteed"
+        return (f"{self._samples.removeprefix('n = ')} cannot support the requested {_pct(self.target_fpr)} false-positive "
+                f"rate: the smallest rate they support is {_pct(self.smallest_supported_fpr)}; {needs}")
+
+    def statements(self) -> list[str]:
+        """The image and pixel statements, then the warning if any (for logs, reports and metadata)."""
+        lines = [self.image_statement(), self.pixel_statement()]
+        warning = self.warning()
+        return [*lines, f"warning: {warning}"] if warning else lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored record: the fields, plus what they promise in numbers and words (for readers
+        of model.pt and ONNX metadata; ignored by :meth:`from_dict`)."""
+        base = {f.name: getattr(self, f.name) for f in fields(self)}
+        bound90 = self.fpr_bound_90()
+        return base | {
+            "rule": "order statistic: the k-th largest of n validation values, P(false positive) <= k/(n+1)"
+            if self.known else "unknown (older trd)",
+            "guaranteed_fpr": self.guaranteed_fpr,
+            "fpr_bound_90": bound90,
+            "smallest_supported_fpr": self.smallest_supported_fpr,
+            "samples_needed": samples_needed(self.target_fpr) if self.target_fpr > 0 else None,
+            "sufficient": self.sufficient,
+            "statements": self.statements(),
+        }
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, float]) -> Thresholds:
+    def from_dict(cls, raw: Mapping[str, Any]) -> Thresholds:
+        """Read a stored record; records of older trd versions lack ``n_validation``/``rank``/``source``."""
         missing = {"image", "pixel", "target_fpr", "pixel_fpr"} - set(raw)
         if missing:
             raise TRDError(f"thresholds record lacks {sorted(missing)}")
-        return cls(float(raw["image"]), float(raw["pixel"]), float(raw["target_fpr"]), float(raw["pixel_fpr"]))
+        n, rank = raw.get("n_validation"), raw.get("rank")
+        if (n is None) != (rank is None) or (n is not None and not 1 <= int(rank) <= int(n)):
+            raise TRDError(f"thresholds record has an impossible rank {rank!r} of {n!r} validation samples")
+        return cls(float(raw["image"]), float(raw["pixel"]), float(raw["target_fpr"]), float(raw["pixel_fpr"]),
+                   None if n is None else int(n), None if rank is None else int(rank), str(raw.get("source", "")))
+
+
+def choose_thresholds(image_scores: np.ndarray, pixel_values: np.ndarray, target_fpr: float, pixel_fpr: float,
+                      source: str) -> Thresholds:
+    """Thresholds from n good samples' image scores and per-image pixel values (:func:`fpr_threshold`
+    of each image's map at ``pixel_fpr``), both by the order-statistic rule at ``target_fpr``.
+
+    Example:
+        >>> th = choose_thresholds(np.arange(10.0), np.arange(10.0) / 10, 0.01, 0.01, "validation")
+        >>> th.image, th.rank, round(th.guaranteed_fpr, 4), th.sufficient
+        (9.0, 1, 0.0909, False)
+    """
+    check_rate(pixel_fpr, "pixel false-positive rate")
+    image, rank = order_statistic_threshold(image_scores, target_fpr)
+    pixel_values = _finite_values(pixel_values)
+    if pixel_values.size != np.asarray(image_scores).size:
+        raise TRDError("need one pixel value per validation image")
+    pixel, _ = order_statistic_threshold(pixel_values, target_fpr)
+    return Thresholds(image, pixel, target_fpr, pixel_fpr, int(pixel_values.size), rank, source)

@@ -14,6 +14,8 @@ from ..config import load_config
 from ..data.synth import SYNTH_CATEGORIES, generate
 from ..errors import TRDError
 from ..model.backbone import build_teacher
+from ..reporting.sections import teacher_banner
+from ..scoring.border import BorderCheck
 from .evaluate import evaluate, summary_line
 from .fit import fit
 
@@ -55,33 +57,66 @@ def demo(out: str | Path, backbone_weights: str | None = None, variants: list[st
     out = Path(out)
     started = time.perf_counter()
     weights = backbone_weights or _demo_weights(log)
+    if weights == "none":  # said once here; the per-teacher warnings of every fit are silenced below
+        warnings.warn("the demo runs with randomly initialised teachers: its scores mean little", UserWarning,
+                      stacklevel=2)
     log(f"demo: synthetic data -> {out / 'data'}")
     generate(out / "data", size=128)
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    for category in SYNTH_CATEGORIES:
-        for variant in variants or ["trd"]:
-            cfg = load_config(None, [*DEMO_OVERRIDES, f"data.root={out / 'data'}", f"data.category={category}",
-                                     f"data.cache_dir={out / 'cache'}", f"model.weights={weights}",
-                                     f"model.variant={variant}", *(overrides or [])])
-            run = out / category / variant
-            log(f"demo: training '{category}' with {variant} ({cfg.model.backbone}, {cfg.data.image_size}px, "
-                f"{cfg.train.epochs} epochs)")
-            model_path = fit(cfg, run, log=log, progress=False)
-            if model_path is None:  # a non-zero torchrun rank
-                continue
-            result = evaluate(model_path)
-            results.setdefault(category, {})[variant] = result
-            log(f"demo: {category}/{variant}: {summary_line(result)}   report: {run / 'report.html'}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="teacher .* randomly initialised")
+        for category in SYNTH_CATEGORIES:
+            for variant in variants or ["trd"]:
+                cfg = load_config(None, [*DEMO_OVERRIDES, f"data.root={out / 'data'}", f"data.category={category}",
+                                         f"data.cache_dir={out / 'cache'}", f"model.weights={weights}",
+                                         f"model.variant={variant}", *(overrides or [])])
+                run = out / category / variant
+                log(f"demo: training '{category}' with {variant} ({cfg.model.backbone}, {cfg.data.image_size}px, "
+                    f"{cfg.train.epochs} epochs)")
+                model_path = fit(cfg, run, log=log, progress=False)
+                if model_path is None:  # a non-zero torchrun rank
+                    continue
+                result = evaluate(model_path, explain=True)
+                results.setdefault(category, {})[variant] = result
+                log(f"demo: {category}/{variant}: {summary_line(result)}   report: {run / 'report.html'}")
     if not results:
         return results
-    table = demo_table(results) + "\n\nEach branch alone (its own z-scored map; the fused score adds them):\n\n" + branch_table(results)
-    note = "ImageNet" if weights == "imagenet" else f"{weights!r} (NOT ImageNet: lower quality)"
-    text = (f"# Demo on synthetic data\n\nTeachers: {note}. Settings: {' '.join([*DEMO_OVERRIDES, *(overrides or [])])}"
-            " (score.foreground_only=false gives the paper's all-pixel scoring).\n\n" f"{table}\n")
+    settings = " ".join([*DEMO_OVERRIDES, *(overrides or [])])
+    text = demo_summary(results, weights, settings)
     atomic_write_text(out / "summary.md", text)
-    log(table)
+    log(text)
     log(f"demo: done in {time.perf_counter() - started:.0f} s; summary {out / 'summary.md'}")
     return results
+
+
+def demo_summary(results: dict[str, dict[str, dict[str, Any]]], weights: str, settings: str) -> str:
+    """The Markdown of ``summary.md``: banner, detection tables, decisions, attribution, border check."""
+    banner = teacher_banner({"model": {"weights": weights}})
+    note = "ImageNet" if weights == "imagenet" else f"{weights!r} (NOT ImageNet)"
+    parts = ["# Demo on synthetic data", ""]
+    parts += [f"> **WARNING: {banner}**", ""] if banner else []
+    parts += [f"Teachers: {note}. Settings: {settings} (score.foreground_only=false gives the paper's all-pixel "
+              "scoring).", "", "## Detection: I-AUROC per defect type", "", demo_table(results), "",
+              "## I-AUROC per defect type, each branch alone", "",
+              "Each branch's own z-scored map (the fused score adds them):", "", branch_table(results), "",
+              "## Decisions at the deployment thresholds", "", decisions_table(results), ""]
+    for category, per in results.items():
+        for variant, r in per.items():
+            parts += [f"- {category}/{variant}: {line}" for line in r["operating_point"]["statements"]
+                      if not line.startswith("  ")]
+    parts += ["", "## Modality attribution per defect type", "",
+              "Measured (`trd test --explain`): how much the image score drops when one input is made nominal where the "
+              "score comes from (around the fused map's maximum it is replaced by matching content of a good validation "
+              "input). Defect types count the images whose maximum lies on the defect.", "",
+              attribution_table(results), "",
+              "## Where the image maxima sit (border check)", ""]
+    for category, per in results.items():
+        for variant, r in per.items():
+            check = r["border_check"]["validation"]
+            if check is not None:
+                parts.append(f"- {category}/{variant}: {BorderCheck.from_dict(check).finding('validation')}"
+                             + (" (suspicious)" if check["suspicious"] else ""))
+    return "\n".join(parts) + "\n"
 
 
 def _defect_types(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -115,6 +150,45 @@ def demo_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.3g} %"
+
+
+def decisions_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown: per run, the image threshold's promise beside the realised test rate and recall."""
+    defects = _defect_types(results)
+    head = ["category", "variant", "image threshold", "promised FPR", "test FPR (95 % CI)",
+            *[f"recall {d}" for d in defects]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for category, per in results.items():
+        for variant, r in per.items():
+            image = r["operating_point"]["image"]
+            fp = image["false_positives"]
+            n = image["n_validation"]
+            promised = "unknown" if image["guaranteed_fpr"] is None else f"<= {_pct(image['guaranteed_fpr'])} (n = {n})"
+            realised = f"{fp['count']}/{fp['of']} = {_pct(fp['rate'])} ({_pct(fp['ci95'][0])} to {_pct(fp['ci95'][1])})"
+            recalls = [image["recall"].get(d) for d in defects]
+            cells = [f"{x['count']}/{x['of']}" if x else "–" for x in recalls]
+            lines.append("| " + " | ".join([category, variant, f"{image['threshold']:.3f}", promised, realised, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def attribution_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown: per run and defect type, the mean score drops and the images attributed to each modality."""
+    head = ["category", "variant", "defect type", "images", "maximum on the defect", "mean drop colour",
+            "mean drop geometry", "mainly colour", "mainly geometry", "neither"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for category, per in results.items():
+        for variant, r in per.items():
+            for defect, a in r.get("modality_attribution", {}).items():
+                on = "–" if a["peak_on_defect"] is None else str(a["peak_on_defect"])
+                drops = [f"{a[k]:+.2f}" if math.isfinite(a[k]) else "–" for k in ("mean_drop_colour", "mean_drop_geometry")]
+                lines.append("| " + " | ".join([category, variant, defect, str(a["images"]), on, *drops,
+                                                str(a["mainly_colour"]), str(a["mainly_geometry"]),
+                                                str(a["mainly_neither"])]) + " |")
+    return "\n".join(lines)
+
+
 def _demo_weights(log: Log) -> str:
     """ImageNet teachers if torchvision can provide them (cache or download), else random ones."""
     try:
@@ -122,5 +196,4 @@ def _demo_weights(log: Log) -> str:
         return "imagenet"
     except TRDError as exc:
         log(f"demo: ImageNet weights unavailable ({exc}); using RANDOM teachers - detection quality will be lower")
-        warnings.warn("demo runs with randomly initialised teachers", UserWarning, stacklevel=2)
         return "none"

@@ -13,11 +13,16 @@ from ..data.cache import build_cache
 from ..data.dataset import PairDataset
 from ..data.inputs import InputStats
 from ..data.samples import split_samples
-from ..detector import Detector, load_detector
+from ..detector import MODALITY_INPUTS, Detector, load_detector, require_good_inputs
+from ..evaluation.attribution import attribution_by_defect, peak_on_defect
+from ..evaluation.decisions import decision_lines, operating_point
 from ..evaluation.evaluate import evaluate_arrays
-from ..reporting.figures import BRANCH_WORDS, save_panel_png
+from ..reporting.figures import save_panel_png
 from ..reporting.report import SampleRow, write_metrics, write_report
 from ..runfolder import folder_lock
+from ..reporting.sections import border_section, decisions_section
+from ..scoring.border import BorderCheck, border_check
+from ..scoring.calibrate import threshold_source
 from ..scoring.infer import iterate_outputs
 from ..scoring.threshold import Thresholds
 from ..training.runtime import resolve_device
@@ -31,66 +36,88 @@ def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
 
 def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thresholds: Thresholds, out_dir: Path,
                       device: torch.device, *, pro_method: str = "exact", panels: bool = True,
-                      title: str = "TRD evaluation", batch_size: int = 8) -> dict[str, Any]:
-    """Run ``detector`` over ``dataset``, compute every metric, write metrics/panels/report to ``out_dir``."""
+                      title: str = "TRD evaluation", batch_size: int = 8, explain: bool = False,
+                      validation_border: BorderCheck | None = None, split: str = "test") -> dict[str, Any]:
+    """Run ``detector`` over ``dataset``, compute every metric, write metrics/panels/report to ``out_dir``.
+
+    ``explain`` adds modality attribution (`Detector.explain`, three model passes per sample);
+    ``validation_border`` is the border check stored with the model (None for older models).
+    """
     n, size = len(dataset), cfg.data.image_size
     branches = detector.branches
     fused = np.empty((n, size, size), np.float32)
     gts = np.empty((n, size, size), bool)
     scores = np.empty(n, np.float64)
     per_branch = {b: np.empty((n, size, size), np.float32) for b in branches}
-    contribs = {b: np.empty(n, np.float64) for b in branches}
-    for batch, out in iterate_outputs(detector, dataset, device, batch_size, cfg.data.num_workers):
+    shares = {b: np.empty(n, np.float64) for b in branches}
+    attribution = {m: np.full(n, np.nan) for m in MODALITY_INPUTS} if explain else None
+    run = detector.explain if explain else detector
+    for batch, out in iterate_outputs(run, dataset, device, batch_size, cfg.data.num_workers):
         idx = batch["index"].numpy()
         fused[idx] = out["anomaly_map"][:, 0].float().cpu().numpy()
         gts[idx] = batch["mask"][:, 0].numpy() > 0.5
         scores[idx] = out["score"].float().cpu().numpy()
         for b in branches:
             per_branch[b][idx] = out[f"scored_{b}"][:, 0].float().cpu().numpy()
-            contribs[b][idx] = out[f"contrib_{b}"].float().cpu().numpy()
+            shares[b][idx] = out[f"share_{b}"].float().cpu().numpy()
+        for m in attribution or {}:
+            attribution[m][idx] = out[f"attribution_{m}"].float().cpu().numpy()
     samples = dataset.samples
     labels = np.array([s.label for s in samples])
     defects = [s.defect for s in samples]
     result = evaluate_arrays(scores, labels, fused, gts, defects, branch_maps=per_branch,
                              limits=tuple(cfg.score.aupro_limits), pro_method=pro_method)
-    decisions = scores > thresholds.image
-    result["thresholds"] = {"image": thresholds.image, "pixel": thresholds.pixel,
-                            "target_fpr": thresholds.target_fpr, "source": "validation split"}
-    result["decisions_at_validation_threshold"] = {
-        "false_positive_rate": float(decisions[labels == 0].mean()) if (labels == 0).any() else float("nan"),
-        "true_positive_rate": float(decisions[labels == 1].mean()) if (labels == 1).any() else float("nan"),
-    }
+    if attribution is not None:
+        on_defect = peak_on_defect(fused, gts, int(round(cfg.score.sigma)))
+        result["modality_attribution"] = attribution_by_defect(defects, attribution["colour"], attribution["geometry"],
+                                                               on_defect)
+    point = operating_point(scores, defects, fused, gts, thresholds)
+    result["operating_point"] = point | {"statements": decision_lines(point, thresholds)}
+    result["thresholds"] = thresholds.to_dict()
+    test_border = border_check(fused.reshape(n, -1).argmax(axis=1), size)
+    result["border_check"] = {"validation": None if validation_border is None else validation_border.to_dict(),
+                              "this_split": test_border.to_dict()}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(out_dir, result)
     rows = []
+    decisions = scores > thresholds.image
     vmin, vmax = _display_range(fused, thresholds.pixel * 1.5)
     ranges = {b: _display_range(per_branch[b], 1.0) for b in branches}
     for i, sample in enumerate(samples):
-        contribution = {BRANCH_WORDS[b]: float(contribs[b][i]) for b in branches}
+        branch_share = {b: float(shares[b][i]) for b in branches}
+        explained = None if attribution is None else {m: float(v[i]) for m, v in attribution.items()}
         panel = None
         if panels:
             rgb, x3d, _ = dataset.load_raw(i)
             panel = f"panels/{sample.defect}/{sample.rgb.stem}.png"
-            shares = ", ".join(f"{k} {v:+.2f}" for k, v in contribution.items())
+            parts = ", ".join(f"{b} {v:+.2f}" for b, v in branch_share.items())
             save_panel_png(out_dir / panel, rgb=rgb, x3d=x3d, gt=gts[i] if sample.label else None,
                            anomaly_map=fused[i], branch_maps={b: per_branch[b][i] for b in branches},
                            vmin=vmin, vmax=vmax, branch_ranges=ranges,
-                           title=f"{sample.defect}/{sample.rgb.stem}  score {scores[i]:.2f} ({shares})")
+                           title=f"{sample.defect}/{sample.rgb.stem}  score {scores[i]:.2f} (branch shares {parts})")
         rows.append(SampleRow(name=f"{sample.defect}/{sample.rgb.stem}", category=sample.category, defect=sample.defect,
                               label=sample.label, score=float(scores[i]), decision=bool(decisions[i]),
-                              contributions=contribution, panel=panel))
+                              branch_shares=branch_share, panel=panel, attribution=explained))
     notes = [
-        f"Normalisation statistics and thresholds come from the validation split (target FPR {thresholds.target_fpr}).",
+        f"Normalisation statistics come from the validation split; thresholds from {thresholds.source or 'it too'}.",
         f"AU-PRO: {'official exact MVTec curve' if pro_method == 'exact' else 'reference 100-threshold curve'}.",
-        "Contributions: blurred z-score of each branch at the fused map's maximum; they add up to the score.",
+        "Branch shares: each branch's blurred z-value at the fused map's maximum; they add up to the score. They "
+        "are not modality shares: each branch sees both inputs through its Filter and Amplifier"
+        + ("; modality attribution (measured) is shown per sample." if explain else
+           " (`trd test --explain` measures modality attribution)."),
     ]
-    write_report(out_dir, title=title, result=result, rows=rows, config=cfg.to_dict(), notes=notes)
+    if thresholds.source == threshold_source(cfg, split):
+        notes.insert(0, "The thresholds were chosen on this very split: the realised rates below are not an "
+                        "honest estimate of what they do on new samples.")
+    sections = [decisions_section(point, thresholds), border_section(validation_border, test_border, cfg, split)]
+    write_report(out_dir, title=title, result=result, rows=rows, config=cfg.to_dict(), notes=notes, sections=sections)
     return result
 
 
 def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, split: str = "test",
              out_dir: str | Path | None = None, pro_method: str = "exact", panels: bool = True,
-             device: str = "auto", xyz_unit: str | None = None, flip_z: bool | None = None) -> dict[str, Any]:
+             device: str = "auto", xyz_unit: str | None = None, flip_z: bool | None = None,
+             explain: bool = False) -> dict[str, Any]:
     """Metrics, heatmap panels and the HTML report of a trained model on a labelled split.
 
     Args:
@@ -105,11 +132,14 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
         device: "auto", "cpu", "cuda" or "cuda:N".
         xyz_unit, flip_z: how this split's point clouds are stored, when it differs from the
             training data (default: as trained; see README "Data formats").
+        explain: also measure modality attribution per sample (three model passes per sample).
 
     Returns:
-        The result dict: ``overall``, ``per_defect``, ``per_branch`` metric tables, ``counts``,
-        ``thresholds`` and the decisions at the validation thresholds (see
-        `trd.evaluation.evaluate.evaluate_arrays`).
+        The result dict: ``overall``, ``per_defect``, ``per_branch`` metric tables, ``counts``
+        (see `trd.evaluation.evaluate.evaluate_arrays`), ``thresholds`` with their guarantee,
+        ``operating_point`` (the decisions at the thresholds: realised false-positive rate with
+        its 95 % interval, recall per defect type; `trd.evaluation.decisions`), ``border_check``
+        and, with ``explain``, ``modality_attribution`` per defect type.
 
     Example:
         >>> from trd import api
@@ -120,6 +150,8 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
     model_path = Path(model_path)
     dev = resolve_device(device)
     detector, cfg, thresholds, extra = load_detector(model_path, dev)
+    if explain:
+        require_good_inputs(detector, model_path)
     if data_root is not None:
         cfg.data.root = str(data_root)
     apply_input_overrides(cfg, xyz_unit, flip_z)
@@ -127,9 +159,11 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
     dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data), reference)
     out = Path(out_dir) if out_dir is not None else model_path.parent
     title = f"TRD ({cfg.model.variant}) on {cfg.data.category or Path(cfg.data.root).name} / {split}"
+    border = extra.get("border_check")
     with folder_lock(out, "trd test"):  # the report folder has one writer, like a run folder
-        return evaluate_detector(detector, dataset, cfg, thresholds, out, dev, pro_method=pro_method,
-                                 panels=panels, title=title)
+        return evaluate_detector(detector, dataset, cfg, thresholds, out, dev, pro_method=pro_method, panels=panels,
+                                 title=title, explain=explain, split=split,
+                                 validation_border=None if border is None else BorderCheck.from_dict(border))
 
 
 SUMMARY_KEYS = (("i_auroc", "I-AUROC"), ("p_auroc", "P-AUROC"), ("aupro@0.3", "AUPRO@30%"), ("aupro@0.01", "AUPRO@1%"))
@@ -139,3 +173,9 @@ def summary_line(result: dict[str, Any]) -> str:
     """One line with the headline metrics of an evaluation, e.g. ``I-AUROC 0.9530  P-AUROC 0.9812 ...``."""
     overall = result["overall"]
     return "  ".join(f"{label} {overall[key]:.4f}" for key, label in SUMMARY_KEYS if key in overall)
+
+
+def decision_summary(result: dict[str, Any]) -> str:
+    """The decisions at the deployment thresholds as printed by ``trd test``: each threshold's
+    promise, the realised rate on the split with its 95 % interval, recall per defect type."""
+    return "\n".join(result["operating_point"]["statements"])

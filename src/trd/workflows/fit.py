@@ -35,7 +35,9 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
         resume: continue from ``run_dir/state.pt`` when it exists (it must come from the same
             settings); False starts over.
         progress: show a progress bar per epoch.
-        log: where progress lines go (``print`` by default).
+        log: where progress lines go (``print`` by default); at the end it receives what the
+            thresholds promise (with a warning when the validation split is too small for the
+            requested rate) and the border check of the validation maxima.
 
     Returns:
         The path of ``model.pt``; None in the non-zero ranks of a ``torchrun`` job (only rank 0
@@ -74,12 +76,12 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
             trainer.fit(PairDataset(train_samples, cfg.data, cache, inputs), state, progress=progress)
             if not info.is_main:
                 return None
-            validation = PairDataset(val_samples, cfg.data, cache, inputs)
-            scorer, thresholds = calibrate(trainer.model, validation, cfg, device)
-            save_detector(path, Detector(trainer.model, scorer).eval(), cfg, thresholds, extra={
+            cal = calibrate(trainer.model, PairDataset(val_samples, cfg.data, cache, inputs), cfg, device)
+            save_detector(path, Detector(trainer.model, cal.scorer, cal.reference).eval(), cfg, cal.thresholds, extra={
                 "history": trainer.history, "n_train": len(train_samples), "n_validation": len(val_samples),
-                "inputs": inputs.to_dict(), "threads": torch.get_num_threads()})
-            log(f"validation thresholds: image {thresholds.image:.4f}, pixel {thresholds.pixel:.4f}")
+                "border_check": cal.border.to_dict(), "inputs": inputs.to_dict(), "threads": torch.get_num_threads()})
+            for line in cal.summary(cfg):
+                log(line)
     return path
 
 

@@ -39,7 +39,7 @@ from ..data.dataset import PairDataset
 from ..data.inputs import InputStats
 from ..data.samples import Sample, unlabelled_samples
 from ..data.transforms import denormalise
-from ..detector import load_detector
+from ..detector import load_detector, require_good_inputs
 from ..errors import ConfigError, DataError, OutputError, write_error
 from ..reporting.figures import save_heatmap_png
 from ..runfolder import folder_lock
@@ -185,7 +185,9 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
                 continue
             maps = out["anomaly_map"].float().cpu().numpy()[:, 0]
             scores = out["score"].float().cpu().numpy()
-            contribs = {k[len("contrib_"):]: v.float().cpu().numpy() for k, v in out.items() if k.startswith("contrib_")}
+            shares = {k[len("share_"):]: v.float().cpu().numpy() for k, v in out.items() if k.startswith("share_")}
+            explained = {k[len("attribution_"):]: v.float().cpu().numpy() for k, v in out.items()
+                         if k.startswith("attribution_")}
             for j, index in enumerate(batch["index"].tolist()):
                 sample = todo[index]
                 name = sample.rgb.stem
@@ -193,10 +195,13 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
                 save_heatmap_png(out_dir / heat, denormalise(batch["rgb"][j].numpy()), maps[j], 0.0, vmax)
                 atomic_write_bytes(out_dir / mask, _png(maps[j] > thresholds.pixel))
                 anomalous = bool(scores[j] > thresholds.image)
-                ledger.append({"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
-                               "anomalous": anomalous, "image_threshold": thresholds.image,
-                               "contributions": {k: float(v[j]) for k, v in contribs.items()},
-                               "heatmap": heat, "mask": mask})
+                record = {"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
+                          "anomalous": anomalous, "image_threshold": thresholds.image,
+                          "branch_shares": {k: float(v[j]) for k, v in shares.items()},
+                          "heatmap": heat, "mask": mask}
+                if explained:
+                    record["modality_attribution"] = {k: float(v[j]) for k, v in explained.items()}
+                ledger.append(record)
                 n_scored += 1
                 n_anomalous += anomalous
     return {"scored": n_scored, "skipped": skipped, "anomalous": n_anomalous, "failed": failed,
@@ -206,7 +211,8 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
 def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
             batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
-            xyz_unit: str | None = None, flip_z: bool | None = None, log: Log = print) -> dict[str, Any]:
+            xyz_unit: str | None = None, flip_z: bool | None = None, explain: bool = False,
+            log: Log = print) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
@@ -224,6 +230,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         camera: camera.json of depth PNG inputs (default: ``<input>/camera.json``).
         xyz_unit, flip_z: how these scans' clouds are stored, when it differs from the training
             data (default: as trained).
+        explain: add ``modality_attribution`` to each record (`trd.detector.Detector.explain`;
+            three model passes per sample; needs ``model_path``).
         log: where progress lines go.
 
     Returns:
@@ -238,6 +246,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     """
     if (model_path is None) == (onnx_path is None):
         raise ConfigError("give exactly one of --model (model.pt) or --onnx (exported file)")
+    if explain and onnx_path is not None:
+        raise ConfigError("--explain needs --model (model.pt holds the good inputs it needs; an ONNX file does not)")
     out_dir = Path(out_dir)
     for given in (input_dir, rgb, xyz, camera):  # before the (slow) model load
         if given is not None and not given.exists():
@@ -252,7 +262,10 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     else:
         model_file = Path(model_path)
         dev = resolve_device(device)
-        run, cfg, thresholds, extra = load_detector(model_file, dev)
+        detector, cfg, thresholds, extra = load_detector(model_file, dev)
+        if explain:
+            require_good_inputs(detector, model_file)
+        run = detector.explain if explain else detector
         reference = InputStats.from_dict(extra.get("inputs"))
         files = (model_file,)
     apply_input_overrides(cfg, xyz_unit, flip_z)

@@ -1,0 +1,198 @@
+"""What a user reads first, end to end on the tiny model: the thresholds' promise (fit log, model.pt,
+ONNX metadata, report), `trd calibrate`, modality attribution, the banner and the border check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trd import api
+from trd.checkpoint import load_checkpoint
+from trd.config import load_config
+from trd.data.cache import build_cache
+from trd.data.dataset import PairDataset
+from trd.data.samples import list_samples
+from trd.detector import load_detector
+from trd.errors import CheckpointError, ConfigError, TRDError
+from trd.scoring.counterfactual import nominal_inputs
+from trd.scoring.threshold import order_statistic_threshold
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def trained(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """(model.pt, fit log lines) of the tiny model, trained once for this module (2 validation samples)."""
+    run = tmp_path_factory.mktemp("trust")
+    cfg = load_config(None, [*TINY, f"data.root={synth_root}", "data.category=puck", f"data.cache_dir={run / 'cache'}"])
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="teacher .* randomly initialised")
+        model = api.fit(cfg, run, progress=False, log=lines.append)
+    return model, lines
+
+
+def _good_dataset(model: Path, split: str) -> PairDataset:
+    _, cfg, _, _ = load_detector(model)
+    samples = [s for s in list_samples("mvtec3d", Path(cfg.data.root), "puck", split) if s.label == 0]
+    return PairDataset(samples, cfg.data, build_cache(cfg.data))
+
+
+def test_fit_states_the_guarantee_and_warns_about_small_n(trained) -> None:
+    model, lines = trained
+    assert any(line.startswith("image threshold ") and "(n = 2 validation samples)" in line for line in lines)
+    assert any("false-positive rate <= 33.3 %" in line for line in lines)  # k/(n+1) = 1/3
+    warning = next(line for line in lines if "cannot support" in line)
+    assert warning.startswith("warning: 2 validation samples cannot support the requested 1 % false-positive rate")
+    assert "smallest rate they support is 33.3 %" in warning and "at least 99 good samples" in warning
+    assert any(line.startswith("border check: ") for line in lines)
+
+    blob = load_checkpoint(model, "model")
+    record = blob["thresholds"]
+    assert (record["n_validation"], record["rank"], record["sufficient"]) == (2, 1, False)
+    assert record["guaranteed_fpr"] == pytest.approx(1 / 3) and record["samples_needed"] == 99
+    assert record["statements"][-1] == warning
+    assert set(blob["reference"]) == {"rgb", "x3d"} and blob["reference"]["rgb"].shape == (2, 3, 64, 64)
+    assert blob["extra"]["border_check"]["images"] == 2
+
+
+def test_onnx_metadata_carries_the_guarantee(trained, tmp_path) -> None:
+    pytest.importorskip("onnx")
+    import onnx
+
+    path = api.export(trained[0], tmp_path / "m.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    record = json.loads(meta["trd.thresholds"])
+    assert record["sufficient"] is False and record["smallest_supported_fpr"] == pytest.approx(1 / 3)
+    assert any("cannot support" in line for line in record["statements"])
+
+
+def test_report_shows_banner_decisions_border_and_attribution(trained, tmp_path) -> None:
+    result = api.evaluate(trained[0], out_dir=tmp_path, panels=False, explain=True)
+    point = result["operating_point"]
+    assert point["image"]["false_positives"]["of"] == 2 and len(point["image"]["false_positives"]["ci95"]) == 2
+    assert set(point["image"]["recall"]) == {"color", "crack", "dent"}
+    assert set(result["modality_attribution"]) == {"color", "crack", "dent", "good"}
+    assert result["border_check"]["validation"]["images"] == 2 and result["border_check"]["this_split"]["images"] == 8
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "> **WARNING: Random teachers" in md.splitlines()[2]
+    assert "## Decisions at the deployment thresholds" in md and "cannot support the requested 1 %" in md
+    assert "| good image flagged |" in md and "95 % CI" in md and "## Where the image maxima sit" in md
+    assert "## Modality attribution per defect type" in md and "## I-AUROC per defect type, each branch alone" in md
+    assert "branch_i_auroc_per_defect" not in md.split("## Configuration")[0]
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.index('class="banner"') < html.index("Decisions at the deployment thresholds")
+    summary = api.decision_summary(result)
+    assert "on this split: " in summary and "recall color" in summary
+
+
+def test_explain_is_the_counterfactual_score_drop(trained) -> None:
+    detector, cfg, _, _ = load_detector(trained[0])
+    assert detector.reference["rgb"].shape == (2, 3, 64, 64)  # both validation inputs (at most BANK_SIZE)
+    item = _good_dataset(trained[0], "test")[0]
+    rgb, x3d = item["rgb"][None], item["x3d"][None]
+    with torch.inference_mode():
+        out = detector.explain(rgb, x3d)
+        torch.testing.assert_close(out["score"], detector(rgb, x3d)["score"])
+        peak = out["anomaly_map"].flatten(1).argmax(1)
+        no_colour = detector(nominal_inputs(rgb, detector.reference["rgb"], peak), x3d)["score"]
+        no_geometry = detector(rgb, nominal_inputs(x3d, detector.reference["x3d"], peak))["score"]
+    torch.testing.assert_close(out["attribution_colour"], out["score"] - no_colour)
+    torch.testing.assert_close(out["attribution_geometry"], out["score"] - no_geometry)
+    with torch.inference_mode():  # a stored good input is its own best match: nothing changes
+        ref = {k: v[:1] for k, v in detector.reference.items()}
+        same = detector.explain(ref["rgb"], ref["x3d"])
+    assert abs(float(same["attribution_colour"])) < 1e-4 and abs(float(same["attribution_geometry"])) < 1e-4
+
+
+def test_predict_explain_records(trained, synth_root, tmp_path) -> None:
+    inputs = synth_root / "puck" / "test" / "color"
+    api.predict(trained[0], tmp_path / "p", input_dir=inputs, explain=True)
+    record = json.loads((tmp_path / "p" / "predictions.jsonl").read_text().splitlines()[0])
+    assert set(record["branch_shares"]) == {"rgb", "geo"} and "contributions" not in record
+    assert set(record["modality_attribution"]) == {"colour", "geometry"}
+    plain = api.predict(trained[0], tmp_path / "q", input_dir=inputs)
+    assert "modality_attribution" not in (tmp_path / "q" / "predictions.jsonl").read_text() and plain["scored"] == 2
+    with pytest.raises(ConfigError, match="--explain needs --model"):
+        api.predict(None, tmp_path / "r", input_dir=inputs, onnx_path=tmp_path / "x.onnx", explain=True)
+
+
+def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path, messages) -> None:
+    model = trained[0]
+    out = tmp_path / "recal.pt"
+    lines: list[str] = []
+    assert api.calibrate(model, split="test", out=out, target_fpr=0.3, log=lines.append) == out
+    assert any("defective left out" in line for line in lines)
+    old_det, _, old, _ = load_detector(model)
+    new_det, _, new, extra = load_detector(out)
+    # the statistics are kept: the same sample gets the same score from both models
+    for a, b in zip(old_det.scorer.state_dict().values(), new_det.scorer.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    dataset = _good_dataset(model, "test")
+    with torch.inference_mode():
+        scores = np.array([float(old_det(d["rgb"][None], d["x3d"][None])["score"]) for d in dataset])
+    image, rank = order_statistic_threshold(scores, 0.3)
+    assert new.image == pytest.approx(image) and new.rank == rank and new.n_validation == 2
+    assert new.target_fpr == 0.3 and "(test split)" in new.source and "calibration samples" in new.image_statement()
+    assert extra["calibrations"][-1]["previous"]["image"] == old.image and extra["border_check"]["images"] == 2
+    # never silently replaced, never the input model
+    with pytest.raises(ConfigError, match="exists") as exists:
+        api.calibrate(model, split="test", out=out)
+    with pytest.raises(ConfigError, match="input model") as itself:
+        api.calibrate(model, out=model)
+    with pytest.raises(ConfigError, match=r"--target-fpr must be in \[0, 1\), got 1.5") as rate:
+        api.calibrate(model, out=tmp_path / "x.pt", target_fpr=1.5)
+    messages.record("setting", "calibrate --out names an existing file", f"error: {exists.value}")
+    messages.record("setting", "calibrate --out is the input model", f"error: {itself.value}")
+    messages.record("setting", "calibrate --target-fpr 1.5", f"error: {rate.value}")
+    assert api.calibrate(model, split="test", out=out, overwrite=True) == out
+
+
+def test_calibrate_needs_good_samples(trained, synth_root, tmp_path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(synth_root / "puck" / "test" / "dent", root / "puck" / "test" / "dent")
+    with pytest.raises(TRDError, match=r"no good samples in .*puck \(test split\)"):
+        api.calibrate(trained[0], data_root=root, split="test", out=tmp_path / "x.pt")
+
+
+def test_damaged_records_are_one_line_checkpoint_errors(trained, tmp_path) -> None:
+    blob = torch.load(trained[0], map_location="cpu", weights_only=True)
+    bad_rank = dict(blob, thresholds=blob["thresholds"] | {"rank": 4, "n_validation": 3})
+    bad_reference = dict(blob, reference={"rgb": blob["reference"]["rgb"][:, :, :8], "x3d": blob["reference"]["x3d"]})
+    for name, edited, words in (("rank.pt", bad_rank, "impossible rank 4 of 3"),
+                                ("reference.pt", bad_reference, "damaged reference entry")):
+        torch.save(edited, tmp_path / name)
+        with pytest.raises(CheckpointError, match=words):
+            load_detector(tmp_path / name)
+
+
+def test_models_of_older_versions_load_and_say_the_guarantee_is_unknown(trained, tmp_path, messages) -> None:
+    blob = torch.load(trained[0], map_location="cpu", weights_only=True)
+    blob["thresholds"] = {k: blob["thresholds"][k] for k in ("image", "pixel", "target_fpr", "pixel_fpr")}
+    del blob["reference"]
+    blob["extra"].pop("border_check")
+    old = tmp_path / "old.pt"
+    torch.save(blob, old)
+    detector, _, thresholds, _ = load_detector(old)
+    assert not thresholds.known and detector.reference is None
+    with pytest.raises(TRDError, match="no good inputs"):
+        detector.explain(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))
+    with pytest.raises(CheckpointError, match="has no good inputs for --explain"):
+        api.predict(old, tmp_path / "p", input_dir=Path(blob["config"]["data"]["root"]) / "puck" / "test" / "dent",
+                    explain=True)
+    with pytest.raises(CheckpointError, match="has no good inputs for --explain") as old_explain:
+        api.evaluate(old, out_dir=tmp_path / "e", explain=True)
+    messages.record("input", "test --explain with a model of an older trd", f"error: {old_explain.value}")
+    api.evaluate(old, out_dir=tmp_path / "report", panels=False)
+    md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "guarantee is unknown" in md and "Validation check not available" in md
+    # calibrate adds what was missing: a stated guarantee and the reference
+    new = api.calibrate(old, log=lambda _: None)
+    detector, _, thresholds, _ = load_detector(new)
+    assert thresholds.known and detector.reference is not None
