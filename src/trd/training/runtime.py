@@ -42,9 +42,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: bf16 only where it is fast (CUDA with native bf16); fp32 elsewhere.
+    """Compute dtype of ``train.precision``: "fp32" (the default, as the reference), "bf16", or
+    "auto" = bf16 where it is fast (CUDA with native bf16), fp32 elsewhere.
 
-    CPUs without AMX/AVX512-BF16 run bf16 slower than fp32, so ``auto`` never picks it on CPU.
+    DEPARTURE (docs/METHOD_NOTES.md §10), opt-in only: bf16 autocast runs the students' and
+    teachers' forward in bfloat16 (the teacher cache then stores bf16 features); the reference is
+    float32 throughout. Losses and maps stay float32. CPUs without AMX/AVX512-BF16 run bf16 slower
+    than fp32, so ``auto`` never picks it on CPU.
+
+    Example:
+        >>> resolve_precision("auto", torch.device("cpu"))
+        torch.float32
     """
     if name == "fp32":
         return torch.float32
@@ -117,6 +125,15 @@ def mean_over_ranks(values: dict[str, float], info: DistInfo, device: torch.devi
     packed = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(packed)
     return {k: float(v) / info.world for k, v in zip(values, packed)}
+
+
+def rank0_value(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (for decisions every rank must take alike); unchanged in one process."""
+    if info.world == 1:
+        return value
+    packed = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(packed, src=0)
+    return float(packed)
 
 
 # Device types whose inputs torch.nn.SyncBatchNorm accepts (it raises a ValueError for CPU tensors).
