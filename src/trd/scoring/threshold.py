@@ -1,6 +1,8 @@
 """Deployment thresholds, chosen on the VALIDATION split only (normal samples), never on test data.
 
 Decision rule everywhere: a score is anomalous iff it is strictly greater than the threshold.
+DEPARTURE (docs/METHOD_NOTES.md §8, an addition): the reference reports metrics only and has no
+decision threshold.
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ def seed_all(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> this process's CUDA device if any (LOCAL_RANK under torchrun), else CPU."""
+    """``auto`` -> this process's CUDA device if any (LOCAL_RANK under torchrun), else CPU.
+
+    DEPARTURE (docs/METHOD_NOTES.md §7, a reference bug not copied): the reference hard-codes its
+    GPU index (``cuda:0`` or ``cuda:1`` per script); here the device is a setting.
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -159,6 +163,9 @@ class _AllReduceSum(torch.autograd.Function):
 
 class AllReduceBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d with the statistics of the global batch of all ranks, for CPU training.
+
+    DEPARTURE (docs/METHOD_NOTES.md §11): the reference trains in one process; here a multi-process
+    run synchronises every BatchNorm (this class on CPU, torch's SyncBatchNorm on CUDA).
 
     Used where torch's SyncBatchNorm refuses the device. Mean and (two-pass) variance come from
     all-reduced sums, and autograd through the all-reduce gives the exact gradient of the
