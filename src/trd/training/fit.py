@@ -57,7 +57,7 @@ def check_finished(model_path: Path, cfg: Config) -> None:
     Its config must pass the resume check and have the same number of epochs: without the
     optimiser state a finished run cannot be continued to more epochs.
     """
-    saved = load_checkpoint(model_path, "model")["config"]
+    saved = load_checkpoint(model_path, "model", mmap=True)["config"]
     _check_resumable(saved, cfg, model_path)
     if saved["train"]["epochs"] != cfg.train.epochs:
         raise CheckpointError(model_path, f"is final after train.epochs={saved['train']['epochs']} and its train "

@@ -20,6 +20,14 @@ from ..scoring.threshold import Thresholds
 from ..training.runtime import resolve_device
 
 
+#: What the report says about the AU-PRO curve(s) of ``pro_method``.
+PRO_NOTES = {
+    "exact": "official exact MVTec curve",
+    "thresholds": "the reference code's 100-threshold curve (aupro100@L)",
+    "both": "aupro@L is the official exact MVTec curve, aupro100@L the reference code's 100-threshold curve",
+}
+
+
 def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
     """A colour scale shared by every image of a run: 0 up to the 99.9th percentile (at least ``floor``)."""
     top = float(np.percentile(values, 99.9)) if values.size else floor
@@ -78,7 +86,7 @@ def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thr
                               contributions=contribution, panel=panel))
     notes = [
         f"Normalisation statistics and thresholds come from the validation split (target FPR {thresholds.target_fpr}).",
-        f"AU-PRO: {'official exact MVTec curve' if pro_method == 'exact' else 'reference 100-threshold curve'}.",
+        f"AU-PRO: {PRO_NOTES[pro_method]}.",
         "Contributions: blurred z-score of each branch at the fused map's maximum; they add up to the score.",
     ]
     write_report(out_dir, title=title, result=result, rows=rows, config=cfg.to_dict(), notes=notes)
