@@ -3,9 +3,10 @@
 `trd reproduce` prints it before it starts. `warm_up` builds the run's model on the run's device
 with the run's settings, times the teachers' forward, one training step of every student and the
 inference forward on random inputs of the configured size, reads and preprocesses one real sample,
-renders one report panel and writes 64 MiB (with fsync) into the output folder. `estimate` turns
-these figures and the sample counts into seconds and bytes; `describe` says it in a few lines.
-What it leaves out is said there too: DataLoader overlap, evaluation's metric computation.
+renders one report panel and saves a 256 MiB tensor the way a checkpoint is saved (torch.save,
+fsync, rename) into the output folder. `estimate` turns these figures and the sample counts into
+seconds and bytes; `describe` says it in a few lines. Not counted: the overlap of data loading with
+compute, and evaluation's metric computation (AU-PRO, seconds per category).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..atomic import atomic_save
 from ..config import Config
 from ..data.dataset import PairDataset
 from ..data.samples import Sample
@@ -32,7 +33,7 @@ from ..training.teacher_cache import teacher_cache_bytes
 #: Pairs per timed training step on a CPU (a paper-sized step at batch 16 takes minutes there);
 #: the time per pair hardly depends on the batch on a CPU. On a GPU the configured batch is used.
 CPU_WARMUP_BATCH = 2
-PROBE_BYTES = 64 * 2**20
+PROBE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -100,16 +101,13 @@ def _per_call(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def _write_speed(folder: Path) -> float:
-    """Bytes/s of writing PROBE_BYTES with fsync into ``folder`` (as a checkpoint is written)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / f".trd-write-probe-{os.getpid()}"
-    data = np.random.default_rng(0).bytes(PROBE_BYTES)  # incompressible, as weights are
+    """Bytes/s of saving PROBE_BYTES of float32 into ``folder`` as a checkpoint is saved (torch.save
+    into a temporary file, fsync, rename). Multi-GB writes can be slower once the disk cache fills."""
+    probe = folder / f".trd-write-probe-{os.getpid()}.pt"
+    tensor = torch.rand(PROBE_BYTES // 4)  # incompressible, as weights are
     start = time.perf_counter()
     try:
-        with probe.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        atomic_save(probe, lambda fh: torch.save(tensor, fh))
         return PROBE_BYTES / max(time.perf_counter() - start, 1e-9)
     finally:
         probe.unlink(missing_ok=True)
@@ -270,7 +268,7 @@ def describe(work: list[CategoryWork], cfg: Config, device: torch.device, w: War
                  f"a category trains (train.keep_state={str(t.keep_state).lower()}), "
                  f"+{_gb(est.cache_bytes)} preprocessing cache")
     state_write = w.state_bytes / w.write_bytes_per_s
-    lines.append(f"  checkpoints: {_gb(w.state_bytes)} per write (~{state_write:.0f} s), every "
+    lines.append(f"  checkpoints: {_gb(w.state_bytes)} per write (~{state_write:.0f} s at the probe's speed), every "
                  f"{t.checkpoint_minutes:g} min of training and after the last epoch; state.pt is removed "
                  f"once model.pt is written")
     return "\n".join(lines)
