@@ -82,9 +82,16 @@ def test_metric_check_comparison() -> None:
     assert checked["torch.compile"] == {"error": "RuntimeError: boom", "within": False}
     text = mc.markdown({mc.REFERENCE: ref, "channels_last": far, "torch.compile": {"error": "boom"}}, checked, 0.02)
     assert "| channels_last | 0.7500 (-0.0500) |" in text and "**no**" in text and "error: RuntimeError: boom" in text
+    # Training: a difference no larger than the other seed's counts as within the run-to-run spread.
+    seed = {"metrics": {k: 0.8 for k in mc.METRICS} | {"aupro@0.01": math.nan, "i_auroc": 0.74}, "scores": [1.0, 2.0, 5.0]}
+    with_noise = mc.compare({mc.REFERENCE: ref, mc.NOISE: seed, "channels_last": far}, 0.02, mc.NOISE)
+    assert with_noise["channels_last"]["within"] and with_noise[mc.NOISE]["within"] is None
     with pytest.raises(SystemExit):
-        mc.parse_args(["--out", "o", "--settings", "fp16"])
-    assert mc.parse_args(["--out", "o", "--settings", "bf16 autocast"]).names == [mc.REFERENCE, "bf16 autocast"]
+        mc.parse_args(["--out", "o", "--train", "fp16"])
+    args = mc.parse_args(["--out", "o", "--train", "bf16 autocast", "--infer", "channels_last"])
+    assert args.train_names == [mc.REFERENCE, mc.NOISE, "bf16 autocast"]
+    assert args.infer_names == [mc.REFERENCE, "channels_last"]
+    assert mc.parse_args(["--out", "o", "--train", ""]).train_names == [mc.REFERENCE]
 
 
 def test_checkpoint_share_before_and_after() -> None:
