@@ -68,7 +68,8 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
     run = tmp_path / "run"
     # The train state after every epoch (no 10-minute floor), so there is one to resume from; the
     # uninterrupted reference run wrote its state only once, at the end: the weights are the same.
-    args = tools.fit_args(rob_root, rob_cache, run, "--no-test", "--set", "train.checkpoint_minutes=0")
+    args = tools.fit_args(rob_root, rob_cache, run, "--no-test", "--set", "train.checkpoint_minutes=0",
+                          "--set", "train.keep_state=false")  # the default: removed once model.pt is final
     _kill_mid_epoch_2(args, run, tmp_path / "killed.log", tools.cli_env())
 
     # Only complete files: state.pt of epoch 1 and config.toml (plus complete cache entries). A kill

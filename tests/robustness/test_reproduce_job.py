@@ -32,7 +32,8 @@ def mvtec_root(rob_root: Path, tmp_path: Path) -> Path:
 def _args(root: Path, out: Path, cache: Path, tools: SimpleNamespace) -> list[str]:
     args = ["reproduce", "--data", str(root), "--out", str(out), "--categories", ",".join(CATEGORIES)]
     # Two epochs, a train state after every one, so the killed category has one to resume from.
-    for item in [*tools.TINY, "train.epochs=2", f"data.cache_dir={cache}", "train.checkpoint_minutes=0"]:
+    for item in [*tools.TINY, "train.epochs=2", f"data.cache_dir={cache}", "train.checkpoint_minutes=0",
+                 "train.keep_state=false"]:
         args += ["--set", item]
     return args
 
