@@ -43,6 +43,16 @@ def test_reproduce_writes_the_table_beside_the_published_numbers(tiny_cfg, mvtec
     assert "aupro@L is the official exact MVTec curve" in (tmp_path / "runs" / "bagel" / "report.md").read_text()
     assert lines[0].startswith("plan: 1 categories x 1 epochs") and any(ln.startswith("== bagel (1/1)") for ln in lines)
 
+    # Run again: with settings that change results it is refused, naming them ...
+    other = copy.deepcopy(tiny_cfg)
+    other.train.lr, other.data.num_workers = 0.01, 1  # num_workers cannot change results: not named
+    with pytest.raises(ConfigError, match=r"reproduction.json: .*other settings \(train.lr: 0.005 -> 0.01\)"):
+        api.reproduce(other, tmp_path / "runs", ["bagel"], log=lambda _: None)
+    # ... with the same settings the finished category is skipped, the table rebuilt from the saved results.
+    lines.clear()
+    assert api.reproduce(tiny_cfg, tmp_path / "runs", ["bagel"], log=lines.append) == text
+    assert "== bagel (1/1): finished, skipped" in lines and "estimate: none (nothing left to do)" in lines[0]
+
 
 def test_dry_run_prints_the_plan_and_estimate_and_trains_nothing(tiny_cfg, mvtec_root, tmp_path):
     tiny_cfg.data.root = str(mvtec_root)
@@ -54,20 +64,6 @@ def test_dry_run_prints_the_plan_and_estimate_and_trains_nothing(tiny_cfg, mvtec
     assert "pairs: train 8, validation 4, test 16" in plan
     assert "estimate: 2 categories x 2 epochs, ~" in plan and "on this device" in plan and " in " in plan
     assert list((tmp_path / "runs").iterdir()) == []  # the warm-up's probes are gone; nothing trained
-
-
-def test_a_rerun_with_other_settings_is_refused_naming_them(tiny_cfg, mvtec_root, tmp_path):
-    tiny_cfg.data.root = str(mvtec_root)
-    tiny_cfg.train.epochs = 1
-    api.reproduce(tiny_cfg, tmp_path / "runs", ["bagel"], log=lambda _: None)
-    other = copy.deepcopy(tiny_cfg)
-    other.train.lr, other.data.num_workers = 0.01, 1  # num_workers cannot change results: not named
-    with pytest.raises(ConfigError, match=r"reproduction.json: .*other settings \(train.lr: 0.005 -> 0.01\)"):
-        api.reproduce(other, tmp_path / "runs", ["bagel"], log=lambda _: None)
-    # The same settings: the finished category is skipped, the table rebuilt from the saved results.
-    lines: list[str] = []
-    again = api.reproduce(tiny_cfg, tmp_path / "runs", ["bagel"], log=lines.append)
-    assert "== bagel (1/1): finished, skipped" in lines and "| ours |" in again
 
 
 WARMUP = Warmup(seconds=1.0, batch=2, teacher_s=0.5, step_s=1.0, infer_s=0.25, load_s=0.1,
