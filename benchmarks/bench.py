@@ -336,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
                     owner["results"].append(result)
                 if "error" in result:
                     print(f"    error: {result['error']}", flush=True)
+                else:  # every figure as it is measured: a run stopped early still tells what it measured
+                    print("    " + json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}), flush=True)
     for name, (rows, meta) in plans.items():
         s = meta["sizes"]
         print(f"\n{name}: {MODELS[name].backbone} @ {MODELS[name].size}px, train batch {s['batch']}, "

@@ -10,8 +10,11 @@ of one category (default bagel; the paper protocol, fp32) into OUT/reproduce.
 Quick: synthetic data and random teachers only (no dataset, no ImageNet weights, no network): the
 paper-sized model's toggles table with inference at batch 1/8/32, peak memory, the train-state
 write and the metric check.
-Both write OUT/gpu.json (everything measured) and OUT/gpu.md (the tables). Without CUDA it stops
-at once with exit code 2. ONNX Runtime rows are not part of it: its CUDA provider needs
+The metric check runs first (it says whether the speed settings keep the fp32 results), then the
+benchmarks; each step's log (OUT/*.log) shows every measurement as it is made, so a run stopped
+early still tells what it measured. ``--no-compile`` leaves out torch.compile (minutes of compile
+time) where the time is short. Both write OUT/gpu.json (everything measured) and OUT/gpu.md (the
+tables). Without CUDA it stops at once with exit code 2. ONNX Runtime rows are not part of it: its CUDA provider needs
 onnxruntime-gpu, which the toolkit does not install.
 """
 
@@ -39,6 +42,15 @@ FULL_BENCH = [
 ]
 
 
+def _sibling(name: str) -> Any:
+    """Import a script of this folder (metric_check's setting names)."""
+    sys.path.insert(0, str(HERE))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(HERE))
+
+
 def cuda_problem() -> str | None:
     """Why this machine cannot run the GPU measurements, or None when it can."""
     if torch.cuda.is_available():
@@ -58,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone-weights", default=None,
                    help="teacher weights for the reproduction: imagenet (download) or a file (offline)")
     p.add_argument("--no-reproduce", action="store_true", help="full run without the reproduction")
+    p.add_argument("--no-compile", action="store_true",
+                   help="leave out the torch.compile rows and checks (their compile time is minutes)")
     args = p.parse_args(argv)
     if args.quick and (args.data or args.no_reproduce or args.backbone_weights):
         p.error("--quick runs on synthetic data only: --data, --backbone-weights and --no-reproduce do not apply")
@@ -102,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     steps: dict[str, dict[str, Any]] = {}
+    # The metric check first: it is what says whether the speed settings keep the fp32 results.
+    check = [sys.executable, str(HERE / "metric_check.py"), "--device", "cuda", "--out", str(out)]
+    if args.no_compile:
+        mc = _sibling("metric_check")
+        check += ["--train", ",".join(n for n in mc.TRAIN_SETTINGS if n not in (mc.REFERENCE, mc.NOISE, "torch.compile")),
+                  "--infer", ",".join(n for n in mc.INFER_SETTINGS if n not in (mc.REFERENCE, "torch.compile"))]
+    steps["metric-check"] = _run(check, out / "metric-check.log")
     bench_runs = [("quick", QUICK_BENCH)] if args.quick else FULL_BENCH
     for name, extra in bench_runs:
+        extra = [a for a in extra if not (args.no_compile and a == "--compile")]
         cmd = [sys.executable, str(HERE / "bench.py"), "--device", "cuda", *extra, "--out", str(out / f"bench-{name}.json")]
         steps[f"bench-{name}"] = _run(cmd, out / f"bench-{name}.log")
-    check = [sys.executable, str(HERE / "metric_check.py"), "--device", "cuda", "--out", str(out)]
-    steps["metric-check"] = _run(check, out / "metric-check.log")
     if not args.quick and not args.no_reproduce:
         repro = [sys.executable, "-m", "trd.cli", "reproduce", "--data", str(args.data), "--out", str(out / "reproduce"),
                  "--categories", args.category]

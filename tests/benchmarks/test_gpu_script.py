@@ -65,6 +65,7 @@ def test_good_arguments(gpu: ModuleType, tmp_path: Path) -> None:
     assert not args.quick and args.category == "bagel" and args.data == tmp_path
     assert gpu.parse_args(["--out", "o", "--quick"]).quick
     assert gpu.parse_args(["--out", "o", "--no-reproduce"]).no_reproduce
+    assert gpu.parse_args(["--out", "o", "--quick", "--no-compile"]).no_compile
 
 
 def test_metric_check_comparison() -> None:
