@@ -6,13 +6,16 @@ Every configuration runs in its own process (see workloads.py), so its peak memo
 "baseline" = the reference code's loops (fp32, NCHW, teachers every iteration, 3D preprocessing on
 every access, batch-1 inference scored on the host with numpy/scipy). The "ours" rows add the
 toolkit's optimisations one at a time (``--ladder full``), so each row's gain over the row above is
-what that optimisation buys. See benchmarks/README.md.
+what that optimisation buys; ``--ladder toggles`` starts from the toolkit's defaults (fp32) and
+switches one speed setting at a time. A checkpoint job per model times the train-state write and
+gives its share of an MVTec 3D-AD epoch, written every epoch or by wall time. See benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -44,6 +47,11 @@ MODELS = {
     "paper": ModelSpec("paper", "wide_resnet50_2", 256),
 }
 MODEL_SETS = {"small": ["small-128", "small-256"], "paper": ["paper"], "both": ["small-128", "small-256", "paper"]}
+
+#: Training pairs of an MVTec 3D-AD category on average (2656 / 10): the epoch of the checkpoint shares.
+MVTEC_TRAIN_PAIRS = 266
+#: Minutes between train-state writes by default (trd.config.TrainConfig.checkpoint_minutes).
+CHECKPOINT_MINUTES = 10.0
 
 #: Per device and model: pairs in the timed dataset, batch, timed epochs, inference batch, timed runs.
 #: CPU sizes are tiny on purpose (the paper model needs ~300 GMACs per training pair).
@@ -90,6 +98,30 @@ class Row:
     flags: dict[str, Any]
     phases: frozenset[str]
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+#: The toolkit's defaults (docs: train.precision=fp32, caches on, fused Adam, on-device scorer).
+DEFAULTS = {"pcache": True, "tcache": True, "scorer": True, "fused_adam": True}
+DEFAULTS_LABEL = "ours: defaults (fp32)"
+
+
+def toggle_rows(fast_bf16: bool, compile_: bool) -> list[Row]:
+    """Baseline, the toolkit's defaults (fp32), then one speed setting switched at a time, then the
+    fast settings together (without torch.compile: its compile time is long)."""
+    both, train = frozenset({"train", "infer"}), frozenset({"train"})
+    rows = [Row("baseline (reference loop)", "baseline", {}, both),
+            Row(DEFAULTS_LABEL, "ours", dict(DEFAULTS), both),
+            Row("defaults - teacher cache", "ours", {**DEFAULTS, "tcache": False}, train),
+            Row("defaults + channels_last", "ours", {**DEFAULTS, "channels_last": True}, both)]
+    fast = {**DEFAULTS, "channels_last": True}
+    if fast_bf16:
+        rows.append(Row("defaults + bf16 autocast", "ours", {**DEFAULTS, "bf16": True}, both))
+        fast["bf16"] = True
+    if compile_:
+        rows.append(Row("defaults + torch.compile", "ours", {**DEFAULTS, "compile": True}, both))
+    if len(fast) > len(DEFAULTS) + 1:
+        rows.append(Row("defaults + channels_last + bf16", "ours", fast, both))
+    return rows
 
 
 def plan_rows(ladder: str, steps: list[Step], loo: bool) -> list[Row]:
@@ -172,12 +204,58 @@ def table(model: str, rows: list[Row], epoch_pairs: int) -> str:
     return "\n".join(lines)
 
 
+def batch_table(model: str, rows: list[Row]) -> str:
+    """Markdown table: inference pairs/s of each toolkit row at each measured batch."""
+    batches = sorted({int(b) for r in rows for res in r.results.get("infer", [])
+                      for b in res.get("infer_pairs_per_s_by_batch", {})})
+    lines = [f"| {model}: infer pairs/s | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|" + "---|" * (len(batches) + 1)]
+    for row in rows:
+        results = row.results.get("infer", [])
+        if row.impl != "ours" or not results:
+            continue
+        cells = [_fmt(median_of([r.get("infer_pairs_per_s_by_batch", {}) for r in results], str(b)), 2) for b in batches]
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def checkpoint_table(model: str, ckpt: dict[str, Any], rows: list[Row]) -> tuple[str, dict[str, Any]]:
+    """Markdown table (and its numbers) of the train-state write: seconds, bytes and share of an
+    MVTec-sized epoch (MVTEC_TRAIN_PAIRS at the toolkit's defaults, else at the fastest toolkit
+    row), written every epoch (before) or at the first epoch boundary after CHECKPOINT_MINUTES (now)."""
+    speeds = [(median_of(r.results.get("train", []), "train_pairs_per_s") or 0.0, r.label)
+              for r in rows if r.impl == "ours"]
+    defaults = [s for s in speeds if s[1] == DEFAULTS_LABEL and s[0]]
+    pairs_per_s, label = (defaults or [max(speeds, default=(0.0, "-"))])[0]
+    write_s = median_of(ckpt.get("results", []), "ckpt_write_s")
+    n_bytes = median_of(ckpt.get("results", []), "ckpt_bytes")
+    figures: dict[str, Any] = {"write_s": write_s, "bytes": n_bytes, "epoch_row": label}
+    if write_s is not None and pairs_per_s:
+        epoch_s = MVTEC_TRAIN_PAIRS / pairs_per_s
+        interval = max(1, math.ceil(CHECKPOINT_MINUTES * 60 / epoch_s)) * epoch_s  # a write at an epoch boundary
+        figures |= {"epoch_s": epoch_s, "share_every_epoch": write_s / (epoch_s + write_s),
+                    "share_by_time": write_s / (interval + write_s), "interval_s": interval}
+    pct = lambda key: f"{100 * figures[key]:.1f}%" if key in figures else "-"  # noqa: E731
+    errors = [r["error"] for r in ckpt.get("results", []) if "error" in r]
+    lines = [f"| {model} | state.pt MB | write s | MB/s | epoch s (N={MVTEC_TRAIN_PAIRS}, {label}) | "
+             f"share, every epoch (before) | share, every {CHECKPOINT_MINUTES:g} min (now) |",
+             "|" + "---|" * 7,
+             "| " + " | ".join([
+                 "train state write" + (f" (error: {errors[0]})" if errors else ""),
+                 _fmt(n_bytes / 1e6 if n_bytes else None, 0), _fmt(write_s, 2),
+                 _fmt(n_bytes / 1e6 / write_s if n_bytes and write_s else None, 0),
+                 _fmt(figures.get("epoch_s"), 1), pct("share_every_epoch"), pct("share_by_time")]) + " |"]
+    return "\n".join(lines), figures
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=sorted(MODEL_SETS), default="small")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=Path("results.json"))
-    p.add_argument("--ladder", choices=["full", "short", "min"], help="rows per model (default: per device/model)")
+    p.add_argument("--ladder", choices=["full", "short", "min", "toggles", "defaults"],
+                   help="rows per model (default: per device/model); toggles: the toolkit's defaults, then one "
+                        "setting switched at a time; defaults: baseline and the toolkit's defaults only")
     p.add_argument("--loo", action="store_true", help="also 'all on minus one' rows")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (long compile times)")
     p.add_argument("--proposals", action="store_true", help="add rows for changes not in the toolkit (cudnn.benchmark on CUDA)")
@@ -186,6 +264,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, help="training batch size")
     p.add_argument("--epochs", type=int, help="timed epochs after one warm-up epoch")
     p.add_argument("--infer-batch", type=int, help="inference batch for throughput")
+    p.add_argument("--infer-batches", type=lambda s: [int(b) for b in s.split(",")], default=[],
+                   help="also measure inference throughput at these batches, e.g. 1,8,32 (toolkit rows)")
+    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
+                   help="skip the train-state write measurement (one job per model)")
     p.add_argument("--runs", type=int, help="timed inference runs (median reported)")
     p.add_argument("--epoch-pairs", type=int, default=32, help="N for the seconds-per-epoch column")
     p.add_argument("--cloud-size", type=int, help="synthetic cloud side (default: the image size; MVTec is ~800)")
@@ -220,21 +302,31 @@ def main(argv: list[str] | None = None) -> None:
             n, batch, epochs, infer_batch, runs = SIZES[args.device][name]
             n, batch = args.n_pairs or n, args.batch or batch
             sizes = dict(n_pairs=n, batch=batch, epochs=args.epochs or epochs, warm_epochs=1,
-                         infer_batch=args.infer_batch or infer_batch, runs=args.runs or runs)
-            root = _synth(Path(tmp), args.cloud_size or m.size, max(sizes["n_pairs"], sizes["infer_batch"]))
+                         infer_batch=args.infer_batch or infer_batch, runs=args.runs or runs,
+                         infer_batches=args.infer_batches)
+            n_data = max(sizes["n_pairs"], sizes["infer_batch"], *args.infer_batches)
+            root = _synth(Path(tmp), args.cloud_size or m.size, n_data)
             base = dict(backbone=m.backbone, size=m.size, data_root=str(root), device=args.device, **sizes)
-            rows = plan_rows(args.ladder or DEFAULT_LADDER[args.device][name], steps, args.loo)
+            ladder = args.ladder or DEFAULT_LADDER[args.device][name]
+            if ladder in ("toggles", "defaults"):
+                rows = toggle_rows(bf16["fast_bf16"], args.compile)[:None if ladder == "toggles" else 2]
+            else:
+                rows = plan_rows(ladder, steps, args.loo)
             if root not in data_owners:  # loading cost depends on the data only, not the model
                 data_owners[root] = {"results": []}
                 jobs.append((data_owners[root], {**base, "phase": "data", "impl": "ours", "flags": {}}))
-            plans[name] = (rows, {"sizes": sizes, "cloud_size": args.cloud_size or m.size, "data": data_owners[root]})
+            ckpt: dict[str, Any] = {"results": []}
+            if args.checkpoint:
+                jobs.append((ckpt, {**base, "phase": "checkpoint", "impl": "ours", "flags": {}}))
+            plans[name] = (rows, {"sizes": sizes, "cloud_size": args.cloud_size or m.size, "data": data_owners[root],
+                                  "checkpoint": ckpt})
             for row in rows:
                 for phase in ("train", "infer"):
                     if phase in row.phases:
                         jobs.append((row, {**base, "phase": phase, "impl": row.impl, "flags": row.flags}))
         for rep in range(args.repeat):
             for i, (owner, spec) in enumerate(jobs, 1):
-                label = owner.label if isinstance(owner, Row) else "data loading"
+                label = owner.label if isinstance(owner, Row) else spec["phase"]
                 print(f"[{rep + 1}/{args.repeat} {i}/{len(jobs)} {time.perf_counter() - start:6.0f}s] "
                       f"{spec['backbone']}@{spec['size']} {spec['phase']:5s} {label}", flush=True)
                 result = run_job(spec, args.timeout, args.threads)
@@ -244,15 +336,25 @@ def main(argv: list[str] | None = None) -> None:
                     owner["results"].append(result)
                 if "error" in result:
                     print(f"    error: {result['error']}", flush=True)
+                else:  # every figure as it is measured: a run stopped early still tells what it measured
+                    print("    " + json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}), flush=True)
     for name, (rows, meta) in plans.items():
         s = meta["sizes"]
         print(f"\n{name}: {MODELS[name].backbone} @ {MODELS[name].size}px, train batch {s['batch']}, "
               f"{s['n_pairs']} pairs x {s['epochs']} timed epoch(s) after 1 warm-up; inference batch {s['infer_batch']}")
         print(table(name, rows, args.epoch_pairs))
+        if args.infer_batches:
+            print(batch_table(name, rows))
+        ckpt_text, ckpt_figures = checkpoint_table(name, meta["checkpoint"], rows)
+        meta["checkpoint"]["figures"] = ckpt_figures
+        if args.checkpoint:
+            print(ckpt_text)
         print("data loading (ms/pair):", json.dumps(meta["data"]["results"]))
         report["models"][name] = {
             "backbone": MODELS[name].backbone, "image_size": MODELS[name].size, **meta,
             "table": table(name, rows, args.epoch_pairs),
+            "batch_table": batch_table(name, rows) if args.infer_batches else "",
+            "checkpoint_table": ckpt_text if args.checkpoint else "",
             "rows": [{"label": r.label, "impl": r.impl, "flags": r.flags, "results": r.results} for r in rows],
         }
     report["wall_s"] = round(time.perf_counter() - start, 1)

@@ -85,8 +85,12 @@ def bf16_decision(device: torch.device) -> dict[str, Any]:
         ok = torch.cuda.is_bf16_supported()
         return {"device": "cuda", "fast_bf16": ok, "reason": "torch.cuda.is_bf16_supported()"}
     probe = cpu_bf16_probe()
-    reason = ("native bf16 units found and faster in the probe" if probe["fast_bf16"]
-              else "no AMX/AVX512-BF16: bf16 is emulated on this CPU, so it stays off")
+    if probe["fast_bf16"]:
+        reason = "native bf16 units found and faster in the probe"
+    elif probe["bf16_flags_found"]:
+        reason = "bf16 flags found but the probe conv was not > 1.1x faster under bf16 autocast, so it stays off"
+    else:
+        reason = "no AMX/AVX512-BF16: bf16 is emulated on this CPU, so it stays off"
     return {"device": "cpu", **probe, "reason": reason}
 
 

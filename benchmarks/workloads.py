@@ -3,7 +3,8 @@
 A fresh process per configuration makes its peak memory (``ru_maxrss``, or the CUDA allocator's
 peak) its own. The "ours" rows drive the toolkit itself (`Trainer.fit` with `TeacherCache` and
 `PreprocessCache`, `Detector` with its on-device `Scorer`); the "baseline" rows use the same model
-classes in the reference code's naive loops.
+classes in the reference code's naive loops. The "checkpoint" phase times the product's train-state
+write (`Trainer.save_state`: atomic, fsync'ed), which the training rows leave out.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def _inputs(cfg: Config, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def run_infer(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     flags = spec["flags"]
     cfg = _config(spec, "none")
-    rgb, x3d = _inputs(cfg, spec["infer_batch"])
+    extra = [b for b in spec.get("infer_batches", []) if b != spec["infer_batch"]] if spec["impl"] == "ours" else []
+    rgb, x3d = _inputs(cfg, max([spec["infer_batch"], *extra]))
     if device.type == "cuda":
         rgb, x3d = rgb.pin_memory(), x3d.pin_memory()
     seed_all(0)
@@ -220,17 +222,51 @@ def run_infer(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
         score_times = [s / len(rgb) for s in st]
 
     warm = 2 if flags.get("compile") else 1
-    batch_times = _median_time(lambda: fn(rgb, x3d), device, runs, warmup=warm)
+    n = spec["infer_batch"]
+    batch_times = _median_time(lambda: fn(rgb[:n], x3d[:n]), device, runs, warmup=warm)
     lat_times = _median_time(lambda: fn(rgb[:1], x3d[:1]), device, max(runs, 3), warmup=warm)
-    n = len(rgb)
+    by_batch = {n: n / statistics.median(batch_times)}
+    for b in extra:  # throughput at other batches (the same warm model; a new shape may recompile)
+        by_batch[b] = b / statistics.median(_median_time(lambda: fn(rgb[:b], x3d[:b]), device, runs, warmup=warm))
     return {
         "infer_batch": n if spec["impl"] == "ours" else 1,
-        "infer_pairs_per_s": round(n / statistics.median(batch_times), 4),
+        "infer_pairs_per_s": round(by_batch[n], 4),
+        "infer_pairs_per_s_by_batch": {str(b): round(v, 4) for b, v in sorted(by_batch.items())},
         "latency_ms": round(1000 * statistics.median(lat_times), 2),
         "latency_runs_ms": [round(1000 * s, 2) for s in lat_times],
         "score_ms_per_pair": round(1000 * statistics.median(score_times), 3),
         "infer_peak_mb": _peak_mb(device, base_rss),
     }
+
+
+# -- checkpoint -------------------------------------------------------------------------------
+def run_checkpoint(spec: dict[str, Any], device: torch.device, work: Path) -> dict[str, Any]:
+    """Seconds and bytes of the product's train-state write (`Trainer.save_state`: torch.save to a
+    temporary file, fsync, rename), after one real training step (so the Adam moments exist), and
+    of reading it back (`Trainer.load_state`; the page cache is warm, so this is not a disk read)."""
+    cfg = _config(spec, "none")
+    seed_all(0)
+    trainer = Trainer(cfg, device, DistInfo(), log=lambda _: None)
+    size = spec["size"]
+    rgb, x3d = (torch.randn(spec["batch"], 3, size, size, device=device) for _ in range(2))
+    with torch.no_grad():
+        feats = trainer.model.teacher_features(rgb, x3d)
+    trainer.step(feats)
+    _sync(device)
+    path = work / "state.pt"
+    writes = []
+    for _ in range(spec.get("ckpt_runs", 1)):
+        start = time.perf_counter()
+        trainer.save_state(path)
+        writes.append(time.perf_counter() - start)
+    n_bytes = path.stat().st_size
+    start = time.perf_counter()
+    trainer.load_state(path)
+    read_s = time.perf_counter() - start
+    path.unlink()
+    return {"ckpt_bytes": n_bytes, "ckpt_write_s": round(statistics.median(writes), 3),
+            "ckpt_write_runs_s": [round(s, 3) for s in writes], "ckpt_read_s": round(read_s, 3),
+            "ckpt_write_mb_per_s": round(n_bytes / 1e6 / statistics.median(writes), 1)}
 
 
 # -- data loading -----------------------------------------------------------------------------
@@ -269,6 +305,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
             result = run_train(spec, device, Path(tmp))
         elif spec["phase"] == "infer":
             result = run_infer(spec, device)
+        elif spec["phase"] == "checkpoint":
+            result = run_checkpoint(spec, device, Path(tmp))
         else:
             result = run_data(spec, Path(tmp))
         result["wall_s"] = round(time.perf_counter() - start, 2)

@@ -2,8 +2,10 @@
 
 Two kinds share one format:
 - ``state.pt``  resumable training state (students, optimisers, schedulers, epoch, history; no RNG
-  state: the only randomness, the shuffle, is seeded by (seed, epoch)), rewritten
-  after every ``train.checkpoint_every`` epochs, so a killed run resumes at its last epoch boundary;
+  state: the only randomness, the shuffle, is seeded by (seed, epoch)), rewritten at epoch
+  boundaries by wall time (``train.checkpoint_minutes``) and after the last epoch, so a killed run
+  resumes at its last written epoch; removed once ``model.pt`` is written (unless
+  ``train.keep_state``);
 - ``model.pt``  the finished detector (students, validation statistics, thresholds, config) that
   ``trd test``, ``trd predict`` and ``trd export`` read.
 """
@@ -37,16 +39,23 @@ def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> Non
     atomic_save(path, lambda fh: torch.save(blob, fh))
 
 
-def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint; every failure is a one-line CheckpointError naming the file."""
+def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.device = "cpu",
+                    *, mmap: bool = False) -> dict[str, Any]:
+    """Load and validate a checkpoint; every failure is a one-line CheckpointError naming the file.
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the small entries
+    (config, epoch, history) are needed from a multi-GB file.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(path, "is a folder, expected a checkpoint file (e.g. RUN/model.pt)")
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file not found")
     try:
-        data = path.read_bytes()
-        blob = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        if mmap:
+            blob = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        else:
+            blob = torch.load(io.BytesIO(path.read_bytes()), map_location=map_location, weights_only=True)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch.load on arbitrary bytes raises almost anything

@@ -109,8 +109,10 @@ def _input_options(f):
 @click.option("--data", "root", type=click.Path(path_type=Path), default=None, help="Dataset root (default: as trained).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Report folder (default: the model's folder).")
-@click.option("--pro", "pro_method", type=click.Choice(["exact", "thresholds"]), default="exact", show_default=True,
-              help="AU-PRO: the official exact curve, or the reference code's 100-threshold curve.")
+@click.option("--pro", "pro_method", type=click.Choice(["exact", "thresholds", "both"]), default="exact",
+              show_default=True,
+              help="AU-PRO: the official exact curve (aupro@L), the reference code's 100-threshold curve "
+                   "(aupro100@L), or both.")
 @click.option("--explain", is_flag=True, help="Also measure modality attribution per sample (3x the inference time).")
 @_input_options
 def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z) -> None:
@@ -225,16 +227,23 @@ def demo(out, backbone_weights, variants, overrides) -> None:
 @click.option("--data", "root", type=click.Path(path_type=Path), required=True, help="MVTec 3D-AD root.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--categories", default=None, help="Comma-separated subset (default: all 10).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the time and disk estimate only.")
 @_config_options
-def reproduce(root, out, categories, config_file, overrides, backbone_weights) -> None:
-    """The paper protocol on every MVTec 3D-AD category; prints the table beside the published one.
+def reproduce(root, out, categories, dry_run, config_file, overrides, backbone_weights) -> None:
+    """The paper protocol on MVTec 3D-AD categories; tables beside the published numbers.
+
+    Prints the plan and a time and disk estimate from a short warm-up first, rewrites
+    OUT/reproduction.md after each category, and skips finished categories (resuming the one in
+    progress) when run again with the same --out.
 
     \b
     Example:
       trd reproduce --data /data/mvtec3d --out runs/paper --categories bagel,tire
     """
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, format="mvtec3d")
-    click.echo(api.reproduce(cfg, out, categories.split(",") if categories else None))
+    text = api.reproduce(cfg, out, categories.split(",") if categories else None, dry_run=dry_run)
+    if not dry_run:
+        click.echo(text)
 
 
 @cli.command("prepare-eyecandies")

@@ -20,10 +20,12 @@ import tomli_w
 from .atomic import atomic_write_text
 from .errors import ConfigError
 
-#: Per-class Sobel aperture used by the reference code (docs/METHOD.md §2.6; undocumented there and
-#: possibly tuned on test data, §10.6). Selected with ``data.sobel_preset = "trd-per-class"``.
-SOBEL_PRESETS: dict[str, dict[str, int]] = {
-    "trd-per-class": {"cookie": 3, "dowel": 7, "foam": 7, "tire": 7},
+#: Per-class Sobel apertures of the reference code (docs/METHOD.md §2.6; undocumented there and
+#: possibly tuned on test data, §10.3), selected with ``data.sobel_preset = "trd-per-class"``: a
+#: preset is the whole table, (apertures by category, aperture of every other category), so it
+#: equals the reference whatever ``data.sobel_k`` says.
+SOBEL_PRESETS: dict[str, tuple[dict[str, int], int]] = {
+    "trd-per-class": ({"cookie": 3, "dowel": 7, "foam": 7, "tire": 7}, 5),
 }
 #: Dataset layouts, 3D input images, background-plane methods (see trd.data).
 FORMATS: tuple[str, ...] = ("mvtec3d", "eyecandies", "folder")
@@ -33,6 +35,11 @@ PLANES: tuple[str, ...] = ("corners", "ransac", "none")
 XYZ_UNITS: dict[str, float] = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6}
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
+#: Training epochs of the reference per dataset format (docs/METHOD.md §4.2): 200 on MVTec 3D-AD,
+#: 100 on Eyecandies; your own folder data gets MVTec's 200. `load_config` and `Config.from_dict`
+#: apply it when ``train.epochs`` is not given explicitly; an explicit value always wins.
+PAPER_EPOCHS: dict[str, int] = {"mvtec3d": 200, "eyecandies": 100, "folder": 200}
+
 
 @dataclass
 class DataConfig:
@@ -41,7 +48,9 @@ class DataConfig:
     category: str = ""
     image_size: int = 256
     modality_3d: str = "normals"  # normals | depth
-    sobel_k: int = 5  # global default aperture (docs/METHOD.md §10.3: report with one global k)
+    # DEPARTURE (docs/METHOD_NOTES.md §2): one global Sobel aperture by default; the reference's
+    # per-class table (possibly tuned on test data) is the opt-in preset "trd-per-class".
+    sobel_k: int = 5
     sobel_preset: str = ""  # "" or a key of SOBEL_PRESETS
     plane: str = "corners"  # corners (reference) | ransac (robust) | none
     plane_threshold: float = 0.005  # distance to the background plane, in metres
@@ -52,12 +61,19 @@ class DataConfig:
     num_workers: int = 0
 
     def sobel_for(self, category: str) -> int:
-        """Sobel aperture for a category: the preset's entry if any, else the global ``sobel_k``."""
+        """Sobel aperture for a category: the global ``sobel_k``, or with a preset the preset's
+        table alone (``sobel_k`` is then not used).
+
+        Example:
+            >>> DataConfig(sobel_k=3, sobel_preset="trd-per-class").sobel_for("bagel")
+            5
+        """
         if not self.sobel_preset:
             return self.sobel_k
         if self.sobel_preset not in SOBEL_PRESETS:
             raise ConfigError(f"unknown data.sobel_preset {self.sobel_preset!r}; known: {sorted(SOBEL_PRESETS)}")
-        return SOBEL_PRESETS[self.sobel_preset].get(category, self.sobel_k)
+        table, other = SOBEL_PRESETS[self.sobel_preset]
+        return table.get(category, other)
 
     @property
     def metres_per_unit(self) -> float:
@@ -77,20 +93,30 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200
+    epochs: int = 200  # when not set explicitly: PAPER_EPOCHS[data.format] (100 on Eyecandies)
     batch_size: int = 16
     lr: float = 0.005
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     gamma: float = 0.95  # ExponentialLR, stepped once per epoch
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 on CUDA with bf16 support, else fp32)
+    # fp32 (the reference) | bf16 | auto (bf16 on CUDA GPUs with native bf16, else fp32): bf16 is an
+    # opt-in speed setting, a departure (docs/METHOD_NOTES.md §10), see trd.training.runtime.
+    precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
-    fused_adam: bool = True  # torch's fused Adam kernel: same update rule, ~7x faster step on CPU
+    # DEPARTURE (docs/METHOD_NOTES.md §10b): torch's fused Adam kernel, on by default: the same
+    # update rule as the reference's Adam, different last bits; ~7x faster step on CPU.
+    fused_adam: bool = True
     cache_teacher: bool = True  # teacher features of fixed inputs are deterministic: compute once
     teacher_cache_gb: float = 8.0  # memory the cached teacher features may take on the device
-    checkpoint_every: int = 1  # epochs between resumable checkpoints
+    # The resumable train state (RUN/state.pt) is written at an epoch boundary once both hold:
+    # the epoch is a multiple of checkpoint_every (>= 1) and checkpoint_minutes (>= 0; 0: no time
+    # floor) of wall time have passed since the last write; always after the last epoch. It is
+    # removed once model.pt is written, unless keep_state.
+    checkpoint_every: int = 1
+    checkpoint_minutes: float = 10.0
+    keep_state: bool = False
 
 
 @dataclass
@@ -117,13 +143,22 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> Config:
+        """Defaults, then the settings of ``raw`` ({section: {key: value}}); the per-dataset
+        defaults (`PAPER_EPOCHS`) apply to what ``raw`` does not set."""
         cfg = cls()
         for section, values in raw.items():
             if not hasattr(cfg, section) or not isinstance(values, dict):
                 raise ConfigError(f"{source}: unknown section [{section}]; known: data, model, train, score")
             for key, value in values.items():
                 _set(cfg, f"{section}.{key}", value, source)
+        _apply_dataset_defaults(cfg, {f"{s}.{k}" for s, values in raw.items() for k in values})
         return cfg
+
+
+def _apply_dataset_defaults(cfg: Config, explicit: set[str]) -> None:
+    """Settings whose default depends on the dataset, where ``explicit`` (dotted keys) does not set them."""
+    if "train.epochs" not in explicit and cfg.data.format in PAPER_EPOCHS:
+        cfg.train.epochs = PAPER_EPOCHS[cfg.data.format]
 
 
 def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
@@ -185,8 +220,18 @@ def _coerce(value: Any, current: Any, dotted: str, source: str) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the TOML file (if any), then ``section.key=value`` overrides, in that order."""
+    """Defaults, then the TOML file (if any), then ``section.key=value`` overrides, in that order.
+
+    Settings neither the file nor an override gives keep their default; the default of
+    ``train.epochs`` depends on ``data.format`` (`PAPER_EPOCHS`). The result is what a run saves
+    as ``RUN/config.toml``, every value resolved.
+
+    Example:
+        >>> load_config(None, ["data.format=eyecandies"]).train.epochs
+        100
+    """
     cfg = Config()
+    explicit: set[str] = set()
     if path is not None:
         p = Path(path)
         try:
@@ -198,11 +243,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML ({exc})") from None
         cfg = Config.from_dict(raw, source=str(p))
+        explicit = {f"{s}.{k}" for s, values in raw.items() for k in values}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
         _set(cfg, key.strip(), value.strip(), "override")
+        explicit.add(key.strip())
+    _apply_dataset_defaults(cfg, explicit)
     validate_config(cfg)
     return cfg
 
@@ -265,6 +313,8 @@ RULES: dict[str, Check] = {
     "train.cache_teacher": ((lambda v: True), "true or false"),
     "train.teacher_cache_gb": ((lambda v: _finite(v) and v >= 0), "a size in GiB >= 0"),
     "train.checkpoint_every": _int_at_least(1),
+    "train.checkpoint_minutes": ((lambda v: _finite(v) and v >= 0), "minutes >= 0 (0: every checkpoint_every epochs)"),
+    "train.keep_state": ((lambda v: True), "true or false"),
     "score.sigma": ((lambda v: _finite(v) and v >= 0), "a smoothing sigma in pixels >= 0 (0: none)"),
     "score.target_fpr": _rate(),
     "score.pixel_fpr": _rate(),
@@ -305,29 +355,32 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 #: Settings that cannot change the trained weights: a run may resume with other values.
 RESUME_NEUTRAL = frozenset({
-    "data.num_workers", "data.cache_dir", "train.epochs", "train.checkpoint_every",
-    "train.cache_teacher", "train.teacher_cache_gb",
+    "data.num_workers", "data.cache_dir", "train.epochs", "train.checkpoint_every", "train.checkpoint_minutes",
+    "train.keep_state", "train.cache_teacher", "train.teacher_cache_gb",
 })
 #: Sections that act only after training (calibration, scoring): never block a resume.
 _AFTER_TRAINING = ("score",)
 
 
-def resume_differences(saved: dict[str, Any], now: Config) -> list[str]:
+def resume_differences(saved: dict[str, Any], now: Config, *, scoring: bool = False,
+                       ignore: frozenset[str] = frozenset()) -> list[str]:
     """``section.key: old -> new`` for every setting that differs from ``saved`` (a config dict of
-    an earlier run) and can change the trained weights; empty when the run may resume.
+    an earlier run) and can change the trained weights (with ``scoring``: or the scores and
+    metrics computed after training); empty when the run may resume.
 
-    ``data.root`` counts as equal when both resolve to the same folder.
+    `RESUME_NEUTRAL` settings and ``ignore`` never count; ``data.root`` counts as equal when both
+    resolve to the same folder.
     """
     current = now.to_dict()
     out = []
     for section, values in current.items():
-        if section in _AFTER_TRAINING:
+        if section in _AFTER_TRAINING and not scoring:
             continue
         old_values = saved.get(section, {})
         for key, value in values.items():
             dotted = f"{section}.{key}"
             old = old_values.get(key, getattr(type(getattr(now, section))(), key))
-            if dotted in RESUME_NEUTRAL or old == value:
+            if dotted in RESUME_NEUTRAL or dotted in ignore or old == value:
                 continue
             if dotted == "data.root" and old and value and Path(old).resolve() == Path(value).resolve():
                 continue

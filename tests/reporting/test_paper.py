@@ -6,6 +6,7 @@ import pytest
 
 from trd.reporting.paper import (
     CATEGORIES,
+    COMPARISONS,
     METRIC_KEYS,
     PUBLISHED,
     format_reproduction_table,
@@ -82,3 +83,19 @@ def test_partial_set_mean_is_over_present_categories_and_marked() -> None:
 def test_invalid_requests_raise(ours: dict, metric: str, modality: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         format_reproduction_table(ours, metric, modality)
+
+
+def test_aupro_is_compared_on_the_published_curve_and_the_table_says_which() -> None:
+    """The published AU-PRO comes from the 100-threshold script: compared with aupro100, exact shown beside."""
+    comparison = {c.published: c for c in COMPARISONS}["aupro@0.3"]
+    assert comparison.ours == "aupro100@0.3"
+    ours = {c: {"aupro100@0.3": 0.96, "aupro@0.3": 0.90} for c in CATEGORIES}
+    table = format_reproduction_table(ours, "aupro@0.3", "normals", comparison)
+    assert _row(table, "ours (100-threshold curve)")[2:] == ["96.0"] * 11
+    assert _row(table, "difference")[2] == "-1.5"  # 96.0 - 97.5 (bagel), the same curve
+    assert _row(table, "ours (exact curve)")[2:] == ["90.0"] * 11  # information, no difference row
+    assert "100-threshold curve (`aupro100@0.3`)" in table and "exact" in table
+    # I-AUROC / P-AUROC compare the same key.
+    assert [(c.published, c.ours) for c in COMPARISONS[:2]] == [("i_auroc", "i_auroc"), ("p_auroc", "p_auroc")]
+    with pytest.raises(ValueError, match="comparison for"):
+        format_reproduction_table(ours, "i_auroc", "normals", comparison)

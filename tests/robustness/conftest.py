@@ -21,10 +21,11 @@ from trd.data.synth import generate
 
 #: The tiny model of tests/pipeline, trained for 3 epochs (resume is tested at an epoch boundary
 #: in the middle of a run) on 16 training pairs (8 steps per epoch, so a kill lands mid-epoch).
+#: Runs keep their final train state: the bad-input tests reuse the reference run's state.pt.
 EPOCHS = 3
 TINY = [
     "model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1", "model.bottleneck_blocks=1",
-    "data.image_size=64", f"train.epochs={EPOCHS}", "train.batch_size=2", "train.device=cpu",
+    "data.image_size=64", f"train.epochs={EPOCHS}", "train.batch_size=2", "train.device=cpu", "train.keep_state=true",
 ]
 
 

@@ -66,7 +66,7 @@ def test_a_finished_run_is_not_trained_again(rob_root: Path, rob_cache: Path, re
     run = _copy_run(ref_run, tmp_path / "run", "model.pt", "config.toml")  # no state.pt: a finished run
     model = (run / "model.pt").read_bytes()
     again = tools.run_cli_inprocess(*tools.fit_args(rob_root, rob_cache, run, "--no-test"))
-    assert again.code == 0 and "already trained with these settings" in again.stdout
+    assert again.code == 0 and "is final (trained with these settings)" in again.stdout
     assert (run / "model.pt").read_bytes() == model
     other = tools.run_cli_inprocess(*tools.fit_args(rob_root, rob_cache, run, "--no-test", "--set", "train.seed=7"))
     assert other.code == 2 and "train.seed: 42 -> 7" in other.stderr and "--no-resume" in other.stderr

@@ -5,7 +5,7 @@ Raw: ``<raw>/<Category>/{train,val,test_public}/data/<id>_image_4.png, <id>_dept
 Output: ``<out>/<Category>/{train/good, validation/good, test/{good,bad}}/{rgb,depth,normals}/<id>.png``
 plus ``test/{good,bad}/gt/<id>.png``. RGB is the fixed-lighting ``image_4`` (docs/METHOD.md §2.8).
 
-DEPARTURE: the reference preprocessing writes ground truth only for good test samples, so its
+DEPARTURE (docs/METHOD_NOTES.md §6): the reference preprocessing writes ground truth only for good test samples, so its
 anomalous test samples have no mask (docs/METHOD.md §10.2); here every test sample gets its mask
 (all zero for good ones). Numeric ids are zero-padded to 3 digits in every split.
 """

@@ -1,7 +1,7 @@
 """3D preprocessing of organised point clouds: plane masks, hole filling, depth and normal images.
 
-Implements docs/METHOD.md §2.3-§2.6 with numpy/scipy only. The OpenCV behaviours the reference code
-relies on are reproduced here rather than importing OpenCV:
+Implements docs/METHOD.md §2.3-§2.6 with numpy/scipy only. DEPARTURE (docs/METHOD_NOTES.md §3): the
+OpenCV behaviours the reference code relies on are reproduced here rather than importing OpenCV:
 
 - ``MORPH_CLOSE`` with a 3x3 ones kernel and ``iterations``: OpenCV's default border value makes
   the image border neutral (it never dilates in and never erodes away), see `close_mask`;
@@ -56,7 +56,7 @@ def corner_plane(xyz: np.ndarray, threshold: float = 0.005) -> tuple[np.ndarray,
     n = (p3 - p1) x (p2 - p1) and d = n . p3. Returns the unit normal and d scaled with it, so that
     ``|normal . p - d|`` is the point-to-plane distance.
 
-    DEPARTURE: a corner patch without any valid point makes the reference divide by zero, which
+    DEPARTURE (docs/METHOD_NOTES.md §13): a corner patch without any valid point makes the reference divide by zero, which
     silently yields an empty foreground (a blank 3D image). Here that patch is widened (5x5, 9x9,
     ... up to a quarter of the shorter side) until it holds valid points, and if none of those
     sizes works, or the corner points are collinear, the plane comes from `ransac_plane` (inliers
@@ -214,8 +214,8 @@ def fill_holes(img: np.ndarray, iterations: int = 2) -> np.ndarray:
 def _minmax_nonzero(z: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
     """Min-max scale the non-zero pixels of ``z`` to [0, 1], then ``* gain + offset``; zeros stay 0.
 
-    Computed in float64, returned as float32. DEPARTURE: when all non-zero values are equal the
-    reference divides by zero (NaN); here they map to ``offset``.
+    Computed in float64, returned as float32. DEPARTURE (docs/METHOD_NOTES.md §4): when all non-zero
+    values are equal the reference divides by zero (NaN); here they map to ``offset``.
     """
     nonzero = z != 0
     out = np.zeros(z.shape, np.float32)

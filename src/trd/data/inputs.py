@@ -1,7 +1,8 @@
 """From a `Sample`'s files to the model's inputs, with every check that keeps a score honest (numpy only).
 
 A point cloud is read in the unit the settings state (``data.xyz_unit``, converted to metres so that
-``data.plane_threshold`` means the same everywhere) and refused when it cannot be what it claims:
+``data.plane_threshold`` means the same everywhere) and refused when it cannot be what it claims
+(DEPARTURE (docs/METHOD_NOTES.md §14): the reference reads every cloud as metres, silently):
 
 - z < 0: trd expects z = distance in front of the camera; cameras whose z axis points away from the
   scene need ``data.flip_z``;

@@ -9,7 +9,9 @@ divided by the limit. Two curves are provided:
 * ``exact`` (v1 of the reference code, the MVTec evaluation): every distinct score is a threshold.
 * ``thresholds`` (reference HEAD): 100 thresholds taken among the sorted OK scores.
 
-DEPARTURE: scores are handled as float32 (the model's output precision; float64 input is rounded,
+DEPARTURE (docs/METHOD_NOTES.md §1): the toolkit's default is the exact curve (``au_pro``'s
+``method``, ``trd test --pro``); the reference HEAD prints the 100-threshold one, which is what
+``trd reproduce`` compares with the published numbers. Scores are handled as float32 (the model's output precision; float64 input is rounded,
 which can only merge scores closer than float32 resolution). This lets the exact curve sort one
 packed uint64 key per pixel (score bits | region id) instead of running an argsort: ~5x faster on
 250 x 256 x 256 maps (~1.2 s, ~0.6 GB peak on one core).

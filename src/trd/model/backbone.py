@@ -49,7 +49,7 @@ def feature_info(name: str) -> FeatureInfo:
 class Teacher(nn.Module):
     """conv1..layer3 of a torchvision ResNet, frozen and permanently in eval mode.
 
-    DEPARTURE (no effect on outputs, docs/METHOD.md §10.9): the reference keeps layer4/fc loaded but
+    DEPARTURE (docs/METHOD_NOTES.md §5; no effect on outputs, docs/METHOD.md §10.9): the reference keeps layer4/fc loaded but
     unused and leaves ``requires_grad=True`` on the teacher; here layer4/fc are dropped (saves
     ~44 M parameters per WRN50-2 teacher) and every parameter is frozen.
     """

@@ -40,6 +40,8 @@ class Variant:
         return ("rgb", "geo") if crossmodal else self.students
 
 
+#: DEPARTURE (docs/METHOD_NOTES.md §9): the ablations are our reading of the paper's (its ablation
+#: tables were not available); "trd" is the reference model.
 VARIANTS: dict[str, Variant] = {
     "trd": Variant(("rgb", "geo"), True, True, "full TRD: two students, each with Filter and Amplifier"),
     "trd_no_filter": Variant(("rgb", "geo"), False, True, "TRD without the Crossmodal Filter"),

@@ -14,8 +14,38 @@ from dataclasses import dataclass
 CATEGORIES = (
     "bagel", "cable_gland", "carrot", "cookie", "dowel", "foam", "peach", "potato", "rope", "tire",
 )
-#: Metric keys of our evaluation results -> column title of the published table.
+#: Published metrics (keys of PUBLISHED) -> title of the published table.
 METRIC_KEYS = {"i_auroc": "I-AUROC", "p_auroc": "P-AUROC", "aupro@0.3": "AUPRO@30%"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Which of our metrics is compared with a published one, and what the table says about it.
+
+    ``ours``: our metric key, computed as the published number was; ``also``: (row label, our key)
+    rows shown for information, without a difference; ``note``: printed under the table.
+    """
+
+    published: str
+    ours: str
+    label: str = "ours"
+    also: tuple[tuple[str, str], ...] = ()
+    note: str = ""
+
+
+#: What `trd reproduce` compares. The published AU-PRO comes from scripts that print the reference's
+#: 100-threshold curve (docs/METHOD.md §7.1), so it is compared with ours on the same curve.
+COMPARISONS = (
+    Comparison("i_auroc", "i_auroc"),
+    Comparison("p_auroc", "p_auroc"),
+    Comparison("aupro@0.3", "aupro100@0.3", label="ours (100-threshold curve)",
+               also=(("ours (exact curve)", "aupro@0.3"),),
+               note="AU-PRO: the published numbers are compared with ours on the reference code's "
+                    "100-threshold curve (`aupro100@0.3`), the one the reference scripts of the "
+                    "published results' date print (docs/METHOD.md §6, §7.1); the official exact "
+                    "MVTec curve (`aupro@0.3`, the toolkit's default) is shown for information, "
+                    "without a difference."),
+)
 #: 3D modality of our run (config ``data.modality_3d``) -> modality of the published TRD row.
 MODALITY_ROWS = {"normals": "RGB+Normal", "depth": "RGB+Depth"}
 
@@ -95,19 +125,30 @@ def _our_values(ours: Mapping[str, Mapping[str, float]], metric: str) -> dict[st
     return values
 
 
-def format_reproduction_table(ours: Mapping[str, Mapping[str, float]], metric: str, modality: str) -> str:
-    """Markdown table: our per-category ``metric`` next to the published TRD row and the difference.
+def format_reproduction_table(ours: Mapping[str, Mapping[str, float]], metric: str, modality: str,
+                              comparison: Comparison | None = None) -> str:
+    """Markdown table: our per-category values next to the published TRD row of ``metric`` and the difference.
 
-    ``ours`` maps category -> metric dict (values in [0, 1], keys as in METRIC_KEYS). Categories
-    without a finite value show "–"; if some are missing, our mean is taken over the present ones,
-    compared with the published mean over the same categories, and marked with "*". Raises
-    ValueError when none of the MVTec 3D-AD categories is present.
+    ``ours`` maps category -> metric dict (values in [0, 1]). Our values are ``comparison.ours``
+    (default: the key ``metric`` itself); rows of ``comparison.also`` follow for information.
+    Categories without a finite value show "–"; if some are missing, our mean is taken over the
+    present ones, compared with the published mean over the same categories, and marked with "*".
+    Raises ValueError when none of the MVTec 3D-AD categories is present.
+
+    Example:
+        >>> table = format_reproduction_table({"bagel": {"aupro100@0.3": 0.97}}, "aupro@0.3", "normals",
+        ...                                   COMPARISONS[2])
+        >>> "ours (100-threshold curve)" in table
+        True
     """
+    comparison = comparison or Comparison(metric, metric)
+    if comparison.published != metric:
+        raise ValueError(f"comparison for {comparison.published!r} given for metric {metric!r}")
     published = published_trd(metric, modality)
     pub = published.by_category()
-    mine = _our_values(ours, metric)
+    mine = _our_values(ours, comparison.ours)
     if not mine:
-        raise ValueError(f"no MVTec 3D-AD category with a finite {metric!r} in {sorted(ours)}")
+        raise ValueError(f"no MVTec 3D-AD category with a finite {comparison.ours!r} in {sorted(ours)}")
     partial = len(mine) < len(CATEGORIES)
     our_mean = sum(mine.values()) / len(mine)
     pub_mean = sum(pub[c] for c in mine) / len(mine) if partial else published.mean
@@ -119,10 +160,14 @@ def format_reproduction_table(ours: Mapping[str, Mapping[str, float]], metric: s
 
     diff = {c: mine[c] - pub[c] for c in mine}
     rows = [
-        ["ours", published.modality, *cells(mine), f"{our_mean:.1f}{mark}"],
+        [comparison.label, published.modality, *cells(mine), f"{our_mean:.1f}{mark}"],
         [f"{published.method} (published)", published.modality, *cells(pub), f"{published.mean:.1f}"],
         ["difference", "", *cells(diff, signed=True), f"{our_mean - pub_mean:+.1f}{mark}"],
     ]
+    for label, key in comparison.also:
+        extra = _our_values(ours, key)
+        mean = f"{sum(extra.values()) / len(extra):.1f}{'*' if len(extra) < len(CATEGORIES) else ''}" if extra else "–"
+        rows.append([label, published.modality, *cells(extra), mean])
     lines = [
         f"**{METRIC_KEYS[metric]} (%)**, MVTec 3D-AD, {published.name}",
         "",
@@ -136,4 +181,6 @@ def format_reproduction_table(ours: Mapping[str, Mapping[str, float]], metric: s
             f"\\* mean over the {len(mine)} of {len(CATEGORIES)} categories present ({', '.join(mine)}); "
             f"the difference is taken against the published mean over the same categories ({pub_mean:.2f}).",
         ]
+    if comparison.note:
+        lines += ["", comparison.note]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from ..errors import TRDError
 
 #: Branch names a scorer can hold (model variants: "rgb" + "geo", or one of the three alone).
 BRANCHES = ("rgb", "geo", "fused")
-#: DEPARTURE: floor of a branch's validation std (the reference divides by the std as is). A branch
+#: DEPARTURE (docs/METHOD_NOTES.md §4): floor of a branch's validation std (the reference divides by the std as is). A branch
 #: whose validation maps are constant (std 0, e.g. an untrained or degenerate student) would divide
 #: by zero; with the floor its z-scores stay finite (huge where the map moves), which is loud in the
 #: results rather than NaN everywhere. Real stds (~1e-2) are untouched.
@@ -211,7 +211,7 @@ class Scorer(nn.Module):
     def scored_region(self, foreground: Tensor | None) -> Tensor | None:
         """The pixels that may carry a score: ``foreground`` grown by the margin, or None (all pixels).
 
-        DEPARTURE (opt-in, ``score.foreground_only``): the reference scores every pixel. Off the
+        DEPARTURE (docs/METHOD_NOTES.md §12; opt-in, ``score.foreground_only``): the reference scores every pixel. Off the
         object nothing can be defective, but a student's errors at the image border can hold the
         image's maximum; restricting maps to the object removes them.
         """

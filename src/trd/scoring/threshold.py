@@ -15,6 +15,9 @@ threshold bounds, per good image, the share of its pixels that are flagged: each
 gives the value its own ``pixel_fpr`` share of pixels exceeds (:func:`fpr_threshold` on that image),
 and the pixel threshold is the k-th largest of these values. Promise: a good image has more than
 ``pixel_fpr`` of its pixels above the pixel threshold with probability <= k / (n + 1).
+
+DEPARTURE (docs/METHOD_NOTES.md §8, an addition): the reference reports metrics only and has no
+decision threshold.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The training loop (docs/METHOD.md §4): one teacher pass, then each student forward/backward/step in turn.
 
-Resumable: ``state.pt`` is rewritten atomically at epoch boundaries; the shuffle order of epoch ``e``
-depends only on (seed, e), so a run killed at any point and resumed ends with the same weights as an
-uninterrupted one (on CPU; docs/REPRODUCIBILITY.md says what holds on GPUs).
+Resumable: ``state.pt`` is rewritten atomically at epoch boundaries, by wall time (`checkpoint_due`:
+every ``train.checkpoint_minutes``, and after the last epoch; a paper-sized state is 4.6 GB, so
+writing it every epoch would dominate a GPU run); the shuffle order of epoch ``e`` depends only on
+(seed, e), so a run killed at any point and resumed from its last state ends with the same weights
+as an uninterrupted one (on CPU; docs/REPRODUCIBILITY.md says what holds on GPUs).
 
 Under ``torchrun`` (N processes) ``train.batch_size`` stays the global batch: each rank takes
 batch_size / N samples per step. DistributedSampler shuffles the same permutation as one process
@@ -26,13 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..config import Config, resume_differences
+from ..config import Config, TrainConfig, resume_differences
 from ..data.dataset import PairDataset, SkipBad, collate_skipping_bad
 from ..errors import CheckpointError, ConfigError, DataError
 from ..model.trd import TRDModel, build_model
 from ..checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from .loss import student_loss
-from .runtime import DistInfo, autocast, barrier, mean_over_ranks, resolve_precision, sync_batchnorm
+from .runtime import DistInfo, autocast, barrier, mean_over_ranks, rank0_value, resolve_precision, sync_batchnorm
 from .teacher_cache import TeacherCache
 
 Log = Callable[[str], None]
@@ -44,6 +46,35 @@ def check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
     if differences:
         raise CheckpointError(path, f"was written with other settings ({'; '.join(differences)}); use the "
                                     "same settings, another --out, or --no-resume to start over")
+
+
+def check_finished(model_path: Path, cfg: Config) -> None:
+    """Refuse a final ``model.pt`` (whose train state is gone) that is not what ``cfg`` would train.
+
+    Its config must pass the resume check and have the same number of epochs: without the
+    optimiser state a finished run cannot be continued to more epochs.
+    """
+    saved = load_checkpoint(model_path, "model", mmap=True)["config"]
+    check_resumable(saved, cfg, model_path)
+    if saved["train"]["epochs"] != cfg.train.epochs:
+        raise CheckpointError(model_path, f"is final after train.epochs={saved['train']['epochs']} and its train "
+                                          "state was removed (train.keep_state=false); to train "
+                                          f"{cfg.train.epochs} epochs use a new run folder or --no-resume")
+
+
+def checkpoint_due(epoch: int, minutes_since_write: float, t: TrainConfig) -> bool:
+    """Whether the train state is written after ``epoch`` (1-based): always after the last one;
+    before, at a multiple of ``t.checkpoint_every`` once ``t.checkpoint_minutes`` of wall time have
+    passed since the last write (or the start of this process).
+
+    Example:
+        >>> t = TrainConfig(epochs=200, checkpoint_minutes=10.0)
+        >>> checkpoint_due(5, 3.0, t), checkpoint_due(6, 10.5, t), checkpoint_due(200, 0.1, t)
+        (False, True, True)
+    """
+    if epoch >= t.epochs:
+        return True
+    return epoch % t.checkpoint_every == 0 and minutes_since_write >= t.checkpoint_minutes
 
 
 #: Entries of an epoch's history record that measure time, so differ between identical runs.
@@ -109,9 +140,12 @@ class Trainer:
         }
 
     def save_state(self, path: Path) -> None:
-        """Rank 0 writes; the others wait for it, so no rank is ever ahead of the saved state."""
+        """Rank 0 writes (and logs size and time); the others wait, so no rank is ahead of the saved state."""
         if self.info.is_main:
+            start = time.perf_counter()
             save_checkpoint(path, "train_state", self.state())
+            self.log(f"train state written after epoch {self.epoch}: {path} "
+                     f"({path.stat().st_size / 2**30:.2f} GiB in {time.perf_counter() - start:.1f}s)")
         barrier(self.info)
 
     def load_state(self, path: Path) -> None:
@@ -154,6 +188,7 @@ class Trainer:
         )
         tcache = TeacherCache(self.model, len(dataset), self.cfg, self.device, self.log if self.info.is_main else None)
         self.model.students.train()
+        last_write = time.monotonic()
         for epoch in range(self.epoch, t.epochs):
             sampler.set_epoch(epoch)
             start, seen, sums = time.perf_counter(), 0, {n: 0.0 for n in self.students}
@@ -183,6 +218,9 @@ class Trainer:
                 self.log("epoch {epoch}/{total}: {losses}  {seconds:.1f}s  {rate:.1f} pairs/s".format(
                     epoch=self.epoch, total=t.epochs, seconds=seconds, rate=record["pairs_per_s"],
                     losses="  ".join(f"loss_{k}={v:.4f}" for k, v in means.items())))
-            if self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs:
+            # Every rank takes rank 0's clock, so all of them agree on whether to write.
+            minutes = rank0_value((time.monotonic() - last_write) / 60, self.info, self.device)
+            if checkpoint_due(self.epoch, minutes, t):
                 self.save_state(state_path)
+                last_write = time.monotonic()
         self.model.eval()

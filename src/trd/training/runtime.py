@@ -27,7 +27,11 @@ def seed_all(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> this process's CUDA device if any (LOCAL_RANK under torchrun), else CPU."""
+    """``auto`` -> this process's CUDA device if any (LOCAL_RANK under torchrun), else CPU.
+
+    DEPARTURE (docs/METHOD_NOTES.md §7, a reference bug not copied): the reference hard-codes its
+    GPU index (``cuda:0`` or ``cuda:1`` per script); here the device is a setting.
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -42,9 +46,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: bf16 only where it is fast (CUDA with native bf16); fp32 elsewhere.
+    """Compute dtype of ``train.precision``: "fp32" (the default, as the reference), "bf16", or
+    "auto" = bf16 where it is fast (CUDA with native bf16), fp32 elsewhere.
 
-    CPUs without AMX/AVX512-BF16 run bf16 slower than fp32, so ``auto`` never picks it on CPU.
+    DEPARTURE (docs/METHOD_NOTES.md §10), opt-in only: bf16 autocast runs the students' and
+    teachers' forward in bfloat16 (the teacher cache then stores bf16 features); the reference is
+    float32 throughout. Losses and maps stay float32. CPUs without AMX/AVX512-BF16 run bf16 slower
+    than fp32, so ``auto`` never picks it on CPU.
+
+    Example:
+        >>> resolve_precision("auto", torch.device("cpu"))
+        torch.float32
     """
     if name == "fp32":
         return torch.float32
@@ -119,6 +131,15 @@ def mean_over_ranks(values: dict[str, float], info: DistInfo, device: torch.devi
     return {k: float(v) / info.world for k, v in zip(values, packed)}
 
 
+def rank0_value(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (for decisions every rank must take alike); unchanged in one process."""
+    if info.world == 1:
+        return value
+    packed = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(packed, src=0)
+    return float(packed)
+
+
 # Device types whose inputs torch.nn.SyncBatchNorm accepts (it raises a ValueError for CPU tensors).
 TORCH_SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
 
@@ -142,6 +163,9 @@ class _AllReduceSum(torch.autograd.Function):
 
 class AllReduceBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d with the statistics of the global batch of all ranks, for CPU training.
+
+    DEPARTURE (docs/METHOD_NOTES.md §11): the reference trains in one process; here a multi-process
+    run synchronises every BatchNorm (this class on CPU, torch's SyncBatchNorm on CUDA).
 
     Used where torch's SyncBatchNorm refuses the device. Mean and (two-pass) variance come from
     all-reduced sums, and autograd through the all-reduce gives the exact gradient of the

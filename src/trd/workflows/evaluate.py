@@ -28,6 +28,14 @@ from ..scoring.threshold import Thresholds
 from ..training.runtime import resolve_device
 
 
+#: What the report says about the AU-PRO curve(s) of ``pro_method``.
+PRO_NOTES = {
+    "exact": "official exact MVTec curve",
+    "thresholds": "the reference code's 100-threshold curve (aupro100@L)",
+    "both": "aupro@L is the official exact MVTec curve, aupro100@L the reference code's 100-threshold curve",
+}
+
+
 def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
     """A colour scale shared by every image of a run: 0 up to the 99.9th percentile (at least ``floor``)."""
     top = float(np.percentile(values, 99.9)) if values.size else floor
@@ -100,7 +108,7 @@ def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thr
                               branch_shares=branch_share, panel=panel, attribution=explained))
     notes = [
         f"Normalisation statistics come from the validation split; thresholds from {thresholds.source or 'it too'}.",
-        f"AU-PRO: {'official exact MVTec curve' if pro_method == 'exact' else 'reference 100-threshold curve'}.",
+        f"AU-PRO: {PRO_NOTES[pro_method]}.",
         "Branch shares: each branch's blurred z-value at the fused map's maximum; they add up to the score. They "
         "are not modality shares: each branch sees both inputs through its Filter and Amplifier"
         + ("; modality attribution (measured) is shown per sample." if explain else

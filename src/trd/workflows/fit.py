@@ -8,18 +8,16 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint
-from ..config import Config, resume_differences, save_config, validate_config
+from ..config import Config, save_config, validate_config
 from ..data.cache import build_cache
 from ..data.dataset import PairDataset
 from ..data.inputs import measure_input_stats
 from ..data.samples import split_samples
 from ..detector import Detector, save_detector
-from ..errors import CheckpointError
 from ..model.trd import check_model_config
 from ..runfolder import folder_lock
 from ..scoring.calibrate import calibrate
-from ..training.fit import Trainer
+from ..training.fit import Trainer, check_finished
 from ..training.runtime import distributed, resolve_device, seed_all
 
 Log = Callable[[str], None]
@@ -30,10 +28,11 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
 
     Args:
         cfg: the run's configuration (`trd.config.load_config`); ``cfg.data`` names the dataset.
-        run_dir: the run folder; it receives ``config.toml``, the resumable ``state.pt`` and
-            ``model.pt``.
+        run_dir: the run folder; it receives ``config.toml``, the resumable ``state.pt`` (removed
+            once ``model.pt`` is written, unless ``train.keep_state``) and ``model.pt``.
         resume: continue from ``run_dir/state.pt`` when it exists (it must come from the same
-            settings); False starts over.
+            settings); when only a final ``model.pt`` of the same settings is there, return it
+            without training; False starts over.
         progress: show a progress bar per epoch.
         log: where progress lines go (``print`` by default); at the end it receives what the
             thresholds promise (with a warning when the validation split is too small for the
@@ -60,10 +59,11 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
         # One writer per run folder: rank 0 holds the lock (the other ranks never write there).
         with folder_lock(run_dir, "trd fit") if info.is_main else contextlib.nullcontext():
             state, path = run_dir / "state.pt", run_dir / "model.pt"
-            if resume and not state.is_file() and path.is_file():
-                if _already_trained(path, cfg):
-                    log(f"{path} is already trained with these settings; nothing to do (--no-resume trains again)")
-                    return path if info.is_main else None
+            if resume and path.is_file() and not state.is_file():
+                check_finished(path, cfg)  # a final model.pt of other settings is refused, naming them
+                if info.is_main:
+                    log(f"{path} is final (trained with these settings); nothing to do (--no-resume trains again)")
+                return path if info.is_main else None
             seed_all(cfg.train.seed)
             trainer = Trainer(cfg, device, info, log)
             if resume and state.is_file():
@@ -80,18 +80,9 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
             save_detector(path, Detector(trainer.model, cal.scorer, cal.reference).eval(), cfg, cal.thresholds, extra={
                 "history": trainer.history, "n_train": len(train_samples), "n_validation": len(val_samples),
                 "border_check": cal.border.to_dict(), "inputs": inputs.to_dict(), "threads": torch.get_num_threads()})
+            if not cfg.train.keep_state:  # model.pt is final: the multi-GB train state has served
+                state.unlink(missing_ok=True)
             for line in cal.summary(cfg):
                 log(line)
     return path
 
-
-def _already_trained(path: Path, cfg: Config) -> bool:
-    """True when ``path`` (a finished model.pt without a training state beside it) was trained with
-    ``cfg``'s settings; CheckpointError naming the differences when it was not."""
-    saved = load_checkpoint(path, "model")["config"]
-    differences = resume_differences(saved, cfg)
-    if differences:
-        raise CheckpointError(path, f"this run folder holds a model trained with other settings "
-                                    f"({'; '.join(differences)}); use another --out, or --no-resume to "
-                                    "train again and replace it")
-    return True
