@@ -125,7 +125,8 @@ def _evaluate(model_path: Path, setting: tuple[bool, bool, bool], device_name: s
     """Metrics and image scores of ``model_path`` on its test split, run with ``setting``."""
     import torch
 
-    from trd.data.dataset import PairDataset, build_cache
+    from trd.data.cache import build_cache
+    from trd.data.dataset import PairDataset
     from trd.data.samples import split_samples
     from trd.detector import load_detector
     from trd.evaluation.evaluate import evaluate_arrays

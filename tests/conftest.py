@@ -75,7 +75,7 @@ class MessageLog:
                "the others were. Images that are not 8-bit RGB are converted, not refused: greyscale, RGBA (alpha",
                "dropped) and 16-bit PNGs (scaled to 8 bits) are read as RGB.", "",
                "This page is written by the test suite from the messages it saw "
-               "(`TRD_ERRORS_DOC=docs/ERRORS.md pytest tests/robustness tests/pipeline/test_trust.py`; temporary "
+               "(`TRD_ERRORS_DOC=docs/ERRORS.md pytest tests/robustness tests/pipeline`; temporary "
                "folders shortened to `…/`).", ""]
         for key, (title, text) in ERROR_SECTIONS.items():
             rows = self.rows[key]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trd.config import PAPER_EPOCHS, Config, DataConfig, load_config, save_config
-from trd.data.dataset import preprocess_params
+from trd.data.inputs import preprocess_params
 from trd.data.samples import MVTEC3D_CATEGORIES
 from trd.training.runtime import resolve_precision
 

@@ -133,7 +133,7 @@ def test_bad_checkpoint_settings_are_refused(tiny_cfg, tmp_path, key, value, wor
     assert not (tmp_path / "run").exists()
 
 
-def test_a_finished_run_is_not_trained_again(tiny_cfg, tmp_path):
+def test_a_finished_run_is_not_trained_again(tiny_cfg, tmp_path, messages):
     run = tmp_path / "run"
     path = api.fit(tiny_cfg, run, progress=False)
     before = path.read_bytes()
@@ -143,8 +143,9 @@ def test_a_finished_run_is_not_trained_again(tiny_cfg, tmp_path):
     # More epochs cannot be added without the optimiser state: refused, with what to do.
     more = copy.deepcopy(tiny_cfg)
     more.train.epochs = 3
-    with pytest.raises(CheckpointError, match="(?s)model.pt.*train.epochs=2.*keep_state.*--no-resume"):
+    with pytest.raises(CheckpointError, match="(?s)model.pt.*train.epochs=2.*keep_state.*--no-resume") as info:
         api.fit(more, run, progress=False)
+    messages.record("setting", "fit again on a finished run (train state removed) with more epochs", f"error: {info.value}")
     # Other settings are checked as for a resume.
     other = copy.deepcopy(tiny_cfg)
     other.train.lr = 0.001
