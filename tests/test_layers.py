@@ -1,7 +1,8 @@
 """The layer contract of pyproject.toml ([tool.importlinter]): imports point down only.
 
-Layers, highest first: cli > api > workflows > reporting | export > evaluation > detector >
-scoring > training > model > data > checkpoint | config > atomic | errors (docs/ARCHITECTURE.md).
+Layers, highest first: cli > api > workflows > reporting | export > evaluation > detector | runtime >
+scoring > training > model > data > checkpoint | runfolder > config > atomic > errors
+(docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

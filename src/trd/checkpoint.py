@@ -12,6 +12,7 @@ Two kinds share one format:
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_save
+from .config import LEGACY_BRANCH_NAMES
 from .errors import CheckpointError
 
 FORMAT = "trd-checkpoint"
@@ -43,8 +45,10 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
                     *, mmap: bool = False) -> dict[str, Any]:
     """Load and validate a checkpoint; every failure is a one-line CheckpointError naming the file.
 
-    ``mmap=True`` maps the tensors instead of reading them: cheap when only the small entries
-    (config, epoch, history) are needed from a multi-GB file.
+    ``mmap=True`` maps the tensors instead of reading them (copy-on-write): cheap when only the
+    small entries (config, epoch, history) are needed from a multi-GB file, and a load into a model
+    then holds the weights once instead of twice. Files are replaced atomically, never rewritten in
+    place, so a mapping stays valid.
     """
     path = Path(path)
     if path.is_dir():
@@ -52,9 +56,11 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file not found")
     try:
+        blob = None
         if mmap:
-            blob = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-        else:
+            with contextlib.suppress(Exception):  # not a zip checkpoint: read below, with its own error
+                blob = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        if blob is None:
             blob = torch.load(io.BytesIO(path.read_bytes()), map_location=map_location, weights_only=True)
     except MemoryError:
         raise
@@ -72,15 +78,6 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
     if missing:
         raise CheckpointError(path, f"incomplete {kind!r} checkpoint: missing {', '.join(missing)}")
     return _upgrade(blob)
-
-
-#: Branch names of version 1 that version 2 renamed.
-LEGACY_BRANCH_NAMES = {"3d": "geo"}
-
-
-def legacy_branch(name: str) -> str:
-    """The current name of a branch that a version-1 file (or ONNX export) may call otherwise."""
-    return LEGACY_BRANCH_NAMES.get(name, name)
 
 
 def _renamed_keys(entries: dict[str, Any]) -> dict[str, Any]:

@@ -89,10 +89,20 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
         return
     click.echo(f"model: {model_path}")
     if then_test:
-        result = api.evaluate(model_path, out_dir=out)
+        result = api.evaluate(model_path, out_dir=out, log=lambda line: click.echo(line, err=True))
         click.echo(api.summary_line(result))
         click.echo(api.decision_summary(result))
         click.echo(f"report: {out / 'report.html'}")
+
+
+def _engine_options(f):
+    """Which inference engine, with how many threads (test, predict)."""
+    f = click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Intra-op threads (default: the CPUs this process may use, or TRD_THREADS).")(f)
+    f = click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+                     help="auto: onnxruntime on a CPU when installed (the export is cached beside the model), "
+                          "else torch.")(f)
+    return f
 
 
 def _input_options(f):
@@ -115,7 +125,8 @@ def _input_options(f):
                    "(aupro100@L), or both.")
 @click.option("--explain", is_flag=True, help="Also measure modality attribution per sample (3x the inference time).")
 @_input_options
-def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z) -> None:
+@_engine_options
+def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z, engine, threads) -> None:
     """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report.
 
     Prints the headline metrics and the decisions at the deployment thresholds (promised and
@@ -128,7 +139,8 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
       trd test --model runs/puck/model.pt --pro thresholds --explain
     """
     result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
-                          explain=explain, xyz_unit=xyz_unit, flip_z=flip_z)
+                          explain=explain, xyz_unit=xyz_unit, flip_z=flip_z, engine=engine, threads=threads,
+                          log=lambda line: click.echo(line, err=True))
     click.echo(api.summary_line(result))
     click.echo(api.decision_summary(result))
 
@@ -174,8 +186,9 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
 @click.option("--explain", is_flag=True,
               help="Add modality attribution to each record (needs --model; 3x the inference time).")
 @_input_options
+@_engine_options
 def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, batch_size, explain, xyz_unit,
-            flip_z) -> None:
+            flip_z, engine, threads) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Each sample's line is appended as soon as it is scored; running again on the same --out with
@@ -190,7 +203,8 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
     """
     summary = api.predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
-                          flip_z=flip_z, explain=explain, log=lambda line: click.echo(line, err=True))
+                          flip_z=flip_z, explain=explain, engine=engine, threads=threads,
+                          log=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(summary, indent=2))
     if summary.get("failed"):
         sys.exit(1)

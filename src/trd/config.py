@@ -34,6 +34,13 @@ PLANES: tuple[str, ...] = ("corners", "ransac", "none")
 #: Units a point cloud may be stored in, with their size in metres (clouds are converted to metres).
 XYZ_UNITS: dict[str, float] = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6}
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+#: Branch names of older files (checkpoint format 1, early ONNX exports) and their names today.
+LEGACY_BRANCH_NAMES = {"3d": "geo"}
+
+
+def legacy_branch(name: str) -> str:
+    """The current name of a branch that an older file may call otherwise."""
+    return LEGACY_BRANCH_NAMES.get(name, name)
 
 #: Training epochs of the reference per dataset format (docs/METHOD.md §4.2): 200 on MVTec 3D-AD,
 #: 100 on Eyecandies; your own folder data gets MVTec's 200. `load_config` and `Config.from_dict`

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -125,7 +126,7 @@ def _reference(path: str | Path, raw: Any, size: int) -> dict[str, Tensor] | Non
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Detector, Config, Thresholds, dict[str, Any]]:
     """Rebuild the detector from ``model.pt`` in eval mode on ``device``."""
-    blob = load_checkpoint(path, "model", map_location="cpu")
+    blob = load_checkpoint(path, "model", map_location="cpu", mmap=True)
     try:
         thresholds = Thresholds.from_dict(blob["thresholds"])
     except (TRDError, TypeError, ValueError) as exc:
@@ -154,3 +155,25 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
     reference = _reference(path, blob.get("reference"), cfg.data.image_size)
     detector = Detector(model, scorer, reference).to(device).eval()
     return detector, cfg, thresholds, blob["extra"]
+
+
+class TorchEngine:
+    """A detector as an inference engine: ``engine(rgb, x3d) -> {name: array}`` on numpy arrays.
+
+    The arrays are ImageNet-normalised B x 3 x S x S float32; the outputs those of
+    :meth:`Detector.forward` (or :meth:`Detector.explain` with ``explain``), as float32 arrays.
+    """
+
+    name = "torch"
+
+    def __init__(self, detector: Detector, device: torch.device, explain: bool = False) -> None:
+        self.detector = detector.eval()
+        self.device = device
+        self.explain = explain
+
+    def __call__(self, rgb: np.ndarray, x3d: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            r = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(x3d, dtype=np.float32)).to(self.device)
+            out = self.detector.explain(r, x) if self.explain else self.detector(r, x)
+        return {k: v.float().cpu().numpy() for k, v in out.items()}

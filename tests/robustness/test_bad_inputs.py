@@ -305,11 +305,13 @@ def edit_cloud_size(path: Path, size: int) -> None:
 
 @pytest.fixture()
 def env(data_copy: Path, tmp_path: Path, ref_run: Path, rob_cache: Path, tools: SimpleNamespace) -> Env:
-    """A private dataset copy and a private copy of the reference run's model.pt (and state.pt)."""
+    """A private dataset copy and a private copy of the reference run's model.pt (and state.pt),
+    with its cached ONNX export (made once by the reference run's test), so no case exports again."""
     run = tmp_path / "refcopy"
     run.mkdir()
     for name in ("model.pt", "state.pt"):
         os.link(ref_run / name, run / name)  # hard links: call private() before writing to one
+    shutil.copytree(ref_run / ".onnx-cache", run / ".onnx-cache", copy_function=os.link)
     return Env(data_copy, tmp_path, run / "model.pt", rob_cache, tools)
 
 

@@ -114,7 +114,7 @@ def test_torn_last_line_is_dropped_and_rescored(rob_root: Path, ref_run: Path, t
 @pytest.mark.slow
 def test_sigkill_mid_predict_keeps_every_line_and_a_rerun_completes(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                                      tools: SimpleNamespace) -> None:
-    n = 60
+    n = 120
     inputs, out = _inputs(rob_root, tmp_path / "in", n), tmp_path / "pred"
     args = [sys.executable, "-m", "trd.cli", "predict", "--model", str(ref_run / "model.pt"), "--input", str(inputs),
             "--out", str(out), "--batch-size", "1"]
@@ -142,7 +142,7 @@ def test_sigkill_mid_predict_keeps_every_line_and_a_rerun_completes(rob_root: Pa
 @pytest.mark.slow
 def test_a_second_writer_on_a_busy_folder_stops_at_once(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                         tools: SimpleNamespace, messages) -> None:
-    inputs, out = _inputs(rob_root, tmp_path / "in", 200), tmp_path / "pred"
+    inputs, out = _inputs(rob_root, tmp_path / "in", 2000), tmp_path / "pred"
     first = subprocess.Popen([sys.executable, "-m", "trd.cli", "predict", "--model", str(ref_run / "model.pt"),
                               "--input", str(inputs), "--out", str(out), "--batch-size", "1"],
                              env=tools.cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

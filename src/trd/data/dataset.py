@@ -7,7 +7,6 @@ computed once, reused in every epoch and every later run.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch.utils.data import Dataset
 from ..config import DataConfig
 from ..errors import DataError
 from .cache import PreprocessCache
-from .inputs import AspectWarning, InputStats, aspect_mismatch, load_pair
+from .inputs import AspectOnce, InputStats, load_pair
 from .samples import Sample
 from .transforms import normalise, rgb_to_chw01
 
@@ -40,7 +39,7 @@ class PairDataset(Dataset):
         self.cfg = cfg
         self.cache = cache
         self.reference = reference
-        self._aspect_warned = False
+        self._aspect = AspectOnce(reference)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -48,11 +47,7 @@ class PairDataset(Dataset):
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(RGB uint8 SxSx3, 3D image float32 3xSxS in [0,1], mask bool SxS) for display and tensors."""
         rgb, x3d, mask, hw = load_pair(self.samples[index], self.cfg, self.cache, self.reference)
-        if not self._aspect_warned:
-            text = aspect_mismatch(hw, self.reference)
-            if text:
-                self._aspect_warned = True
-                warnings.warn(AspectWarning(f"{self.samples[index].rgb}: {text}"), stacklevel=2)
+        self._aspect.check(hw, self.samples[index].rgb)
         return rgb, x3d, mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

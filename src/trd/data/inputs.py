@@ -196,6 +196,22 @@ def load_pair(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = N
     return resize_rgb(rgb_full, size), x3d, mask, hw
 
 
+class AspectOnce:
+    """Warns (`AspectWarning`) the first time an image's aspect ratio differs from the training images'."""
+
+    def __init__(self, reference: InputStats | None) -> None:
+        self.reference = reference
+        self.warned = False
+
+    def check(self, hw: tuple[int, int], path: Path) -> None:
+        if self.warned:
+            return
+        text = aspect_mismatch(hw, self.reference)
+        if text:
+            self.warned = True
+            warnings.warn(AspectWarning(f"{path}: {text}"), stacklevel=3)
+
+
 def aspect_mismatch(hw: tuple[int, int], reference: InputStats | None) -> str:
     """A warning text when an image of size ``hw`` has another aspect ratio than training ("" if not)."""
     if reference is None:

@@ -1,11 +1,11 @@
-"""ONNX export of the detector, and an onnxruntime runner that stands in for it.
+"""ONNX export of the detector; `trd.runtime.ort` runs the exports (without torch).
 
 The exported graph is the whole :class:`~trd.model.detector.Detector`: teachers, students and the
 scorer (z-scoring, fusion, exact Gaussian blur, max), so a deployment needs neither PyTorch nor
 scipy. Inputs ``rgb`` and ``x3d`` are B x 3 x S x S float32, ImageNet-normalised exactly like
 :class:`~trd.data.dataset.PairDataset` gives them (S fixed, B dynamic). Outputs carry the keys of
-``Detector.forward``: ``anomaly_map``, ``score``, ``share_<branch>`` and ``map_<branch>`` (exports of
-trd before the branch shares were named so call them ``contrib_<branch>``; they load unchanged).
+``Detector.forward``: ``anomaly_map``, ``score``, ``share_<branch>``, ``map_<branch>`` and
+``scored_<branch>`` (`trd.runtime.ort.output_names`; older layouts load unchanged).
 
 The file describes itself: ``metadata_props`` hold the resolved config, the thresholds (with what
 they promise and any warning, `trd.scoring.threshold.Thresholds.to_dict`),
@@ -17,35 +17,32 @@ shipped; it traces this model exactly (maps within 1e-5 of PyTorch), keeps the b
 dynamic via ``dynamic_axes`` even when traced at batch 1, and takes seconds where the dynamo
 exporter took a minute on the tiny test model.
 
-Size: protobuf cannot serialise a message over 2 GiB. The paper model (two WRN-50-2 teachers +
-two students, about 1.63 GiB of float32) fits in one file; anything larger than
-:data:`SINGLE_FILE_LIMIT` is written with its weights in ``<name>.data`` beside ``<name>``
-(ONNX external data; keep the two files together).
+Size: a model with more than :data:`EXTERNAL_DATA_FROM` of weights (the paper model: two WRN-50-2
+teachers + two students, about 1.63 GiB of float32) is written as ``<name>`` (the graph) plus
+``<name>.data`` (the weights, ONNX external data; keep the two files together); smaller models as one
+file. Weights are written straight from the model's tensors, one at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..checkpoint import legacy_branch
-from ..config import Config, validate_config
-from ..data.inputs import InputStats
+from ..config import Config
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..detector import Detector, load_detector
-from ..errors import CheckpointError, ConfigError, TRDError
-from ..scoring.infer import Runner
+from ..errors import ConfigError
+from ..runtime.ort import FORMAT, FORMAT_VERSION, INPUT_NAMES, META_KEYS, output_names, require
 from ..scoring.threshold import Thresholds
 
 #: Opset written by default: every op used here exists there, and onnxruntime >= 1.12, TensorRT
@@ -54,31 +51,10 @@ DEFAULT_OPSET = 17
 #: Opsets the TorchScript exporter can write for this graph (Resize with align_corners and
 #: GatherElements need 11; the exporter's own maximum is 20).
 OPSET_RANGE = range(11, 21)
-#: Weights beyond this many bytes go to an external ``.data`` file (protobuf's 2 GiB limit, minus
-#: headroom for the graph and the metadata).
-SINGLE_FILE_LIMIT = 2**31 - 2**26
-INPUT_NAMES = ("rgb", "x3d")
-FORMAT = "trd-onnx"
-FORMAT_VERSION = "1"
-#: metadata_props keys (values are strings; JSON where structured).
-META_KEYS = {
-    "format": "trd.format",
-    "format_version": "trd.format_version",
-    "version": "trd.version",
-    "config": "trd.config",
-    "thresholds": "trd.thresholds",
-    "branches": "trd.branches",
-    "input": "trd.input",
-    "inputs_seen": "trd.training_inputs",  # scale and size of the training inputs (optional)
-}
-
-
-def _require(module: str) -> ModuleType:
-    """Import an optional dependency, or explain how to install it (a one-line TRDError)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise TRDError(f"ONNX support needs the '{module}' package: pip install 'trd-anomaly[onnx]'") from None
+#: Models with more weight bytes than this are exported with their weights streamed into an external
+#: ``<name>.data`` file: the export then holds the weights once (the paper model: 9.2 -> 3.5 GB peak),
+#: and models past protobuf's 2 GiB limit work too. Smaller models get one self-contained file.
+EXTERNAL_DATA_FROM = 256 * 2**20
 
 
 class _TupleOutputs(nn.Module):
@@ -114,45 +90,66 @@ def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], inputs: 
     }
 
 
-def output_names(branches: list[str], share: str = "share") -> list[str]:
-    """Graph outputs, in the order of ``Detector.forward``'s keys (``share="contrib"``: older exports)."""
-    return ["anomaly_map", "score", *(f"{share}_{b}" for b in branches), *(f"map_{b}" for b in branches)]
-
-
-def _trace(detector: Detector, example: tuple[Tensor, Tensor], path: Path, opset: int) -> None:
-    """Write the traced graph to ``path`` (batch axis dynamic, initializers constant-folded)."""
-    names = output_names(detector.branches)
-    graph = _TupleOutputs(detector, names).eval()  # the exporter restores this mode afterwards
+def _trace(graph: nn.Module, names: list[str], example: tuple[Tensor, Tensor], path: Path, opset: int,
+           inline: bool) -> None:
+    """Write the traced graph to ``path`` (batch axis dynamic). ``inline``: the weights inside,
+    constant-folded; else the weights stay graph inputs named by their state-dict keys (no copy)."""
     with warnings.catch_warnings():
         # Only the legacy exporter's deprecation notices; TracerWarnings (values frozen into the
         # graph) stay visible.
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
         warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
         torch.onnx.export(graph, example, str(path), dynamo=False, opset_version=opset,
-                          input_names=list(INPUT_NAMES), output_names=names, do_constant_folding=True,
+                          input_names=list(INPUT_NAMES), output_names=names, do_constant_folding=inline,
+                          export_params=inline, keep_initializers_as_inputs=not inline,
                           dynamic_axes={name: {0: "batch"} for name in (*INPUT_NAMES, *names)})
 
 
-def _weight_bytes(model: Any) -> int:
-    """Serialised size of the initializers (without copying their data out of the proto)."""
-    return sum(t.ByteSize() for t in model.graph.initializer)
+def _attach_weights(onnx: Any, graph_file: Path, data_name: str, weights: dict[str, Tensor]) -> Any:
+    """The graph of ``graph_file`` with its weight inputs turned into initializers whose data is
+    streamed, tensor by tensor, into ``data_name`` beside it (ONNX external data, 64-byte aligned).
+    Only one tensor's bytes are copied at a time, so the export holds the weights once."""
+    model = onnx.load(str(graph_file))  # the graph alone: a few MB
+    kept = [v for v in model.graph.input if v.name in INPUT_NAMES]
+    with (graph_file.parent / data_name).open("wb") as fh:
+        for value in model.graph.input:
+            if value.name in INPUT_NAMES:
+                continue
+            array = weights[value.name].detach().contiguous().numpy()
+            fh.write(b"\0" * (-fh.tell() % 64))
+            offset = fh.tell()
+            fh.write(array.tobytes())
+            tensor = onnx.TensorProto(name=value.name, dims=array.shape,
+                                      data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype),
+                                      data_location=onnx.TensorProto.EXTERNAL)
+            for key, item in (("location", data_name), ("offset", offset), ("length", array.nbytes)):
+                tensor.external_data.add(key=key, value=str(item))
+            model.graph.initializer.append(tensor)
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    return model
 
 
-def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch: int = 1) -> Path:
+def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch: int = 1,
+                log: Callable[[str], None] | None = None) -> Path:
     """Export ``model_path`` (a ``model.pt``) to ``out``, self-describing, validated, written atomically.
 
     ``batch`` is the size of the example batch that is traced; the graph accepts any batch size.
-    The file (and ``<out>.data`` when the weights exceed :data:`SINGLE_FILE_LIMIT`) is staged in a
+    ``log`` is told once the model has loaded (an unreadable model fails before any message).
+    The file (and ``<out>.data`` when the weights exceed :data:`EXTERNAL_DATA_FROM`) is staged in a
     temporary folder beside ``out``, checked with ``onnx.checker``, then moved into place with
-    ``os.replace``: a reader sees the old export or the complete new one.
+    ``os.replace``: a reader sees the old export or the complete new one. The weights are held once
+    at a time (the paper model: ~40 s, peak ~3.8 GB instead of 9.2 GB, benchmarks/README.md).
     """
-    onnx = _require("onnx")
+    onnx = require("onnx")
     opset = DEFAULT_OPSET if opset is None else opset
     if opset not in OPSET_RANGE:
         raise ConfigError(f"ONNX opset {opset} is not supported; use {OPSET_RANGE.start}..{OPSET_RANGE.stop - 1}")
     if batch < 1:
         raise ConfigError(f"export batch must be >= 1, got {batch}")
     detector, cfg, thresholds, extra = load_detector(model_path, "cpu")
+    if log is not None:
+        log(f"exporting {model_path} to ONNX: {out}")
     size = cfg.data.image_size
     generator = torch.Generator().manual_seed(0)
     example = (torch.randn(batch, 3, size, size, generator=generator),
@@ -160,20 +157,29 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     data_name = out.name + ".data"
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        traced, staged = Path(tmp) / "traced.onnx", Path(tmp) / out.name
-        _trace(detector, example, traced, opset)
-        branches = detector.branches
-        del detector  # the proto below holds a second copy of the weights
-        model = onnx.load(str(traced))  # also reads any external data the exporter wrote
-        model.producer_name, model.producer_version = "trd", __version__
-        model.doc_string = f"TRD anomaly detector ({cfg.model.variant}, {cfg.model.backbone}, {size} px)"
-        for key, value in _metadata(cfg, thresholds, branches, extra.get("inputs")).items():
-            model.metadata_props.add(key=key, value=value)
-        external = _weight_bytes(model) > SINGLE_FILE_LIMIT
-        onnx.save_model(model, str(staged), save_as_external_data=external, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        del model
+    names = output_names(detector.branches)
+    graph = _TupleOutputs(detector, names).eval()  # the exporter restores this mode afterwards
+    weights = graph.state_dict(keep_vars=True)
+    external = sum(t.numel() * t.element_size() for t in weights.values()) > EXTERNAL_DATA_FROM
+    header = onnx.ModelProto(producer_name="trd", producer_version=__version__,
+                             doc_string=f"TRD anomaly detector ({cfg.model.variant}, {cfg.model.backbone}, {size} px)")
+    for key, value in _metadata(cfg, thresholds, detector.branches, extra.get("inputs")).items():
+        header.metadata_props.add(key=key, value=value)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as tmp:
+        staged = Path(tmp) / out.name
+        _trace(graph, names, example, staged, opset, inline=not external)
+        if external:
+            model = _attach_weights(onnx, staged, data_name, weights)
+            model.MergeFrom(header)
+            onnx.save_model(model, str(staged))
+            del model
+        else:
+            # Protobuf merges a message's fields read later into those read before: the header's
+            # strings replace the exporter's, its metadata_props are added. Appending it to the
+            # file names the export without loading the weights again.
+            with staged.open("ab") as fh:
+                fh.write(header.SerializeToString())
+        del graph, weights, detector  # the weights are freed before the checker reads the file back
         onnx.checker.check_model(str(staged), full_check=True)  # path-based: works past 2 GiB
         if external:
             os.replace(Path(tmp) / data_name, out.parent / data_name)
@@ -182,62 +188,3 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
         with contextlib.suppress(FileNotFoundError):
             (out.parent / data_name).unlink()  # weights of an earlier, larger export to this path
     return out
-
-
-def _providers(ort: ModuleType) -> list[str]:
-    """CUDA when this onnxruntime build has it (CPU stays as the fallback), else CPU."""
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-
-def _read_metadata(path: Path, meta: dict[str, str]) -> tuple[Config, Thresholds, list[str], InputStats | None]:
-    """Config, thresholds, branches and training-input statistics from an export's metadata;
-    CheckpointError if they are not trd's."""
-    if meta.get(META_KEYS["format"]) != FORMAT:
-        raise CheckpointError(path, "ONNX file has no trd metadata (not written by `trd export`)")
-    if meta.get(META_KEYS["format_version"]) != FORMAT_VERSION:
-        raise CheckpointError(path, f"trd ONNX format version {meta.get(META_KEYS['format_version'])} is not "
-                                    f"supported (expected {FORMAT_VERSION})")
-    try:
-        raw = {key: json.loads(meta[META_KEYS[key]]) for key in ("config", "thresholds", "branches")}
-        cfg = validate_config(Config.from_dict(raw["config"], source=META_KEYS["config"]), META_KEYS["config"])
-        branches = [str(b) for b in raw["branches"]]
-        inputs = InputStats.from_dict(json.loads(meta.get(META_KEYS["inputs_seen"], "null")))
-        return cfg, Thresholds.from_dict(raw["thresholds"]), branches, inputs
-    except (KeyError, ValueError, TypeError, AttributeError, TRDError) as exc:
-        raise CheckpointError(path, f"damaged trd metadata in the ONNX file: {exc}") from None
-
-
-def load_onnx_runner(path: Path) -> tuple[Runner, Config, Thresholds, InputStats | None]:
-    """An onnxruntime session of a ``trd export`` file as ``(rgb, x3d) -> dict of tensors``, and its
-    config, thresholds and training-input statistics (None for exports that predate them).
-
-    The runner accepts torch tensors on any device and returns CPU float32 tensors under the keys
-    of ``Detector.forward``, so :func:`trd.scoring.predict.predict_samples` runs it unchanged.
-    A missing, unreadable or foreign file raises :class:`CheckpointError`.
-    """
-    ort = _require("onnxruntime")
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "ONNX file not found")
-    try:
-        session = ort.InferenceSession(str(path), providers=_providers(ort))
-    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"not a readable ONNX model (truncated or corrupt?): {first}") from None
-    cfg, thresholds, branches, inputs = _read_metadata(path, session.get_modelmeta().custom_metadata_map)
-    names = [o.name for o in session.get_outputs()]
-    if (names not in (output_names(branches), output_names(branches, "contrib"))
-            or [i.name for i in session.get_inputs()] != list(INPUT_NAMES)):
-        raise CheckpointError(path, f"ONNX graph does not have the trd inputs {list(INPUT_NAMES)} and outputs "
-                                    f"{output_names(branches)}")
-    # Exports written before the geometry branch was renamed call it "3d", and before the branch
-    # shares were named so, their outputs "contrib_<branch>".
-    keys = output_names([legacy_branch(b) for b in branches])
-
-    def run(rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
-        feeds = {name: t.detach().to("cpu", torch.float32).contiguous().numpy()
-                 for name, t in zip(INPUT_NAMES, (rgb, x3d))}
-        return {key: torch.from_numpy(value) for key, value in zip(keys, session.run(names, feeds))}
-
-    return run, cfg, thresholds, inputs

@@ -14,16 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
 
 from ..atomic import atomic_write_bytes
+from ..runtime.heatmap import overlay, png_bytes
 
-#: Colormap of every anomaly heatmap (blue = normal, red = anomalous).
-CMAP = "jet"
 #: Panel geometry: inches per column and figure height at a fixed dpi (5 columns -> 1250x330 px).
 PANEL_COL_INCHES = 2.5
 PANEL_HEIGHT_INCHES = 3.3
@@ -57,36 +54,20 @@ def _check_map(amap: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarra
     return amap
 
 
-def _normalise(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """Map to [0,1] on the fixed scale; non-finite values count as normal (0)."""
-    span = vmax - vmin
-    if not np.isfinite(span) or span <= 0:
-        raise ValueError(f"heatmap scale needs finite vmin < vmax, got [{vmin}, {vmax}]")
-    return np.nan_to_num(np.clip((amap - vmin) / span, 0.0, 1.0), nan=0.0)
-
-
 def heatmap_overlay(
     rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5
 ) -> np.ndarray:
-    """Blend ``amap`` (HxW, coloured with CMAP on the fixed scale [vmin, vmax]) over ``rgb``."""
+    """Blend ``amap`` (HxW, coloured with "jet" on the fixed scale [vmin, vmax]) over ``rgb``
+    (`trd.runtime.heatmap.overlay`: the same pixels with or without matplotlib)."""
     rgb = _check_rgb(rgb)
-    amap = _check_map(amap, rgb.shape, "anomaly map")
-    colour = colormaps[CMAP](_normalise(amap, vmin, vmax))[..., :3] * 255.0
-    out = (1.0 - alpha) * rgb.astype(np.float64) + alpha * colour
-    return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
-
-
-def _png_bytes(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+    return overlay(rgb, _check_map(amap, rgb.shape, "anomaly map"), vmin, vmax, alpha)
 
 
 def save_heatmap_png(
     path: str | Path, rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float
 ) -> None:
     """Write the overlay of ``amap`` on ``rgb`` as a PNG of the image's size (atomically)."""
-    atomic_write_bytes(path, _png_bytes(heatmap_overlay(rgb, amap, vmin, vmax)))
+    atomic_write_bytes(path, png_bytes(heatmap_overlay(rgb, amap, vmin, vmax)))
 
 
 def _show(ax: Axes, img: np.ndarray, title: str) -> None:

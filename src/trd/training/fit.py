@@ -150,7 +150,7 @@ class Trainer:
 
     def load_state(self, path: Path) -> None:
         """Every rank loads the same state (the students' replicas stay identical)."""
-        blob = load_checkpoint(path, "train_state", map_location=self.device)
+        blob = load_checkpoint(path, "train_state", map_location=self.device, mmap=True)
         check_resumable(blob["config"], self.cfg, path)
         load_state_dict_strict(self.model.students, blob["students"], path, "student weights")
         for name, opt in self.optimizers.items():

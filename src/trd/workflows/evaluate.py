@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +12,20 @@ import torch
 from ..config import Config, apply_input_overrides
 from ..data.cache import build_cache
 from ..data.dataset import PairDataset
-from ..data.inputs import InputStats
 from ..data.samples import split_samples
-from ..detector import MODALITY_INPUTS, Detector, load_detector, require_good_inputs
+from ..detector import MODALITY_INPUTS
 from ..evaluation.attribution import attribution_by_defect, peak_on_defect
 from ..evaluation.decisions import decision_lines, operating_point
 from ..evaluation.evaluate import evaluate_arrays
 from ..reporting.figures import save_panel_png
 from ..reporting.report import SampleRow, write_metrics, write_report
-from ..runfolder import folder_lock
 from ..reporting.sections import border_section, decisions_section
+from ..runfolder import folder_lock
 from ..scoring.border import BorderCheck, border_check
 from ..scoring.calibrate import threshold_source
 from ..scoring.infer import iterate_outputs
 from ..scoring.threshold import Thresholds
-from ..training.runtime import resolve_device
+from .engine import Engine, load_model
 
 
 #: What the report says about the AU-PRO curve(s) of ``pro_method``.
@@ -42,34 +42,37 @@ def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
     return 0.0, max(top, floor, 1e-6)
 
 
-def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thresholds: Thresholds, out_dir: Path,
-                      device: torch.device, *, pro_method: str = "exact", panels: bool = True,
+def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset, cfg: Config, thresholds: Thresholds,
+                      out_dir: Path, *, pro_method: str = "exact", panels: bool = True,
                       title: str = "TRD evaluation", batch_size: int = 8, explain: bool = False,
                       validation_border: BorderCheck | None = None, split: str = "test") -> dict[str, Any]:
-    """Run ``detector`` over ``dataset``, compute every metric, write metrics/panels/report to ``out_dir``.
+    """Run ``engine`` over ``dataset``, compute every metric, write metrics/panels/report to ``out_dir``.
 
-    ``explain`` adds modality attribution (`Detector.explain`, three model passes per sample);
-    ``validation_border`` is the border check stored with the model (None for older models).
+    ``engine``: numpy in, numpy out (`trd.workflows.engine`), returning the detector's outputs
+    including ``scored_<branch>``, and with ``explain`` its modality attribution
+    (`Detector.explain`, three model passes per sample); ``validation_border`` is the border
+    check stored with the model (None for older models).
     """
     n, size = len(dataset), cfg.data.image_size
-    branches = detector.branches
     fused = np.empty((n, size, size), np.float32)
     gts = np.empty((n, size, size), bool)
     scores = np.empty(n, np.float64)
     per_branch = {b: np.empty((n, size, size), np.float32) for b in branches}
     shares = {b: np.empty(n, np.float64) for b in branches}
     attribution = {m: np.full(n, np.nan) for m in MODALITY_INPUTS} if explain else None
-    run = detector.explain if explain else detector
-    for batch, out in iterate_outputs(run, dataset, device, batch_size, cfg.data.num_workers):
+    def run(rgb: torch.Tensor, x3d: torch.Tensor) -> dict[str, np.ndarray]:
+        return engine(rgb.numpy(), x3d.numpy())
+
+    for batch, out in iterate_outputs(run, dataset, torch.device("cpu"), batch_size, cfg.data.num_workers):
         idx = batch["index"].numpy()
-        fused[idx] = out["anomaly_map"][:, 0].float().cpu().numpy()
+        fused[idx] = out["anomaly_map"][:, 0]
         gts[idx] = batch["mask"][:, 0].numpy() > 0.5
-        scores[idx] = out["score"].float().cpu().numpy()
+        scores[idx] = out["score"]
         for b in branches:
-            per_branch[b][idx] = out[f"scored_{b}"][:, 0].float().cpu().numpy()
-            shares[b][idx] = out[f"share_{b}"].float().cpu().numpy()
+            per_branch[b][idx] = out[f"scored_{b}"][:, 0]
+            shares[b][idx] = out[f"share_{b}"]
         for m in attribution or {}:
-            attribution[m][idx] = out[f"attribution_{m}"].float().cpu().numpy()
+            attribution[m][idx] = out[f"attribution_{m}"]
     samples = dataset.samples
     labels = np.array([s.label for s in samples])
     defects = [s.defect for s in samples]
@@ -125,7 +128,8 @@ def evaluate_detector(detector: Detector, dataset: PairDataset, cfg: Config, thr
 def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, split: str = "test",
              out_dir: str | Path | None = None, pro_method: str = "exact", panels: bool = True,
              device: str = "auto", xyz_unit: str | None = None, flip_z: bool | None = None,
-             explain: bool = False) -> dict[str, Any]:
+             explain: bool = False, engine: str = "auto", threads: int | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Metrics, heatmap panels and the HTML report of a trained model on a labelled split.
 
     Args:
@@ -140,7 +144,12 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
         device: "auto", "cpu", "cuda" or "cuda:N".
         xyz_unit, flip_z: how this split's point clouds are stored, when it differs from the
             training data (default: as trained; see README "Data formats").
-        explain: also measure modality attribution per sample (three model passes per sample).
+        explain: also measure modality attribution per sample (three model passes per sample;
+            runs the torch engine).
+        engine: "auto" (onnxruntime on a CPU when installed, the export cached beside the model),
+            "onnx" or "torch" (`trd.workflows.engine`); the metrics agree within 1e-5.
+        threads: intra-op threads (default: the CPUs this process may use).
+        log: where progress lines go (the one-time export, for instance).
 
     Returns:
         The result dict: ``overall``, ``per_defect``, ``per_branch`` metric tables, ``counts``
@@ -156,21 +165,18 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
         0.953
     """
     model_path = Path(model_path)
-    dev = resolve_device(device)
-    detector, cfg, thresholds, extra = load_detector(model_path, dev)
-    if explain:
-        require_good_inputs(detector, model_path)
+    model = load_model(model_path, engine=engine, device=device, threads=threads, explain=explain, log=log)
+    cfg = model.config
     if data_root is not None:
         cfg.data.root = str(data_root)
     apply_input_overrides(cfg, xyz_unit, flip_z)
-    reference = InputStats.from_dict(extra.get("inputs"))
-    dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data), reference)
+    dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data), model.reference)
     out = Path(out_dir) if out_dir is not None else model_path.parent
     title = f"TRD ({cfg.model.variant}) on {cfg.data.category or Path(cfg.data.root).name} / {split}"
-    border = extra.get("border_check")
+    border = model.extra.get("border_check")
     with folder_lock(out, "trd test"):  # the report folder has one writer, like a run folder
-        return evaluate_detector(detector, dataset, cfg, thresholds, out, dev, pro_method=pro_method, panels=panels,
-                                 title=title, explain=explain, split=split,
+        return evaluate_detector(model.engine, model.branches, dataset, cfg, model.thresholds, out,
+                                 pro_method=pro_method, panels=panels, title=title, explain=explain, split=split,
                                  validation_border=None if border is None else BorderCheck.from_dict(border))
 
 

@@ -18,8 +18,6 @@ preprocessing cache (a line scores each scan once; the cache would only grow).
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -29,44 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
 
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..config import Config, apply_input_overrides
-from ..data.dataset import PairDataset
-from ..data.inputs import InputStats
+from ..config import apply_input_overrides
 from ..data.samples import Sample, unlabelled_samples
-from ..data.transforms import denormalise
-from ..detector import load_detector, require_good_inputs
-from ..errors import ConfigError, DataError, OutputError, write_error
-from ..reporting.figures import save_heatmap_png
+from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
-from ..scoring.infer import Runner, iterate_outputs
-from ..scoring.threshold import Thresholds
-from ..training.runtime import resolve_device
+from ..runtime.batches import iterate_batches
+from ..runtime.heatmap import overlay, png_bytes
+from .engine import LoadedModel, load_model
 
 Log = Callable[[str], None]
 PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
 _OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks")
-
-
-def _png(mask: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def file_sha256(*paths: Path) -> str:
-    """sha256 over the contents of the files that exist among ``paths`` (a model and its weights)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        if path.is_file():
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
 
 
 def _source_key(sample: Sample) -> str:
@@ -158,10 +132,9 @@ def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
                                                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
 
 
-def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds: Thresholds, out_dir: Path,
-                    device: torch.device, batch_size: int = 8, unpaired: list[tuple[str, str]] = (),
-                    reference: InputStats | None = None, log: Log = print) -> dict[str, Any]:
-    """Score ``samples`` with ``run`` into ``out_dir`` (which the caller has locked and claimed)."""
+def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
+                    unpaired: list[tuple[str, str]] = (), log: Log = print) -> dict[str, Any]:
+    """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed)."""
     ledger = Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
     todo = []
@@ -175,44 +148,43 @@ def predict_samples(run: Runner, samples: list[Sample], cfg: Config, thresholds:
     skipped = len(samples) - len(todo) - (len(failed) - len(unpaired))
     if skipped:
         log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path}; scoring the other {len(todo)}")
+    thresholds = model.thresholds
     vmax = max(thresholds.pixel * 2.0, 1.0)
     n_scored = n_anomalous = 0
-    if todo:
-        dataset = PairDataset(todo, cfg.data, None, reference)  # no cache: each scan is scored once
-        for batch, out in iterate_outputs(run, dataset, device, batch_size, skip_bad=True):
-            failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch["errors"]]
-            if not out:
-                continue
-            maps = out["anomaly_map"].float().cpu().numpy()[:, 0]
-            scores = out["score"].float().cpu().numpy()
-            shares = {k[len("share_"):]: v.float().cpu().numpy() for k, v in out.items() if k.startswith("share_")}
-            explained = {k[len("attribution_"):]: v.float().cpu().numpy() for k, v in out.items()
-                         if k.startswith("attribution_")}
-            for j, index in enumerate(batch["index"].tolist()):
-                sample = todo[index]
-                name = sample.rgb.stem
-                heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
-                save_heatmap_png(out_dir / heat, denormalise(batch["rgb"][j].numpy()), maps[j], 0.0, vmax)
-                atomic_write_bytes(out_dir / mask, _png(maps[j] > thresholds.pixel))
-                anomalous = bool(scores[j] > thresholds.image)
-                record = {"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
-                          "anomalous": anomalous, "image_threshold": thresholds.image,
-                          "branch_shares": {k: float(v[j]) for k, v in shares.items()},
-                          "heatmap": heat, "mask": mask}
-                if explained:
-                    record["modality_attribution"] = {k: float(v[j]) for k, v in explained.items()}
-                ledger.append(record)
-                n_scored += 1
-                n_anomalous += anomalous
+    # No preprocessing cache: a line scores each scan once, a cache would only grow.
+    for batch in iterate_batches(todo, model.config.data, batch_size, reference=model.reference):
+        failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch.errors]
+        if not batch.indices:
+            continue
+        out = model.engine(batch.rgb, batch.x3d)
+        maps, scores = out["anomaly_map"][:, 0], out["score"]
+        shares = {k[len("share_"):]: v for k, v in out.items() if k.startswith("share_")}
+        explained = {k[len("attribution_"):]: v for k, v in out.items() if k.startswith("attribution_")}
+        for j, index in enumerate(batch.indices):
+            sample = todo[index]
+            name = sample.rgb.stem
+            heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
+            atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], 0.0, vmax)))
+            atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
+            anomalous = bool(scores[j] > thresholds.image)
+            record = {"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
+                      "anomalous": anomalous, "image_threshold": thresholds.image,
+                      "branch_shares": {k: float(v[j]) for k, v in shares.items()},
+                      "heatmap": heat, "mask": mask}
+            if explained:
+                record["modality_attribution"] = {k: float(v[j]) for k, v in explained.items()}
+            ledger.append(record)
+            n_scored += 1
+            n_anomalous += anomalous
     return {"scored": n_scored, "skipped": skipped, "anomalous": n_anomalous, "failed": failed,
-            "total": len(ledger.done), "predictions": str(ledger.path)}
+            "total": len(ledger.done), "predictions": str(ledger.path), "engine": model.name}
 
 
 def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
             batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
             xyz_unit: str | None = None, flip_z: bool | None = None, explain: bool = False,
-            log: Log = print) -> dict[str, Any]:
+            engine: str = "auto", threads: int | None = None, log: Log = print) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
@@ -223,54 +195,38 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         input_dir: a folder with ``rgb/`` and the model's 3D folder (``xyz/``, ``depth/`` or
             ``normals/``), files paired by name; or
         rgb, xyz: one RGB image and its 3D file.
-        onnx_path: an ONNX file written by `trd.api.export`, run by onnxruntime.
+        onnx_path: an ONNX file written by `trd.api.export`, run by onnxruntime (no torch needed).
         batch_size: pairs scored together.
-        device: "auto", "cpu", "cuda" or "cuda:N" (the ONNX path picks its own provider).
+        device: "auto", "cpu", "cuda" or "cuda:N" (the torch engine's device).
         overwrite: replace the predictions of another model in ``out_dir``.
         camera: camera.json of depth PNG inputs (default: ``<input>/camera.json``).
         xyz_unit, flip_z: how these scans' clouds are stored, when it differs from the training
             data (default: as trained).
         explain: add ``modality_attribution`` to each record (`trd.detector.Detector.explain`;
-            three model passes per sample; needs ``model_path``).
+            three model passes per sample; needs ``model_path`` and the torch engine).
+        engine: "auto" (onnxruntime on a CPU when installed, the export cached beside the model),
+            "onnx" or "torch" (`trd.workflows.engine`).
+        threads: intra-op threads (default: the CPUs this process may use).
         log: where progress lines go.
 
     Returns:
-        ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "predictions"}``:
-        counts of this run, the samples that could not be scored, and the number of lines now in
-        ``predictions.jsonl``.
+        ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "predictions",
+        "engine"}``: counts of this run, the samples that could not be scored, the number of lines
+        now in ``predictions.jsonl`` and the engine that scored.
 
     Example:
         >>> from trd import api
         >>> api.predict("runs/puck/model.pt", "preds", input_dir=Path("line_scans"))  # doctest: +SKIP
-        {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, 'predictions': 'preds/predictions.jsonl'}
+        {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, ...}
     """
-    if (model_path is None) == (onnx_path is None):
-        raise ConfigError("give exactly one of --model (model.pt) or --onnx (exported file)")
-    if explain and onnx_path is not None:
-        raise ConfigError("--explain needs --model (model.pt holds the good inputs it needs; an ONNX file does not)")
     out_dir = Path(out_dir)
     for given in (input_dir, rgb, xyz, camera):  # before the (slow) model load
         if given is not None and not given.exists():
             raise DataError(given, "folder not found" if given is input_dir else "file not found")
-    if onnx_path is not None:
-        from ..export.onnx import load_onnx_runner
-
-        model_file = Path(onnx_path)
-        run, cfg, thresholds, reference = load_onnx_runner(model_file)
-        dev = resolve_device("cpu")
-        files = (model_file, model_file.with_name(model_file.name + ".data"))
-    else:
-        model_file = Path(model_path)
-        dev = resolve_device(device)
-        detector, cfg, thresholds, extra = load_detector(model_file, dev)
-        if explain:
-            require_good_inputs(detector, model_file)
-        run = detector.explain if explain else detector
-        reference = InputStats.from_dict(extra.get("inputs"))
-        files = (model_file,)
-    apply_input_overrides(cfg, xyz_unit, flip_z)
-    samples, unpaired = unlabelled_samples(cfg.data, input_dir, rgb, xyz, camera)
+    model = load_model(None if model_path is None else Path(model_path), None if onnx_path is None else Path(onnx_path),
+                       engine=engine, device=device, threads=threads, explain=explain, log=log)
+    apply_input_overrides(model.config, xyz_unit, flip_z)
+    samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera)
     with folder_lock(out_dir, "trd predict"):
-        _claim(out_dir, model_file, file_sha256(*files), overwrite)
-        return predict_samples(run, samples, cfg, thresholds, out_dir, dev, batch_size, unpaired, reference, log)
-
+        _claim(out_dir, model.files[0], model.sha256, overwrite)
+        return predict_samples(model, samples, out_dir, batch_size, unpaired, log)

@@ -1,0 +1,72 @@
+"""Batches of model inputs read from files, for inference without torch.
+
+`iterate_batches` reads samples with the trainer's own code (`trd.data.inputs.load_pair`), turns
+them into ImageNet-normalised float32 arrays and yields them a batch at a time; a sample whose files
+are bad is reported in its batch's ``errors`` and left out, the others go on. The next batch is read
+on a background thread while the current one is scored (inference engines release the GIL), and at
+most two batches exist at once, so memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import DataConfig
+from ..data.cache import PreprocessCache
+from ..data.inputs import AspectOnce, InputStats, load_pair
+from ..data.samples import Sample
+from ..data.transforms import normalise, rgb_to_chw01
+from ..errors import DataError
+
+
+@dataclass
+class Batch:
+    """``indices`` into the sample list; ``rgb`` / ``x3d``: B x 3 x S x S normalised float32;
+    ``display``: the resized RGB images (uint8 S x S x 3); ``masks``: B x S x S bool;
+    ``errors``: (index, "file: problem") of the samples left out."""
+
+    indices: list[int]
+    rgb: np.ndarray
+    x3d: np.ndarray
+    display: list[np.ndarray]
+    masks: np.ndarray
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _load(samples: list[Sample], indices: range, cfg: DataConfig, cache: PreprocessCache | None,
+          reference: InputStats | None, aspect: AspectOnce) -> Batch:
+    kept, rgbs, x3ds, displays, masks, errors = [], [], [], [], [], []
+    for i in indices:
+        try:
+            rgb, x3d, mask, hw = load_pair(samples[i], cfg, cache, reference)
+        except DataError as exc:
+            errors.append((i, str(exc)))
+            continue
+        aspect.check(hw, samples[i].rgb)
+        kept.append(i)
+        rgbs.append(normalise(rgb_to_chw01(rgb)))
+        x3ds.append(normalise(x3d))
+        displays.append(rgb)
+        masks.append(mask)
+    size = cfg.image_size
+    empty = np.zeros((0, 3, size, size), np.float32)
+    return Batch(kept, np.stack(rgbs) if rgbs else empty, np.stack(x3ds) if x3ds else empty, displays,
+                 np.stack(masks) if masks else np.zeros((0, size, size), bool), errors)
+
+
+def iterate_batches(samples: list[Sample], cfg: DataConfig, batch_size: int, *, cache: PreprocessCache | None = None,
+                    reference: InputStats | None = None) -> Iterator[Batch]:
+    """Batches of ``samples`` in order (the last may be smaller; a batch may be empty but for errors)."""
+    aspect = AspectOnce(reference)
+    spans = [range(start, min(start + batch_size, len(samples))) for start in range(0, len(samples), batch_size)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trd-load") as pool:
+        pending = pool.submit(_load, samples, spans[0], cfg, cache, reference, aspect) if spans else None
+        for k in range(len(spans)):
+            batch = pending.result()
+            pending = pool.submit(_load, samples, spans[k + 1], cfg, cache, reference, aspect) \
+                if k + 1 < len(spans) else None
+            yield batch

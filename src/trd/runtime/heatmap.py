@@ -1,0 +1,61 @@
+"""Heatmap overlays as PNG bytes, with numpy and Pillow only (no matplotlib).
+
+The colour map is matplotlib's "jet" (the same 256-entry table, the same lookup), so overlays are
+identical whether a report (matplotlib) or a runtime without matplotlib draws them (tested).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+#: matplotlib's "jet": (x, value) break points of each channel, linearly interpolated.
+_JET = {
+    "red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+    "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+    "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+}
+_N = 256
+
+
+def _table() -> np.ndarray:
+    x = np.linspace(0.0, 1.0, _N)
+    return np.stack([np.interp(x, *zip(*_JET[c], strict=True)) for c in ("red", "green", "blue")], axis=1)
+
+
+JET = _table()  # 256 x 3 in [0, 1]
+
+
+def jet(values01: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] (shape + (3,)) of values in [0, 1], looked up as matplotlib does."""
+    index = np.clip((np.asarray(values01, dtype=np.float64) * _N).astype(np.int64), 0, _N - 1)
+    return JET[index]
+
+
+def normalise_map(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Map to [0,1] on the fixed scale; non-finite values count as normal (0)."""
+    span = vmax - vmin
+    if not np.isfinite(span) or span <= 0:
+        raise ValueError(f"heatmap scale needs finite vmin < vmax, got [{vmin}, {vmax}]")
+    return np.nan_to_num(np.clip((np.asarray(amap, dtype=np.float64) - vmin) / span, 0.0, 1.0), nan=0.0)
+
+
+def overlay(rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
+    """Blend ``amap`` (HxW, coloured on the fixed scale [vmin, vmax]) over uint8 HxWx3 ``rgb``."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"image must be uint8 HxWx3, got {rgb.dtype} {rgb.shape}")
+    if np.shape(amap) != rgb.shape[:2]:
+        raise ValueError(f"anomaly map has shape {np.shape(amap)}, expected {rgb.shape[:2]} (the image's HxW)")
+    colour = jet(normalise_map(amap, vmin, vmax)) * 255.0
+    out = (1.0 - alpha) * rgb.astype(np.float64) + alpha * colour
+    return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 image (no metadata, so equal images give equal bytes)."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
