@@ -175,13 +175,20 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _cpu_wall(results: list[dict[str, Any]]) -> str:
+    """CPU seconds over wall seconds of the measuring process (> threads: the machine was oversubscribed)."""
+    cpu, wall = median_of(results, "cpu_s"), median_of(results, "wall_s")
+    return f"{cpu:.1f} / {wall:.1f}" if cpu is not None and wall else "-"
+
+
 def table(model: str, rows: list[Row], epoch_pairs: int) -> str:
     """Markdown table of one model; '-' = not measured for that row (unchanged by its step)."""
     base_t = median_of(rows[0].results.get("train", []), "train_pairs_per_s")
     base_i = median_of(rows[0].results.get("infer", []), "infer_pairs_per_s")
-    head = (f"| {model} | train pairs/s | s/epoch (N={epoch_pairs}) | 1st epoch s | train x | "
-            "infer pairs/s (batch) | latency ms (b=1) | infer x | score ms/pair | peak MB train | peak MB infer |")
-    lines = [head, "|" + "---|" * 11]
+    head = (f"| {model} | train x | infer x | train pairs/s | s/epoch (N={epoch_pairs}) | 1st epoch s | "
+            "infer pairs/s (batch) | latency ms (b=1) | score ms/pair | CPU s / wall s train | CPU s / wall s infer | "
+            "peak MB train | peak MB infer |")
+    lines = [head, "|" + "---|" * 13]
     for row in rows:
         tr, inf = row.results.get("train", []), row.results.get("infer", [])
         tps, ips = median_of(tr, "train_pairs_per_s"), median_of(inf, "infer_pairs_per_s")
@@ -189,14 +196,16 @@ def table(model: str, rows: list[Row], epoch_pairs: int) -> str:
         batch = inf[0].get("infer_batch") if inf and "infer_batch" in inf[0] else None
         cells = [
             row.label + (f" (error: {errors[0]})" if errors else ""),
+            _fmt(tps / base_t if tps and base_t else None),
+            _fmt(ips / base_i if ips and base_i else None),
             _fmt(tps, 3),
             _fmt(epoch_pairs / tps if tps else None, 1),
             _fmt(median_of(tr, "first_epoch_s"), 1),
-            _fmt(tps / base_t if tps and base_t else None),
             f"{_fmt(ips, 3)} ({batch})" if ips else "-",
             _fmt(median_of(inf, "latency_ms"), 1),
-            _fmt(ips / base_i if ips and base_i else None),
             _fmt(median_of(inf, "score_ms_per_pair"), 1),
+            _cpu_wall(tr),
+            _cpu_wall(inf),
             _fmt(median_of(tr, "train_peak_mb"), 0),
             _fmt(median_of(inf, "infer_peak_mb"), 0),
         ]
@@ -272,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epoch-pairs", type=int, default=32, help="N for the seconds-per-epoch column")
     p.add_argument("--cloud-size", type=int, help="synthetic cloud side (default: the image size; MVTec is ~800)")
     p.add_argument("--repeat", type=int, default=1, help="repeat every measurement (interleaved); medians reported")
+    p.add_argument("--cpus", type=lambda v: [int(c) for c in v.split(",")], default=None,
+                   help="pin every measurement process to these CPUs (e.g. 0 or 0,1), threads = their number")
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op threads per measurement process (0 = torch's default; see README on shared CPUs)")
     p.add_argument("--timeout", type=int, default=1200, help="seconds per measurement process")
@@ -306,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
                          infer_batches=args.infer_batches)
             n_data = max(sizes["n_pairs"], sizes["infer_batch"], *args.infer_batches)
             root = _synth(Path(tmp), args.cloud_size or m.size, n_data)
-            base = dict(backbone=m.backbone, size=m.size, data_root=str(root), device=args.device, **sizes)
+            base = dict(backbone=m.backbone, size=m.size, data_root=str(root), device=args.device, cpus=args.cpus,
+                        **sizes)
             ladder = args.ladder or DEFAULT_LADDER[args.device][name]
             if ladder in ("toggles", "defaults"):
                 rows = toggle_rows(bf16["fast_bf16"], args.compile)[:None if ladder == "toggles" else 2]

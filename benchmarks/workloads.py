@@ -172,7 +172,7 @@ def _inputs(cfg: Config, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def run_infer(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     flags = spec["flags"]
     cfg = _config(spec, "none")
-    extra = [b for b in spec.get("infer_batches", []) if b != spec["infer_batch"]] if spec["impl"] == "ours" else []
+    extra = [b for b in spec.get("infer_batches", []) if b != spec["infer_batch"]]
     rgb, x3d = _inputs(cfg, max([spec["infer_batch"], *extra]))
     if device.type == "cuda":
         rgb, x3d = rgb.pin_memory(), x3d.pin_memory()
@@ -190,11 +190,11 @@ def run_infer(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
         runner = model
         if spec["impl"] == "ours" and flags.get("channels_last"):
             runner = model.to(memory_format=torch.channels_last)
-        batched = spec["impl"] == "ours"  # ours without the on-device scorer: batched model, host scoring
+        # The model sees the whole batch (the baseline too: the same batch size for every row, so a
+        # row's gain is not the batching gain the reference would also get); scoring on the host.
 
         def host_path(r: torch.Tensor, d: torch.Tensor) -> None:
-            chunks = [(r, d)] if batched else [(r[i:i + 1], d[i:i + 1]) for i in range(len(r))]
-            for cr, cd in chunks:
+            for cr, cd in [(r, d)]:
                 with torch.inference_mode(), autocast(device, dtype):
                     maps = runner.raw_maps(cr.to(device, non_blocking=True), cd.to(device, non_blocking=True))
                 start = time.perf_counter()
@@ -229,7 +229,7 @@ def run_infer(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     for b in extra:  # throughput at other batches (the same warm model; a new shape may recompile)
         by_batch[b] = b / statistics.median(_median_time(lambda: fn(rgb[:b], x3d[:b]), device, runs, warmup=warm))
     return {
-        "infer_batch": n if spec["impl"] == "ours" else 1,
+        "infer_batch": n,
         "infer_pairs_per_s": round(by_batch[n], 4),
         "infer_pairs_per_s_by_batch": {str(b): round(v, 4) for b, v in sorted(by_batch.items())},
         "latency_ms": round(1000 * statistics.median(lat_times), 2),
@@ -295,10 +295,20 @@ def _peak_mb(device: torch.device, base_rss: float) -> float:
     return round(_rss_mb() - base_rss, 1)
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     warnings.simplefilter("ignore")  # weights='none' warns on every teacher build
+    if spec.get("cpus"):  # pinned: a fixed set of cores, as many threads as cores
+        os.sched_setaffinity(0, spec["cpus"])
+        torch.set_num_threads(len(spec["cpus"]))
     device = torch.device(spec["device"])
     load_before = os.getloadavg()[0]
+    cpu_before = _cpu_s()
     with tempfile.TemporaryDirectory(prefix="trd-bench-") as tmp:
         start = time.perf_counter()
         if spec["phase"] == "train":
@@ -310,8 +320,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             result = run_data(spec, Path(tmp))
         result["wall_s"] = round(time.perf_counter() - start, 2)
+        result["cpu_s"] = round(_cpu_s() - cpu_before, 2)  # beside wall_s: oversubscription shows up
     result["rss_peak_mb"] = round(_rss_mb(), 1)
     result["torch_threads"] = torch.get_num_threads()
+    result["cpus"] = sorted(os.sched_getaffinity(0))
     result["loadavg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install the package with its test and ONNX extras.
+# Create .venv (once) and install the package with its training and test extras (the full toolkit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,6 +9,6 @@ fi
 stamp=.venv/.trd-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,onnx]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[train,dev]"
   touch "$stamp"
 fi

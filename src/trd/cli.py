@@ -1,4 +1,10 @@
-"""The ``trd`` command: a thin layer over `trd.api`. Errors a user can fix print one line, exit 2."""
+"""The ``trd`` command: a thin layer over `trd.api`. Errors a user can fix print one line (exit codes:
+`trd.errors`).
+
+Commands import what they need when they run: ``trd predict --onnx``, ``synth`` and
+``prepare-eyecandies`` work with the runtime install alone (no torch); the others need the training
+install and say so in one line where it is missing.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,22 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from . import api
 from .config import XYZ_UNITS, load_config
 from .errors import TRDError
+
+TRAIN_EXTRA = "pip install 'trd-anomaly[train]'"
+
+
+def _api():  # noqa: ANN202 - the module trd.api
+    """The full toolkit (`trd.api`), or a one-line TRDError where torch is not installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise TRDError(f"this command needs the training install (PyTorch), which is not installed here: "
+                       f"{TRAIN_EXTRA}") from None
+    from . import api
+
+    return api
 
 
 def _config_options(f):
@@ -58,9 +77,10 @@ def synth(out, size, seed, categories, n_train, n_validation, n_test_good, n_tes
     Example:
       trd synth --out data/synth --size 128
     """
-    counts = api.synth(out, categories=categories.split(",") if categories else None, size=size, seed=seed,
-                       n_train=n_train, n_validation=n_validation, n_test_good=n_test_good,
-                       n_test_per_defect=n_test_per_defect)
+    from .data.synth import generate  # numpy only: works with the runtime install
+
+    counts = generate(out, categories.split(",") if categories else None, size=size, seed=seed, n_train=n_train,
+                      n_validation=n_validation, n_test_good=n_test_good, n_test_per_defect=n_test_per_defect)
     click.echo(json.dumps(counts, indent=2))
 
 
@@ -84,14 +104,14 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
       trd fit --data data/synth --category puck --out runs/puck --set train.epochs=20
     """
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, category=category, format=fmt)
-    model_path = api.fit(cfg, out, resume=not no_resume)
+    model_path = _api().fit(cfg, out, resume=not no_resume)
     if model_path is None:  # a non-zero torchrun rank
         return
     click.echo(f"model: {model_path}")
     if then_test:
-        result = api.evaluate(model_path, out_dir=out, log=lambda line: click.echo(line, err=True))
-        click.echo(api.summary_line(result))
-        click.echo(api.decision_summary(result))
+        result = _api().evaluate(model_path, out_dir=out, log=lambda line: click.echo(line, err=True))
+        click.echo(_api().summary_line(result))
+        click.echo(_api().decision_summary(result))
         click.echo(f"report: {out / 'report.html'}")
 
 
@@ -138,11 +158,11 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
     Example:
       trd test --model runs/puck/model.pt --pro thresholds --explain
     """
-    result = api.evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
+    result = _api().evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
                           explain=explain, xyz_unit=xyz_unit, flip_z=flip_z, engine=engine, threads=threads,
                           log=lambda line: click.echo(line, err=True))
-    click.echo(api.summary_line(result))
-    click.echo(api.decision_summary(result))
+    click.echo(_api().summary_line(result))
+    click.echo(_api().decision_summary(result))
 
 
 @cli.command()
@@ -167,7 +187,7 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
     Example:
       trd calibrate --model runs/puck/model.pt --data line/good_scans --out runs/puck/model.v2.pt
     """
-    api.calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
+    _api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
                   target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite)
 
 
@@ -201,7 +221,11 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
       trd predict --model runs/puck/model.pt --input line_scans/ --out preds/
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
     """
-    summary = api.predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
+    if model_path is not None:
+        _api()  # a model.pt needs torch (an --onnx file does not): say so in one line where it is missing
+    from .workflows.predict import predict as run_predict
+
+    summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
                           flip_z=flip_z, explain=explain, engine=engine, threads=threads,
                           log=lambda line: click.echo(line, err=True))
@@ -234,7 +258,7 @@ def demo(out, backbone_weights, variants, overrides) -> None:
     if unknown:  # before any data is generated or any variant trained
         raise click.BadParameter(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)} or 'all'",
                                  param_hint="--variants")
-    api.demo(out, backbone_weights=backbone_weights, variants=chosen, overrides=list(overrides))
+    _api().demo(out, backbone_weights=backbone_weights, variants=chosen, overrides=list(overrides))
 
 
 @cli.command()
@@ -255,7 +279,7 @@ def reproduce(root, out, categories, dry_run, config_file, overrides, backbone_w
       trd reproduce --data /data/mvtec3d --out runs/paper --categories bagel,tire
     """
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, format="mvtec3d")
-    text = api.reproduce(cfg, out, categories.split(",") if categories else None, dry_run=dry_run)
+    text = _api().reproduce(cfg, out, categories.split(",") if categories else None, dry_run=dry_run)
     if not dry_run:
         click.echo(text)
 
@@ -282,13 +306,13 @@ def prepare_eyecandies(raw, out) -> None:
 def export(model_path, fmt, out) -> None:
     """Export the detector (two inputs; fused map, per-branch maps, score) for deployment.
 
-    Prints the path written. The file carries its config and thresholds (needs the onnx extra).
+    Prints the path written. The file carries its config and thresholds (needs the training install).
 
     \b
     Example:
       trd export --model runs/puck/model.pt --out puck.onnx
     """
-    click.echo(str(api.export(model_path, out, fmt=fmt)))
+    click.echo(str(_api().export(model_path, out, fmt=fmt)))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

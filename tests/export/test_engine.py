@@ -20,7 +20,7 @@ from trd.errors import ConfigError
 from trd.runtime.threads import available_cpus, inference_threads
 from trd.workflows.engine import load_model
 
-pytest.importorskip("onnxruntime")  # the onnx extra
+pytest.importorskip("onnxruntime")  # installed with the package
 
 TINY = ["model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1", "model.bottleneck_blocks=1",
         "data.image_size=64", "train.epochs=1", "train.batch_size=2"]

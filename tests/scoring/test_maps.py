@@ -183,7 +183,7 @@ def test_scorer_torchscript_and_onnx() -> None:
     for key, value in scripted(maps, foreground).items():
         torch.testing.assert_close(value, expected[key])
 
-    ort = pytest.importorskip("onnxruntime")  # the onnx extra; the TorchScript check above runs without it
+    ort = pytest.importorskip("onnxruntime")  # installed with the package
 
     class Wrapper(torch.nn.Module):
         def __init__(self) -> None:

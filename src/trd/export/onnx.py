@@ -77,9 +77,10 @@ def input_spec(image_size: int) -> dict[str, Any]:
             "mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD]}
 
 
-def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], inputs: dict | None) -> dict[str, str]:
+def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], extra: dict[str, Any]) -> dict[str, str]:
     return {
-        META_KEYS["inputs_seen"]: json.dumps(inputs, sort_keys=True),
+        META_KEYS["validation_scores"]: json.dumps(extra.get("validation_scores")),
+        META_KEYS["inputs_seen"]: json.dumps(extra.get("inputs"), sort_keys=True),
         META_KEYS["format"]: FORMAT,
         META_KEYS["format_version"]: FORMAT_VERSION,
         META_KEYS["version"]: __version__,
@@ -163,7 +164,7 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
     external = sum(t.numel() * t.element_size() for t in weights.values()) > EXTERNAL_DATA_FROM
     header = onnx.ModelProto(producer_name="trd", producer_version=__version__,
                              doc_string=f"TRD anomaly detector ({cfg.model.variant}, {cfg.model.backbone}, {size} px)")
-    for key, value in _metadata(cfg, thresholds, detector.branches, extra.get("inputs")).items():
+    for key, value in _metadata(cfg, thresholds, detector.branches, extra).items():
         header.metadata_props.add(key=key, value=value)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as tmp:
         staged = Path(tmp) / out.name

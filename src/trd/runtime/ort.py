@@ -58,7 +58,7 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TRDError(f"ONNX support needs the '{module}' package: pip install 'trd-anomaly[onnx]'") from None
+        raise TRDError(f"ONNX support needs the '{module}' package: pip install trd-anomaly (onnxruntime) or 'trd-anomaly[train]' (onnx, to export)") from None
 
 
 def _providers(ort: ModuleType) -> list[str]:

@@ -1,7 +1,6 @@
-"""Scoring: validation normalisation, fusion, smoothing and deployment thresholds (docs/METHOD.md §5)."""
+"""Scoring: validation normalisation, fusion, smoothing and deployment thresholds (docs/METHOD.md §5).
 
-from .maps import BRANCHES, STD_EPS, BranchStats, GaussianBlur, Scorer
-from .threshold import Thresholds, choose_thresholds, fpr_threshold, order_statistic_threshold
-
-__all__ = ["BRANCHES", "STD_EPS", "BranchStats", "GaussianBlur", "Scorer", "Thresholds", "choose_thresholds",
-           "fpr_threshold", "order_statistic_threshold"]
+Modules: `maps` (the Scorer, torch), `threshold` (thresholds and their guarantee, numpy only, so the
+runtime install reads them), `calibrate`, `border`, `counterfactual`, `infer`. Import them by name;
+this package imports nothing itself, so ``trd.scoring.threshold`` loads no torch.
+"""

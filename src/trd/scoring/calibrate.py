@@ -43,6 +43,12 @@ class Calibration:
     thresholds: Thresholds
     border: BorderCheck
     reference: dict[str, Tensor] | None
+    scores: list[float]  # image scores of the good samples the thresholds were chosen on
+
+    def summary_scores(self) -> list[float]:
+        """The good samples' image scores, rounded to 6 significant digits (stored with the model,
+        so a threshold can be explored against them: `trd serve`'s page)."""
+        return [float(f"{v:.6g}") for v in self.scores]
 
     def summary(self, cfg: Config) -> list[str]:
         """Log lines: what the thresholds promise (and why not more), then the border check."""
@@ -74,6 +80,9 @@ class _GoodStatistics:
         self.scores.append(out["score"].float().cpu().numpy())
         self.argmax.append(maps.reshape(len(maps), -1).argmax(axis=1))
         self.pixel_values += [fpr_threshold(m, self.pixel_fpr) for m in maps]
+
+    def image_scores(self) -> list[float]:
+        return [float(v) for v in np.concatenate(self.scores)] if self.scores else []
 
     def finish(self, cfg: Config, source: str) -> tuple[Thresholds, BorderCheck, dict[str, Tensor] | None]:
         if not self.scores:
@@ -118,7 +127,7 @@ def calibrate(model: TRDModel, dataset: PairDataset, cfg: Config, device: torch.
         for i, foreground in enumerate(foregrounds):
             good.add_outputs(scorer({b: raw[b][i] for b in branches}, foreground))
     thresholds, border, reference = good.finish(cfg, threshold_source(cfg, "validation"))
-    return Calibration(scorer.to(device), thresholds, border, reference)
+    return Calibration(scorer.to(device), thresholds, border, reference, good.image_scores())
 
 
 def rederive_thresholds(run: Runner, dataset: PairDataset, cfg: Config, device: torch.device, source: str,
@@ -130,4 +139,4 @@ def rederive_thresholds(run: Runner, dataset: PairDataset, cfg: Config, device: 
         good.add_inputs(batch)
         good.add_outputs(out)
     thresholds, border, reference = good.finish(cfg, source)
-    return Calibration(None, thresholds, border, reference)
+    return Calibration(None, thresholds, border, reference, good.image_scores())

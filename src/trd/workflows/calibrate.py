@@ -113,4 +113,5 @@ def _save(out: Path, detector: Detector, cfg: Config, cal: Calibration, extra: d
     if cal.reference is not None:
         detector.reference = cal.reference
     save_detector(out, detector, cfg, cal.thresholds,
-                  extra=extra | {"border_check": cal.border.to_dict(), "calibrations": history})
+                  extra=extra | {"border_check": cal.border.to_dict(), "calibrations": history,
+                                 "validation_scores": cal.summary_scores()})

@@ -50,6 +50,13 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)  # model.pt's extra record ({} for ONNX)
     detector: Any = None  # the torch Detector when the engine is torch
 
+    @property
+    def validation_scores(self) -> list[float] | None:
+        """Image scores of the good samples the thresholds were chosen on (None for older models)."""
+        if self.extra.get("validation_scores") is not None:
+            return list(self.extra["validation_scores"])
+        return getattr(self.engine, "validation_scores", None)
+
 
 def file_sha256(*paths: Path) -> str:
     """sha256 over the contents of the files that exist among ``paths`` (a model and its weights)."""
@@ -63,7 +70,7 @@ def file_sha256(*paths: Path) -> str:
 
 
 def onnxruntime_available() -> bool:
-    """Whether onnxruntime and onnx (to export) can be imported here (the onnx extra)."""
+    """Whether onnxruntime and onnx (to export) can be imported here (onnxruntime: every install; onnx: the training install)."""
     try:
         importlib.import_module("onnxruntime")
         importlib.import_module("onnx")
@@ -133,7 +140,7 @@ def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, e
     dev = resolve_device(device)
     use_onnx = engine == "onnx" or (engine == "auto" and not explain and dev.type == "cpu" and onnxruntime_available())
     if engine == "onnx" and not onnxruntime_available():
-        raise ConfigError("--engine onnx needs onnxruntime and onnx: pip install 'trd-anomaly[onnx]'")
+        raise ConfigError("--engine onnx needs onnxruntime and onnx: pip install 'trd-anomaly[train]'")
     sha = file_sha256(model_path)
     if use_onnx:
         from ..checkpoint import load_checkpoint
