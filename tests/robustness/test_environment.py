@@ -8,6 +8,7 @@ allowed) and a process without the capability to override file permissions (``se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,28 +23,30 @@ from trd.checkpoint import load_checkpoint
 from trd.workflows.predict import PREDICTIONS
 
 
-def _mount(target: Path, options: str) -> None:
+@contextlib.contextmanager
+def _tmpfs(target: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``target`` for the block (the test is skipped where mounting is not allowed)."""
     target.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}): the disk-fault tests need one")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 40 MB file system: room for the configuration, not for a 224 MB training state."""
-    disk = tmp_path / "disk"
-    _mount(disk, "size=40m")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    with _tmpfs(tmp_path / "disk", "size=40m") as disk:
+        yield disk
 
 
 @pytest.fixture()
 def read_only_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "ro"
-    _mount(disk, "ro,size=1m")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as disk:
+        yield disk
 
 
 def _one_error(tools: SimpleNamespace, result, where: Path, what: str) -> str:
@@ -88,9 +91,7 @@ def test_full_disk_during_predict_keeps_consistent_lines(tmp_path: Path, rob_roo
         src = rob_root / "puck" / "test" / ("good", "color", "crack", "dent")[i % 4]
         os.link(src / "rgb" / "000.png", inputs / "rgb" / f"{i:03d}.png")
         os.link(src / "xyz" / "000.tiff", inputs / "xyz" / f"{i:03d}.tiff")
-    disk = tmp_path / "disk"
-    _mount(disk, "size=128k")
-    try:
+    with _tmpfs(tmp_path / "disk", "size=128k") as disk:
         out = disk / "pred"
         result = tools.run_cli_inprocess("predict", "--model", str(ref_run / "model.pt"), "--input", str(inputs),
                                          "--out", str(out))
@@ -104,8 +105,6 @@ def test_full_disk_during_predict_keeps_consistent_lines(tmp_path: Path, rob_roo
                 assert (out / record[key]).read_bytes().endswith(b"IEND\xaeB`\x82")
         assert len(written) < 40
         assert not [p for p in out.rglob("*.tmp")]
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_no_permission_to_write(tmp_path: Path, rob_root: Path, ref_run: Path, tools: SimpleNamespace, messages) -> None:
