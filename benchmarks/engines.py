@@ -9,10 +9,15 @@ many intra-op threads as pinned CPUs, at the same batch size for every engine, o
 timed calls after a warm-up, and CPU time (user + system of the whole process, all threads) over the
 same calls, so a noisy or oversubscribed machine shows up as CPU time above wall time x threads.
 The set is measured ``--repeat`` times with the engines alternating; medians are reported.
+``--busy-others`` keeps every CPU outside ``--cpus`` busy with a spinning process meanwhile: a host
+that also runs other work (the line's vision software, a second model), where an engine that
+ignores its CPU affinity competes with it.
 
 - reference: the reference code's inference: the model's raw maps, then per sample numpy z-scores,
   their sum, ``scipy.ndimage.gaussian_filter(sigma=4)`` and the maximum on the host;
 - torch: the toolkit's `trd.detector.Detector` (model + on-device scorer), eager fp32;
+- onnxruntime-before: the same export in a session with onnxruntime's default options, as the
+  toolkit shipped it before sessions were sized (its own thread count, whatever the affinity);
 - onnxruntime: the toolkit's default CPU engine (`trd.workflows.engine`): the cached ONNX export in
   an `trd.runtime.ort.OrtEngine` session sized to the pinned CPUs.
 
@@ -40,7 +45,7 @@ MODELS = {
     "demo": ["model.backbone=resnet18", "data.image_size=128", "model.decoder_blocks=2,2,2", "model.bottleneck_blocks=1"],
     "paper": [],
 }
-ENGINES = ("reference", "torch", "onnxruntime")
+ENGINES = ("reference", "torch", "onnxruntime-before", "onnxruntime")
 
 
 def _peak_mb() -> float:
@@ -87,7 +92,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(threads)
     from scipy import ndimage
 
-    from trd.workflows.engine import load_model
+    from trd.workflows.engine import cached_export, file_sha256, load_model
 
     work, batch = Path(spec["work"]), spec["batch"]
     model_path = _model_file(spec["model"], work)
@@ -97,9 +102,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         export_onnx(model_path, work / f"{spec['model']}-export.onnx")
         return {"export_s": round(time.perf_counter() - start, 2), "peak_mb": round(_peak_mb(), 1)}
-    engine_name = "torch" if spec["engine"] in ("torch", "reference") else "onnx"
-    model = load_model(model_path, engine=engine_name, device="cpu", threads=threads, log=lambda _: None)
-    size = model.config.data.image_size
+    if spec["engine"] == "onnxruntime-before":
+        import onnxruntime
+
+        from trd.config import load_config
+
+        onnx_path = cached_export(model_path, file_sha256(model_path), log=lambda _: None)
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        size = load_config(None, MODELS[spec["model"]]).data.image_size
+    else:
+        engine_name = "torch" if spec["engine"] in ("torch", "reference") else "onnx"
+        model = load_model(model_path, engine=engine_name, device="cpu", threads=threads, log=lambda _: None)
+        size = model.config.data.image_size
     rng = np.random.default_rng(0)
     rgb, x3d = (rng.standard_normal((batch, 3, size, size)).astype(np.float32) for _ in range(2))
     if spec["engine"] == "reference":
@@ -111,6 +125,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             for i in range(batch):  # the reference scores each sample on the host
                 fused = sum((m[i, 0].numpy() - 0.5) / 0.1 for m in maps.values())
                 float(ndimage.gaussian_filter(fused, sigma=4.0).max())
+    elif spec["engine"] == "onnxruntime-before":
+        def run() -> None:
+            session.run(None, {"rgb": rgb, "x3d": x3d})
     else:
         def run() -> None:
             model.engine(rgb, x3d)
@@ -123,7 +140,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         walls.append(time.perf_counter() - start)
     cpu = (_cpu_s() - cpu0) / (spec["runs"] * batch)
     return {"s_per_pair": statistics.median(walls) / batch, "cpu_s_per_pair": cpu, "threads": threads,
-            "runs_s": [round(w, 4) for w in walls], "peak_mb": round(_peak_mb(), 1)}
+            "runs_s": [round(w, 4) for w in walls], "peak_mb": round(_peak_mb(), 1),
+            "load_1min": os.getloadavg()[0]}
+
+
+def _spin_others(cpus: list[int]) -> list[subprocess.Popen]:
+    """One busy-looping process pinned to each CPU this process may use outside ``cpus``."""
+    others = sorted(os.sched_getaffinity(0) - set(cpus))
+    return [subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{c}}})\nwhile True: pass"])
+            for c in others]
 
 
 def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
@@ -136,15 +161,17 @@ def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(results: dict[str, Any]) -> str:
-    rows = ["| model | batch | threads (pinned CPUs) | torch vs reference | onnxruntime vs reference | onnxruntime vs torch "
-            "| reference s/pair (CPU s) | torch s/pair (CPU s) | onnxruntime s/pair (CPU s) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | batch | threads (pinned CPUs) | torch vs reference | ORT before vs reference "
+            "| ORT now vs reference | ORT now vs ORT before | ORT now vs torch "
+            "| reference s/pair (CPU s) | torch s/pair (CPU s) | ORT before s/pair (CPU s) | ORT now s/pair (CPU s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, per in results["runs"].items():
         model, batch = key.split("@")
         t = {e: per[e]["s_per_pair"] for e in ENGINES}
         c = {e: per[e]["cpu_s_per_pair"] for e in ENGINES}
-        cells = [f"{t['reference'] / t['torch']:.2f}x", f"{t['reference'] / t['onnxruntime']:.2f}x",
-                 f"{t['torch'] / t['onnxruntime']:.2f}x", *(f"{t[e]:.4f} ({c[e]:.4f})" for e in ENGINES)]
+        ratios = [("reference", "torch"), ("reference", "onnxruntime-before"), ("reference", "onnxruntime"),
+                  ("onnxruntime-before", "onnxruntime"), ("torch", "onnxruntime")]
+        cells = [*(f"{t[a] / t[b]:.2f}x" for a, b in ratios), *(f"{t[e]:.4f} ({c[e]:.4f})" for e in ENGINES)]
         rows.append(f"| {model} | {batch} | {per['torch']['threads']} ({results['cpus']}) | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -157,12 +184,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpus", default="0", help="CPUs to pin each measurement to, e.g. 0 or 0,1")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--repeat", type=int, default=2, help="measure the whole set this often, engines alternating")
+    p.add_argument("--busy-others", action="store_true", help="keep the CPUs outside --cpus busy meanwhile")
     p.add_argument("--out", type=Path, default=Path("results-engines.json"))
     args = p.parse_args(argv)
     if args.measure:
         print("RESULT " + json.dumps(measure(json.loads(args.measure))), flush=True)
         return
     cpus = [int(c) for c in args.cpus.split(",")]
+    spinners = _spin_others(cpus) if args.busy_others else []
+    try:
+        results = _measure_all(args, cpus)
+    finally:
+        for proc in spinners:
+            proc.kill()
+    results["busy_others"] = [c for c in sorted(os.sched_getaffinity(0)) if c not in cpus] if spinners else []
+    args.out.write_text(json.dumps(results, indent=1))
+    print(results["table"])
+
+
+def _measure_all(args: argparse.Namespace, cpus: list[int]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trd-engines-") as tmp:
         results: dict[str, Any] = {"date": datetime.date.today().isoformat(), "cpus": args.cpus,
                                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
@@ -194,8 +234,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{model} batch {batch}: " + ", ".join(f"{e} {v['s_per_pair']:.4f} s/pair" for e, v in per.items()),
                       flush=True)
         results["table"] = _table(results)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(results["table"])
+    return results
 
 
 if __name__ == "__main__":
