@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/runtime_install.py --runtime /tmp/trd-runtime --out benchmarks/results-cpu-runtime.json
 
 ``--runtime`` is a virtual environment holding ``pip install .`` of this checkout and nothing else:
-made there when missing (from the package index), otherwise this checkout's code is reinstalled
-into it (``--no-deps``); the script stops if ``import torch`` works in it. The full install is the
+made there when missing (from the package index), and this checkout reinstalled into it with any
+new dependencies on every run; the script stops if ``import torch`` works in it. The full install is the
 interpreter running the script (``pip install -e '.[train,dev]'``).
 
 The model is the demo's size (resnet18 teachers, 128 px, random weights: speed does not depend on
@@ -74,10 +74,7 @@ def _runtime_env(venv: Path) -> Path:
     """The runtime venv with this checkout installed (made when missing); refuses one with torch."""
     if not _python(venv).is_file():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(_python(venv)), "-m", "pip", "install", "--quiet", str(ROOT)], check=True)
-    else:
-        subprocess.run([str(_python(venv)), "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
-                        str(ROOT)], check=True)
+    subprocess.run([str(_python(venv)), "-m", "pip", "install", "--quiet", str(ROOT)], check=True)  # always rebuilt
     probe = subprocess.run([str(_python(venv)), "-c", "import torch"], capture_output=True)
     if probe.returncode == 0:
         sys.exit(f"{venv}: torch is installed there; --runtime must be a venv with `pip install .` only")

@@ -84,6 +84,14 @@ def test_depth_png_model_predicts_folders_and_pairs(synth_root: Path, tmp_path: 
     assert summary["scored"] == 1
     assert _predicted(tmp_path / "one")["000"] == pytest.approx(expected["good/000"], abs=1e-5)
 
+    # The exported file reads depth PNGs too: the camera comes with the scan, not with the model.
+    pytest.importorskip("onnxruntime")
+    onnx = api.export(model, tmp_path / "rgbd.onnx")
+    summary = api.predict(None, tmp_path / "one_onnx", onnx_path=onnx, rgb=pair / "rgb" / "000.png",
+                          xyz=pair / "depth" / "000.png", camera=product / "camera.json", log=lambda _: None)
+    assert summary["scored"] == 1 and summary["engine"] == "onnxruntime"
+    assert _predicted(tmp_path / "one_onnx")["000"] == pytest.approx(expected["good/000"], abs=1e-4)
+
 
 def test_eyecandies_model_predicts_normal_maps(tmp_path: Path, synth_root: Path) -> None:
     root = tmp_path / "eyecandies" / "CandyCane"
