@@ -60,6 +60,8 @@ def test_fit_states_the_guarantee_and_warns_about_small_n(trained) -> None:
     assert record["statements"][-1] == warning
     assert set(blob["reference"]) == {"rgb", "x3d"} and blob["reference"]["rgb"].shape == (2, 3, 64, 64)
     assert blob["extra"]["border_check"]["images"] == 2
+    scores = blob["extra"]["validation_scores"]  # at full precision: the threshold is the k-th largest, exactly
+    assert len(scores) == 2 and sorted(scores, reverse=True)[record["rank"] - 1] == record["image"]
 
 
 def test_onnx_metadata_carries_the_guarantee(trained, tmp_path) -> None:

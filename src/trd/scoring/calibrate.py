@@ -46,9 +46,9 @@ class Calibration:
     scores: list[float]  # image scores of the good samples the thresholds were chosen on
 
     def summary_scores(self) -> list[float]:
-        """The good samples' image scores, rounded to 6 significant digits (stored with the model,
-        so a threshold can be explored against them: `trd serve`'s page)."""
-        return [float(f"{v:.6g}") for v in self.scores]
+        """The good samples' image scores at full precision (stored with the model, so a threshold
+        can be explored against them: `trd serve`'s page; the image threshold is one of them)."""
+        return [float(v) for v in self.scores]
 
     def summary(self, cfg: Config) -> list[str]:
         """Log lines: what the thresholds promise (and why not more), then the border check."""
