@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, measured in runs.items():  # the repetition of median throughput, with all of them listed
         ordered = sorted(measured, key=lambda r: r["throughput"])
         rows[name] = ordered[len(ordered) // 2] | {"throughput_all": [round(r["throughput"], 2) for r in measured],
-                                                   "others_cpu_all": [r["others_cpu_s"] for r in measured]}
+                                                   "others_cpu_all": [r["others_cpu_s"] for r in measured],
+                                                   "lost_all": [r["lost"] for r in measured]}
     results = {"date": datetime.date.today().isoformat(), "cpus": args.cpus,
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                "python": platform.python_version(), "model": "demo size (resnet18, 128 px), ONNX, onnxruntime",
