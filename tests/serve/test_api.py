@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import httpx
@@ -176,3 +178,37 @@ def test_the_page_is_served_without_data(served) -> None:
     for path in sorted(p for p in static.iterdir() if p.is_file()):
         assert httpx.get(f"{served.url}/static/{path.name}").content == path.read_bytes()
     assert httpx.get(f"{served.url}/static/../app.py").status_code == 404
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds no pixels (a decompression bomb's header)."""
+    body = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(body)) + b"IHDR" + body + struct.pack(">I", zlib.crc32(b"IHDR" + body))
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+
+
+def _tiff(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="rgb" if arr.ndim == 3 and arr.shape[-1] == 3 else None)
+    return buf.getvalue()
+
+
+def test_no_bad_file_is_a_fault_of_the_service(served) -> None:
+    rgb, xyz = (p.read_bytes() for p in served.pair(0))
+    cloud = tifffile.imread(served.pair(0)[1])
+    bad = {
+        "empty RGB": (b"", xyz, "scan.png: "),
+        "bomb header": (_png_header_only(100_000, 100_000), xyz, "scan.png: 100000x100000 = 10000.0 Mpx is over the limit"),
+        "empty TIFF": (rgb, b"", "scan.tiff: "),
+        "NaN cloud": (rgb, _tiff(np.full_like(cloud, np.nan)), "scan.tiff: "),
+        "all points missing": (rgb, _tiff(np.zeros_like(cloud)), "scan.tiff: "),
+        "cloud behind the camera": (rgb, _tiff(cloud * np.array([1, 1, -1], np.float32)), "scan.tiff: "),
+        "one-channel cloud": (rgb, _tiff(cloud[..., 2]), "scan.tiff: "),
+        "integer cloud": (rgb, _tiff((cloud * 1000).astype(np.int32)), "scan.tiff: "),
+    }
+    for case, (rgb_bytes, xyz_bytes, start) in bad.items():
+        answer = _post(served, {"rgb": ("scan.png", rgb_bytes), "xyz": ("scan.tiff", xyz_bytes)})
+        assert answer.status_code == 422, (case, answer.text)
+        message = answer.json()["error"]
+        assert message.startswith(start) and "\n" not in message and "/tmp" not in message, (case, message)
+    assert httpx.get(f"{served.url}/healthz").status_code == 200
