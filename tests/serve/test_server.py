@@ -59,8 +59,16 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(start_server) -> N
     with ThreadPoolExecutor(5) as pool:
         pending = [pool.submit(server.score, i) for i in range(5)]
         _wait_for(server, "trd_queue_depth", 5)  # all five admitted, waiting for a batch to fill
+        client = httpx.Client(base_url=server.url)
+        assert client.get("/readyz").status_code == 200  # a connection kept open
         started = time.monotonic()
         server.process.send_signal(15)
+        try:  # a request after SIGTERM is refused: 503 on an open connection, until the service closes it
+            seen = client.get("/readyz").status_code
+        except httpx.TransportError:
+            seen = None
+        client.close()
+        assert seen in (503, None)
         answers = [p.result() for p in pending]
     assert [a.status_code for a in answers] == [200] * 5
     assert time.monotonic() - started < 10  # scored at once, not after the 20 s batch wait
