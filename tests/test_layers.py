@@ -1,6 +1,6 @@
 """The layer contract of pyproject.toml ([tool.importlinter]): imports point down only.
 
-Layers, highest first: cli > api > workflows > reporting | export > evaluation > detector | runtime >
+Layers, highest first: cli > api | serve > workflows > reporting | export > evaluation > detector | runtime >
 scoring > training > model > data > checkpoint | runfolder > config > atomic > errors
 (docs/ARCHITECTURE.md).
 """
@@ -28,7 +28,7 @@ def _lint(src: Path) -> subprocess.CompletedProcess:
 def test_the_package_keeps_its_layer_contract() -> None:
     result = _lint(ROOT / "src")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout  # the layers, and the torch-free runtime
+    assert "3 kept, 0 broken" in result.stdout  # the layers, the torch-free runtime, the service
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
@@ -39,6 +39,15 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     result = _lint(tmp_path)
     assert result.returncode != 0
     assert "trd.model.trd -> trd.workflows" in result.stdout, result.stdout
+
+
+def test_the_service_importing_torch_itself_breaks_the_contract(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "src" / "trd", tmp_path / "trd", ignore=shutil.ignore_patterns("__pycache__"))
+    app = tmp_path / "trd" / "serve" / "app.py"
+    app.write_text(app.read_text() + "\nimport torch  # noqa: E402,F401\n")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "the service imports no torch itself BROKEN" in result.stdout, result.stdout
 
 
 def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
