@@ -82,6 +82,7 @@ function showError(message) {
 
 /** Run ``action``; show its error as one line, or ask for a token when the API answers 401. */
 async function guarded(action) {
+  $("error").hidden = true;
   try {
     await action();
   } catch (err) {
@@ -102,7 +103,6 @@ function useToken(event) {
   sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
   $("token-input").value = "";
   $("token-form").hidden = true;
-  $("error").hidden = true;
   state.pending.splice(0).forEach(guarded);
 }
 
@@ -180,7 +180,6 @@ async function scoreUpload() {
   }
   const button = $("score-button");
   button.disabled = true;
-  $("error").hidden = true;
   $("upload-status").textContent = "Scoring…";
   try {
     const record = await api("v1/score?heatmaps=true", { method: "POST", body: form });
