@@ -1,8 +1,8 @@
 """The ``trd`` command: a thin layer over `trd.api`. Errors a user can fix print one line (exit codes:
 `trd.errors`).
 
-Commands import what they need when they run: ``trd predict --onnx``, ``synth`` and
-``prepare-eyecandies`` work with the runtime install alone (no torch); the others need the training
+Commands import what they need when they run: ``trd predict --onnx``, ``trd serve --model X.onnx``,
+``synth`` and ``prepare-eyecandies`` work with the runtime install alone (no torch); the others need the training
 install and say so in one line where it is missing.
 """
 
@@ -313,6 +313,46 @@ def export(model_path, fmt, out) -> None:
       trd export --model runs/puck/model.pt --out puck.onnx
     """
     click.echo(str(_api().export(model_path, out, fmt=fmt)))
+
+
+@cli.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="An exported .onnx file (runtime install) or a model.pt (needs the training install).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than loopback needs a token.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
+@click.option("--token", default=None, help="Require 'Authorization: Bearer TOKEN' (default: $TRD_TOKEN).")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Requests scored together in one engine call.")
+@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="How long the first request of a batch waits for others.")
+@click.option("--queue", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Requests that may wait for the engine; more get 503 with Retry-After.")
+@click.option("--max-upload-mb", default=64.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Largest request body (MiB); larger ones get 413.")
+@click.option("--max-pixels", default=None, type=click.IntRange(min=1),
+              help="Largest uploaded image or cloud, in pixels (default: the model's data.max_image_pixels).")
+@click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Results kept in memory for GET /v1/recent.")
+@_engine_options
+def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, engine,
+          threads) -> None:
+    """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
+
+    Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
+
+    \b
+    Examples:
+      trd serve --model puck.onnx
+      TRD_TOKEN=s3cret trd serve --model puck.onnx --host 0.0.0.0 --port 8000
+    """
+    if model_path.suffix.lower() != ".onnx":
+        _api()  # a model.pt needs torch (an .onnx file does not): say so in one line where it is missing
+    from .serve.server import serve as run_serve
+
+    run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
+              max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, threads=threads, engine=engine,
+              log=lambda line: click.echo(line, err=True))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -9,6 +9,7 @@ most two batches exist at once, so memory does not grow with the number of sampl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ from ..errors import DataError
 @dataclass
 class Batch:
     """``indices`` into the sample list; ``rgb`` / ``x3d``: B x 3 x S x S normalised float32;
-    ``display``: the resized RGB images (uint8 S x S x 3); ``masks``: B x S x S bool;
-    ``errors``: (index, "file: problem") of the samples left out."""
+    ``display``: the resized RGB images (uint8 S x S x 3); ``display_3d``: the 3D inputs as the
+    model sees them, as images (uint8 S x S x 3); ``masks``: B x S x S bool; ``read_ms``: time spent
+    reading and preprocessing each kept sample; ``errors``: (index, "file: problem") of the samples
+    left out."""
 
     indices: list[int]
     rgb: np.ndarray
@@ -35,12 +38,17 @@ class Batch:
     display: list[np.ndarray]
     masks: np.ndarray
     errors: list[tuple[int, str]] = field(default_factory=list)
+    display_3d: list[np.ndarray] = field(default_factory=list)
+    read_ms: list[float] = field(default_factory=list)
 
 
-def _load(samples: list[Sample], indices: range, cfg: DataConfig, cache: PreprocessCache | None,
-          reference: InputStats | None, aspect: AspectOnce) -> Batch:
-    kept, rgbs, x3ds, displays, masks, errors = [], [], [], [], [], []
+def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: PreprocessCache | None = None,
+               reference: InputStats | None = None, aspect: AspectOnce | None = None) -> Batch:
+    """Read ``samples[i]`` for ``i`` in ``indices`` into one batch; bad samples go to ``errors``."""
+    aspect = aspect or AspectOnce(reference)
+    kept, rgbs, x3ds, displays, shown_3d, masks, errors, read_ms = [], [], [], [], [], [], [], []
     for i in indices:
+        start = time.perf_counter()
         try:
             rgb, x3d, mask, hw = load_pair(samples[i], cfg, cache, reference)
         except DataError as exc:
@@ -51,11 +59,13 @@ def _load(samples: list[Sample], indices: range, cfg: DataConfig, cache: Preproc
         rgbs.append(normalise(rgb_to_chw01(rgb)))
         x3ds.append(normalise(x3d))
         displays.append(rgb)
+        shown_3d.append(np.rint(np.clip(x3d.transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8))
         masks.append(mask)
+        read_ms.append((time.perf_counter() - start) * 1e3)
     size = cfg.image_size
     empty = np.zeros((0, 3, size, size), np.float32)
     return Batch(kept, np.stack(rgbs) if rgbs else empty, np.stack(x3ds) if x3ds else empty, displays,
-                 np.stack(masks) if masks else np.zeros((0, size, size), bool), errors)
+                 np.stack(masks) if masks else np.zeros((0, size, size), bool), errors, shown_3d, read_ms)
 
 
 def iterate_batches(samples: list[Sample], cfg: DataConfig, batch_size: int, *, cache: PreprocessCache | None = None,
@@ -64,9 +74,9 @@ def iterate_batches(samples: list[Sample], cfg: DataConfig, batch_size: int, *, 
     aspect = AspectOnce(reference)
     spans = [range(start, min(start + batch_size, len(samples))) for start in range(0, len(samples), batch_size)]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trd-load") as pool:
-        pending = pool.submit(_load, samples, spans[0], cfg, cache, reference, aspect) if spans else None
+        pending = pool.submit(load_batch, samples, spans[0], cfg, cache, reference, aspect) if spans else None
         for k in range(len(spans)):
             batch = pending.result()
-            pending = pool.submit(_load, samples, spans[k + 1], cfg, cache, reference, aspect) \
+            pending = pool.submit(load_batch, samples, spans[k + 1], cfg, cache, reference, aspect) \
                 if k + 1 < len(spans) else None
             yield batch

@@ -59,3 +59,9 @@ def png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def map_range(pixel_threshold: float) -> tuple[float, float]:
+    """The fixed colour scale of fused (z-scored) maps: 0 to twice the pixel threshold (at least 1),
+    so the threshold sits mid-scale and overlays of different samples compare."""
+    return 0.0, max(pixel_threshold * 2.0, 1.0)

@@ -2,7 +2,8 @@
 
 The output folder holds::
 
-    predictions.jsonl   one JSON line per scored sample, appended and synced to disk as soon as the
+    predictions.jsonl   one JSON line per scored sample (schema ``trd.record/1``,
+                        `trd.runtime.records`; docs/SERVE.md), appended and synced to disk as soon as the
                         sample is scored, after its heatmap and mask are in place (so a line never
                         points at a missing file)
     heatmaps/<name>.png overlay of the anomaly map on the RGB image
@@ -35,7 +36,8 @@ from ..data.samples import Sample, unlabelled_samples
 from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
-from ..runtime.heatmap import overlay, png_bytes
+from ..runtime.heatmap import map_range, overlay, png_bytes
+from ..runtime.records import build_record, model_record
 from .engine import LoadedModel, load_model
 
 Log = Callable[[str], None]
@@ -149,33 +151,33 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
     if skipped:
         log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path}; scoring the other {len(todo)}")
     thresholds = model.thresholds
-    vmax = max(thresholds.pixel * 2.0, 1.0)
+    vmin, vmax = map_range(thresholds.pixel)
+    about = model_record(model.sha256, model.name)
     n_scored = n_anomalous = 0
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
     for batch in iterate_batches(todo, model.config.data, batch_size, reference=model.reference):
         failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch.errors]
         if not batch.indices:
             continue
+        start = time.perf_counter()
         out = model.engine(batch.rgb, batch.x3d)
-        maps, scores = out["anomaly_map"][:, 0], out["score"]
-        shares = {k[len("share_"):]: v for k, v in out.items() if k.startswith("share_")}
-        explained = {k[len("attribution_"):]: v for k, v in out.items() if k.startswith("attribution_")}
+        score_ms = (time.perf_counter() - start) * 1e3 / len(batch.indices)
+        maps = out["anomaly_map"][:, 0]
         for j, index in enumerate(batch.indices):
+            written = time.perf_counter()
             sample = todo[index]
             name = sample.rgb.stem
             heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
-            atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], 0.0, vmax)))
+            atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
             atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
-            anomalous = bool(scores[j] > thresholds.image)
-            record = {"name": name, "rgb": str(sample.rgb), "xyz": str(sample.xyz), "score": float(scores[j]),
-                      "anomalous": anomalous, "image_threshold": thresholds.image,
-                      "branch_shares": {k: float(v[j]) for k, v in shares.items()},
-                      "heatmap": heat, "mask": mask}
-            if explained:
-                record["modality_attribution"] = {k: float(v[j]) for k, v in explained.items()}
+            write_ms = (time.perf_counter() - written) * 1e3
+            timings = {"read": batch.read_ms[j], "score": score_ms,
+                       "total": batch.read_ms[j] + score_ms + write_ms}
+            record = build_record(out, j, name=name, rgb=str(sample.rgb), xyz=str(sample.xyz), thresholds=thresholds,
+                                  model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask}
             ledger.append(record)
             n_scored += 1
-            n_anomalous += anomalous
+            n_anomalous += record["anomalous"]
     return {"scored": n_scored, "skipped": skipped, "anomalous": n_anomalous, "failed": failed,
             "total": len(ledger.done), "predictions": str(ledger.path), "engine": model.name}
 

@@ -1,0 +1,86 @@
+"""The service's Prometheus metrics, written in the text exposition format (version 0.0.4).
+
+Written here rather than with prometheus_client: four metric families need ~80 lines, and the
+runtime install stays one dependency smaller. Thread-safe (the engine worker records batch sizes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+#: Histogram buckets: request latency (seconds) and batch size (requests).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _labels(pairs: Sequence[tuple[str, str]]) -> str:
+    escaped = (f'{k}="{v}"'.replace("\\", "\\\\").replace("\n", "\\n") for k, v in pairs)
+    return "{" + ",".join(escaped) + "}" if pairs else ""
+
+
+class Histogram:
+    """Cumulative buckets, sum and count per label set."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.series: dict[tuple[tuple[str, str], ...], list[float]] = {}  # labels -> [counts..., +Inf, sum]
+
+    def observe(self, value: float, labels: tuple[tuple[str, str], ...] = ()) -> None:
+        row = self.series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                row[i] += 1
+        row[-2] += 1
+        row[-1] += value
+
+    def lines(self, name: str) -> list[str]:
+        out = []
+        for labels, row in sorted(self.series.items()):
+            for bound, count in zip((*self.buckets, "+Inf"), row[:-1], strict=True):
+                out.append(f"{name}_bucket{_labels((*labels, ('le', str(bound))))} {count:g}")
+            out.append(f"{name}_sum{_labels(labels)} {row[-1]:.6g}")
+            out.append(f"{name}_count{_labels(labels)} {row[-2]:g}")
+        return out
+
+
+class Metrics:
+    """Request counts by endpoint and status code, request latency, batch sizes, queue depth."""
+
+    def __init__(self, queue_depth: Callable[[], int], in_flight: Callable[[], int]) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.latency = Histogram(LATENCY_BUCKETS)
+        self.batches = Histogram(BATCH_BUCKETS)
+        self._queue_depth = queue_depth
+        self._in_flight = in_flight
+
+    def request(self, endpoint: str, code: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        with self._lock:
+            self.requests[(endpoint, str(code))] += 1
+            self.latency.observe(seconds, (("endpoint", endpoint),))
+
+    def batch(self, size: int) -> None:
+        """Count one engine call of ``size`` requests."""
+        with self._lock:
+            self.batches.observe(size)
+
+    def render(self) -> str:
+        """All metrics in the Prometheus text format."""
+        with self._lock:
+            lines = ["# HELP trd_requests_total HTTP requests answered, by endpoint and status code.",
+                     "# TYPE trd_requests_total counter"]
+            lines += [f"trd_requests_total{_labels((('endpoint', e), ('code', c)))} {n}"
+                      for (e, c), n in sorted(self.requests.items())]
+            lines += ["# HELP trd_request_duration_seconds Time from request to answer.",
+                      "# TYPE trd_request_duration_seconds histogram", *self.latency.lines("trd_request_duration_seconds"),
+                      "# HELP trd_batch_size Requests scored together in one engine call.",
+                      "# TYPE trd_batch_size histogram", *self.batches.lines("trd_batch_size")]
+        lines += ["# HELP trd_queue_depth Score requests admitted and waiting for the engine.",
+                  "# TYPE trd_queue_depth gauge", f"trd_queue_depth {self._queue_depth()}",
+                  "# HELP trd_requests_in_flight Score requests admitted and not yet answered.",
+                  "# TYPE trd_requests_in_flight gauge", f"trd_requests_in_flight {self._in_flight()}"]
+        return "\n".join(lines) + "\n"
