@@ -20,6 +20,7 @@ const state = {
   record: null, // the result on show
   validation: [], // the model's validation scores
   values: [], // their distinct values, ascending: the slider's positions
+  modelIndex: -1, // the position of the model's own threshold (-1: not among them)
   pending: [], // actions that wait for a token
 };
 
@@ -112,8 +113,13 @@ async function loadModel() {
   const model = await api("v1/model");
   state.model = model;
   const size = Array.isArray(model.image_size) ? model.image_size.join("x") : model.image_size;
+  const input = model.input_3d || {};
+  const files = Array.isArray(input.files) ? input.files : [];
+  const what = typeof input === "object" ? `${input.modality} (${files.join(", ")} files)` : String(input);
   $("model-info").textContent = `Model ${String(model.sha256 || "").slice(0, 12)} · engine ${model.engine} · ` +
-    `branches ${(model.branches || []).join(", ")} · ${size} px · 3D input ${model.input_3d} · trd ${model.trd_version}`;
+    `branches ${(model.branches || []).join(", ")} · ${size} px · 3D input ${what} · trd ${model.trd_version}`;
+  if (files.length > 0) $("xyz-file").accept = files.join(",");
+  $("camera-field").hidden = input.format !== undefined && input.format !== "folder"; // camera.json: depth PNGs
   setupExplorer();
 }
 
@@ -247,7 +253,12 @@ function setupExplorer() {
   state.values = [...new Set(state.validation)].sort((a, b) => a - b);
   const slider = $("threshold");
   slider.max = String(state.values.length - 1);
-  slider.value = String(nearest(state.values, Number(state.model.thresholds?.image)));
+  // The model stores its validation scores rounded (6 significant digits): its threshold, the k-th
+  // largest of them, is the nearest stored score within that rounding.
+  const image = Number(state.model.thresholds?.image);
+  const i = nearest(state.values, image);
+  state.modelIndex = Math.abs(state.values[i] - image) <= 1e-5 * Math.abs(image) ? i : -1;
+  slider.value = String(i);
   $("explorer-note").textContent = `${scores.length} validation scores are stored with the model.`;
   const strip = $("strip");
   strip.querySelectorAll(".tick").forEach((tick) => tick.remove());
@@ -282,22 +293,23 @@ function scorePosition(x) {
 function updateExplorer() {
   if (state.values.length === 0) return;
   const slider = $("threshold");
-  const t = state.values[Number(slider.value)];
-  const { n, k, above, bound } = boundAt(t);
+  const position = Number(slider.value);
+  const atModel = position === state.modelIndex;
+  const model = state.model.thresholds || {};
+  const { n, k, above, bound } = boundAt(state.values[position]);
+  const t = atModel ? model.image : state.values[position]; // the exact threshold where the model has one
   setValue("threshold-value", fixed(t), t);
   setValue("threshold-rank", `k = ${k} of n = ${n} (${above} above it)`, k);
   setValue("fpr-bound", `≤ ${k}/${n + 1} = ${pct(bound)}`, bound);
   slider.setAttribute("aria-valuetext", `threshold ${fixed(t)}, false-positive bound ${pct(bound)}`);
-  const model = state.model.thresholds || {};
-  const atModel = Number.isFinite(model.image) && Math.abs(t - model.image) <= 1e-9 * Math.max(1, Math.abs(t));
   $("threshold-model").textContent = `The model's own threshold: ${(model.statements || [])[0] || fixed(model.image)}` +
     (atModel ? " (the slider is there now)." : ".");
   const record = state.record;
   const score = record ? record.score : null;
   for (const tick of $("strip").querySelectorAll(".tick")) {
-    tick.classList.toggle("above", Number(tick.dataset.value) > t);
+    tick.classList.toggle("above", Number(tick.dataset.value) > state.values[position]);
   }
-  $("strip-threshold").style.left = rankPosition(Number(slider.value));
+  $("strip-threshold").style.left = rankPosition(position);
   $("strip-score").hidden = score === null;
   if (score === null) {
     $("threshold-sample").textContent = "Score a scan or open a recent result to see where it falls.";
