@@ -9,6 +9,7 @@ request leaving the server's origin. Skipped only where selenium, chromium or ch
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,26 @@ def test_recent_result_opens_again(page: Any, served: Any) -> None:
     assert float(_value(page, "score")) == pytest.approx(newest["score"], rel=1e-6, abs=1e-9)
 
 
+def test_dropped_files_are_told_apart_and_scored(page: Any, served: Any) -> None:
+    rgb, xyz = served.pair(1)
+    page.execute_script("document.getElementById('images').replaceChildren(); "
+                        "document.getElementById('score').removeAttribute('data-value');")
+    # A drop of the 3D file first, then the RGB image, as a person would drag them from a file manager.
+    page.execute_script(
+        "const transfer = new DataTransfer();"
+        "for (const [name, b64] of arguments[0]) {"
+        "  transfer.items.add(new File([Uint8Array.from(atob(b64), c => c.charCodeAt(0))], name)); }"
+        "document.getElementById('drop-zone').dispatchEvent("
+        "  new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));",
+        [[f.name, base64.b64encode(f.read_bytes()).decode()] for f in (xyz, rgb)])
+    _wait(page, lambda d: _value(d, "score") is not None and images_loaded(d, "#images img"))
+    assert page.execute_script("return [document.getElementById('rgb-file').files[0].name, "
+                               "document.getElementById('xyz-file').files[0].name]") == [rgb.name, xyz.name]
+    api = _api_score(served, rgb, xyz)
+    assert api.status_code == 200, api.text[:500]
+    assert float(_value(page, "score")) == pytest.approx(api.json()["score"], rel=1e-6, abs=1e-9)
+
+
 def test_bad_upload_shows_the_apis_one_line_message(page: Any, served: Any, tmp_path: Path) -> None:
     rgb, _ = served.pair(0)
     bad = tmp_path / "scan.tiff"
@@ -180,3 +201,52 @@ def test_page_fits_a_phone_and_stays_on_its_origin(page: Any, served: Any) -> No
     assert [r for r in requests if _origin(r) != origin] == []
     sources = page.execute_script("return [...document.querySelectorAll('[src], [href]')].map(e => e.src || e.href)")
     assert [s for s in sources if not s.startswith(("data:", origin))] == []
+
+
+@pytest.fixture(scope="module")
+def older_model(served: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served model as an older trd exported it: no validation scores in its metadata."""
+    import onnx
+
+    from trd.runtime.ort import META_KEYS
+
+    model = onnx.load(served.onnx)
+    kept = [p for p in model.metadata_props if p.key != META_KEYS["validation_scores"]]
+    assert len(kept) == len(model.metadata_props) - 1
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    path = tmp_path_factory.mktemp("older-model") / "older.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_token_prompt_and_a_model_without_validation_scores(start_server: Any, older_model: Path,
+                                                           tmp_path: Path) -> None:
+    import httpx
+    from selenium.webdriver.common.keys import Keys
+
+    server = start_server("--token", "s3cret", token="s3cret", model=older_model)
+    refused = httpx.get(server.url + "/v1/model", timeout=WAIT_S)
+    assert refused.status_code == 401
+    driver = start_chrome(tmp_path / "chromium-profile")
+    try:
+        driver.get(server.url + "/")
+        _wait(driver, lambda d: d.find_element("id", "token-form").is_displayed())
+        assert _text(driver, "error").startswith(refused.json()["error"])
+        driver.find_element("id", "token-input").send_keys("s3cret" + Keys.ENTER)
+        _wait(driver, lambda d: _text(d, "model-info").startswith("Model "))
+        assert not driver.find_element("id", "token-form").is_displayed()
+        assert not driver.find_element("id", "error").is_displayed()
+        assert driver.execute_script("return sessionStorage.getItem('trd-token')") == "s3cret"
+        # No validation scores: no slider, a note saying why, and the model's own statement.
+        assert not driver.find_element("id", "explorer-body").is_displayed()
+        note = _text(driver, "explorer-note")
+        statement = httpx.get(server.url + "/v1/model", headers=server.headers(), timeout=WAIT_S).json()[
+            "thresholds"]["statements"][0]
+        assert "no validation scores" in note and statement in note
+        # Scoring goes on with the token.
+        _upload(driver, *server.pair(2))
+        _wait(driver, lambda d: images_loaded(d, "#images img") or d.find_element("id", "error").is_displayed())
+        assert not driver.find_element("id", "error").is_displayed(), _text(driver, "error")
+    finally:
+        driver.quit()
