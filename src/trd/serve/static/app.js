@@ -176,6 +176,11 @@ function showRecord(record) {
     item.setAttribute("aria-current", String(item.dataset.id === record.id));
   }
   updateExplorer();
+  // Keyboard and screen-reader users land on the result; a phone scrolls to it when it is far down.
+  const title = $("result-title");
+  title.focus({ preventScroll: true });
+  const top = title.getBoundingClientRect().top;
+  if (top < 0 || top > 0.6 * window.innerHeight) $("result").scrollIntoView({ block: "start" });
 }
 
 async function scoreUpload() {
