@@ -41,6 +41,15 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     assert "trd.model.trd -> trd.workflows" in result.stdout, result.stdout
 
 
+def test_the_service_importing_torch_itself_breaks_the_contract(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "src" / "trd", tmp_path / "trd", ignore=shutil.ignore_patterns("__pycache__"))
+    app = tmp_path / "trd" / "serve" / "app.py"
+    app.write_text(app.read_text() + "\nimport torch  # noqa: E402,F401\n")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "the service imports no torch itself BROKEN" in result.stdout, result.stdout
+
+
 def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
     code = f"import sys; {statement}; print(' '.join(m for m in {modules!r} if m in sys.modules))"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -1,0 +1,147 @@
+"""Real `trd serve` processes on 127.0.0.1 for the service's tests (and the review page's).
+
+``served`` (session): one server of a tiny exported model, with a 1 MiB upload limit, started once.
+``exported``: that model (model.pt and its .onnx export). ``start_server``: more servers with other
+options (a tiny queue, a token, a slow batch), each stopped with SIGTERM at the end of its test.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from trd import api
+from trd.config import load_config
+from trd.data.samples import list_samples
+
+pytest.importorskip("onnx")
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+TINY = ["model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1", "model.bottleneck_blocks=1",
+        "data.image_size=64", "train.epochs=1", "train.batch_size=2", "data.cache_dir=none"]
+#: How a server is started: the trd CLI in a fresh interpreter, ``prelude`` run first.
+LAUNCH = ("import sys\n{prelude}\nsys.argv = ['trd', *sys.argv[1:]]\nfrom trd.cli import main\ntry:\n    main()\n"
+          "finally:\n    print('TORCH_MODULES', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', "
+          "'torchvision') and sys.modules[m]), file=sys.stderr)\n")
+
+
+@dataclass
+class Server:
+    """A running `trd serve` process: ``url`` (no trailing slash), ``token``, test pairs, the model."""
+
+    process: subprocess.Popen
+    url: str
+    onnx: Path
+    pairs: list[tuple[Path, Path]]
+    token: str | None = None
+    stderr: str = field(default="", init=False)
+
+    def pair(self, i: int) -> tuple[Path, Path]:
+        """(RGB path, XYZ path) of synthetic test pair ``i`` (0..7: good, color, crack, dent; 2 each)."""
+        return self.pairs[i]
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def score(self, i: int, heatmaps: bool = False, **kwargs) -> httpx.Response:
+        """POST /v1/score with pair ``i``."""
+        rgb, xyz = self.pair(i)
+        files = {"rgb": (rgb.name, rgb.read_bytes(), "image/png"), "xyz": (xyz.name, xyz.read_bytes(), "image/tiff")}
+        return httpx.post(f"{self.url}/v1/score", params={"heatmaps": "true"} if heatmaps else None, files=files,
+                          headers=self.headers(), timeout=60, **kwargs)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, wait for the exit; the exit code (``stderr`` holds what it printed)."""
+        if self.process.stdout.closed:  # stopped before
+            return self.process.returncode
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            _, self.stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, self.stderr = self.process.communicate()
+            raise
+        return self.process.returncode
+
+
+def launch(onnx: Path, *args: str, prelude: str = "", env: dict[str, str] | None = None,
+           model: Path | None = None, timeout: float = 60) -> subprocess.Popen:
+    """Start ``trd serve --model MODEL ARGS`` (default: the ONNX file); the process, still starting."""
+    command = [sys.executable, "-c", LAUNCH.format(prelude=prelude), "serve", "--model", str(model or onnx), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def wait_ready(process: subprocess.Popen, timeout: float = 60) -> str:
+    """The URL the server prints once it listens (no trailing slash); fails with its stderr if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            if line.startswith("trd serve: http://"):
+                return line.split()[2].rstrip("/")
+        if process.poll() is not None:
+            raise AssertionError(f"trd serve exited with {process.returncode}: {process.stderr.read()}")
+    process.kill()
+    raise AssertionError(f"trd serve did not print its URL within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model.pt, its ONNX export) of a tiny model of the synthetic ``puck``."""
+    run = tmp_path_factory.mktemp("serve-model")
+    cfg = load_config(None, [*TINY, f"data.root={synth_root}", "data.category=puck"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = api.fit(cfg, run / "run", progress=False, log=lambda _: None)
+    return model, api.export(model, run / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def test_pairs(synth_root: Path) -> list[tuple[Path, Path]]:
+    return [(s.rgb, s.xyz) for s in list_samples("mvtec3d", synth_root, "puck", "test")]
+
+
+@pytest.fixture(scope="session")
+def start_server(exported: tuple[Path, Path], test_pairs: list[tuple[Path, Path]]) -> Iterator[Callable[..., Server]]:
+    """``start_server(*args, token=None, prelude="", env=None, model=None)``: a ready server, stopped at the end."""
+    started: list[Server] = []
+
+    def start(*args: str, token: str | None = None, prelude: str = "", env: dict[str, str] | None = None,
+              model: Path | None = None) -> Server:
+        process = launch(exported[1], "--port", "0", *args, prelude=prelude, env=env, model=model)
+        server = Server(process, wait_ready(process), exported[1], test_pairs, token)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:  # all at once, then wait for each
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def trd_serve(exported: tuple[Path, Path]) -> Callable[..., subprocess.Popen]:
+    """`launch` for the tiny model: ``trd_serve(*args, prelude=, env=, model=)`` (not waited for)."""
+    return lambda *args, **kwargs: launch(exported[1], *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def served(start_server: Callable[..., Server]) -> Server:
+    """The shared server: the tiny ONNX model, no token, a 1 MiB upload limit."""
+    return start_server("--max-upload-mb", "1")

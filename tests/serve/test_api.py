@@ -1,0 +1,178 @@
+"""The endpoints of a real `trd serve` process (the shared ``served`` server): answers equal predict's."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from trd import api
+from trd.runtime.ort import open_onnx
+
+NO_PAIR = {"rgb", "xyz", "heatmap", "mask", "timings_ms", "id"}  # keys whose values differ by design
+
+
+def _predict_line(served, i: int, out: Path) -> dict:
+    rgb, xyz = served.pair(i)
+    summary = api.predict(None, out, rgb=rgb, xyz=xyz, onnx_path=served.onnx, log=lambda _: None)
+    assert summary["scored"] == 1
+    return json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
+
+
+def _png(data_url: str) -> np.ndarray:
+    head, body = data_url.split(",", 1)
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(body))))
+
+
+def test_health_readiness_and_model(served) -> None:
+    assert httpx.get(f"{served.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{served.url}/readyz").status_code == 200
+    info = httpx.get(f"{served.url}/v1/model").json()
+    engine = open_onnx(served.onnx)
+    assert info["schema"] == "trd.model/1" and info["engine"] == "onnxruntime"
+    assert info["branches"] == ["rgb", "geo"] and info["image_size"] == 64
+    assert info["input_3d"] == {"modality": "normals", "format": "mvtec3d", "files": [".tiff"]}
+    assert info["thresholds"] == json.loads(json.dumps(engine.thresholds.to_dict()))
+    assert info["thresholds"]["statements"][0].startswith("image threshold ")
+    assert info["validation_scores"] == pytest.approx(engine.validation_scores) and len(info["validation_scores"]) == 2
+
+
+@pytest.mark.parametrize("i", [0, 5])  # a good and a defective pair
+def test_a_score_is_predicts_record(served, i: int, tmp_path: Path) -> None:
+    answer = served.score(i)
+    assert answer.status_code == 200, answer.text
+    record, line = answer.json(), _predict_line(served, i, tmp_path / "p")
+    assert set(record) - {"id"} == set(line) - {"heatmap", "mask"}  # one schema
+    assert record["schema"] == line["schema"] == "trd.record/1"
+    assert record["score"] == pytest.approx(line["score"], rel=1e-5, abs=1e-5)
+    assert record["anomalous"] == (record["score"] > record["threshold"]["image"])
+    assert {k: v for k, v in record.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}} == \
+        {k: v for k, v in line.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}}
+    assert record["branch_shares"] == pytest.approx(line["branch_shares"], rel=1e-5, abs=1e-5)
+    rgb, xyz = served.pair(i)
+    assert (record["rgb"], record["xyz"], record["name"]) == (rgb.name, xyz.name, rgb.stem)  # names, not paths
+    assert set(record["timings_ms"]) == {"read", "queue", "score", "total"}
+    assert record["timings_ms"]["total"] >= record["timings_ms"]["read"] + record["timings_ms"]["score"]
+
+
+def test_heatmaps_on_request_and_recent_results(served, tmp_path: Path) -> None:
+    answer = served.score(2, heatmaps=True).json()
+    assert set(answer["heatmaps"]) == {"fused", "rgb", "geo"} and set(answer["images"]) == {"rgb", "3d"}
+    for url in (*answer["heatmaps"].values(), *answer["images"].values()):
+        assert _png(url).shape == (64, 64, 3)
+    assert answer["heatmap_range"]["vmin"] == 0.0 and answer["heatmap_range"]["vmax"] >= 1.0
+    line = _predict_line(served, 2, tmp_path / "p")  # predict draws the same fused overlay
+    np.testing.assert_array_equal(_png(answer["heatmaps"]["fused"]),
+                                  np.asarray(Image.open(tmp_path / "p" / line["heatmap"])))
+    recent = httpx.get(f"{served.url}/v1/recent").json()["results"]
+    assert recent[0] == {k: answer[k] for k in ("id", "name", "score", "anomalous")} | {"time": recent[0]["time"]}
+    again = httpx.get(f"{served.url}/v1/recent/{answer['id']}").json()
+    assert again == answer
+    missing = httpx.get(f"{served.url}/v1/recent/0000")
+    assert missing.status_code == 404 and "no recent result" in missing.json()["error"]
+
+
+def _cli_message(rgb: Path, xyz: Path, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What `trd predict --rgb NAME --xyz NAME` says about this pair, run in the files' folder."""
+    monkeypatch.chdir(rgb.parent)
+    try:
+        summary = api.predict(None, tmp_path / "cli", rgb=Path(rgb.name), xyz=Path(xyz.name), onnx_path=served.onnx,
+                              log=lambda _: None)
+    except Exception as exc:  # noqa: BLE001 - a refused pair: the CLI prints this line
+        return str(exc)
+    assert summary["scored"] == 0
+    return summary["failed"][0]["error"]
+
+
+def _post(served, files: dict[str, tuple[str, bytes]]) -> httpx.Response:
+    return httpx.post(f"{served.url}/v1/score", files=files, headers=served.headers(), timeout=60)
+
+
+def test_bad_inputs_get_422_with_the_clis_message(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rgb, xyz = served.pair(0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cases = {
+        "garbage PNG": ("scan.png", b"not a png at all", "scan.tiff", xyz.read_bytes()),
+        "wrong-size cloud": ("scan.png", rgb.read_bytes(), "scan.tiff", None),
+        "3D file of another kind": ("scan.png", rgb.read_bytes(), "scan.png3d.png", rgb.read_bytes()),
+        "truncated TIFF": ("scan.png", rgb.read_bytes(), "scan.tiff", xyz.read_bytes()[:300]),
+    }
+    for case, (rgb_name, rgb_bytes, xyz_name, xyz_bytes) in cases.items():
+        if xyz_bytes is None:
+            tifffile.imwrite(folder / xyz_name, np.ones((32, 48, 3), np.float32), photometric="rgb")
+            xyz_bytes = (folder / xyz_name).read_bytes()
+        (folder / rgb_name).write_bytes(rgb_bytes)
+        (folder / xyz_name).write_bytes(xyz_bytes)
+        answer = _post(served, {"rgb": (rgb_name, rgb_bytes), "xyz": (xyz_name, xyz_bytes)})
+        expected = _cli_message(folder / rgb_name, folder / xyz_name, served, tmp_path / case, monkeypatch)
+        assert answer.status_code == 422, (case, answer.text)
+        assert answer.json() == {"error": expected, "status": 422}, case
+        assert str(tmp_path) not in answer.text and "/tmp" not in answer.text  # no server paths
+        shutil.rmtree(folder)
+        folder.mkdir()
+
+
+def test_malformed_requests_get_one_line_errors(served) -> None:
+    rgb, _ = served.pair(0)
+    missing = _post(served, {"rgb": ("a.png", rgb.read_bytes())})
+    assert missing.status_code == 422 and missing.json()["error"].startswith("missing file part 'xyz'")
+    extra = _post(served, {"rgb": ("a.png", b"x"), "xyz": ("a.tiff", b"x"), "path": ("p", b"/etc/passwd")})
+    assert extra.status_code == 422 and "unexpected part 'path'" in extra.json()["error"]
+    not_multipart = httpx.post(f"{served.url}/v1/score", json={"rgb": "/etc/passwd"})
+    assert not_multipart.status_code == 422 and "multipart/form-data" in not_multipart.json()["error"]
+    unknown = httpx.get(f"{served.url}/v2/nothing")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "not found", "status": 404}
+    # a client's file name is reduced to a plain name: it cannot point the service anywhere
+    traversal = _post(served, {"rgb": ("../../../etc/passwd.png", b"junk"), "xyz": ("x.tiff", b"junk")})
+    assert traversal.status_code == 422 and traversal.json()["error"].startswith("passwd.png: ")
+
+
+def test_uploads_over_the_limit_get_413(served) -> None:
+    big = b"\0" * (3 << 19)  # 1.5 MiB against the 1 MiB limit
+    declared = _post(served, {"rgb": ("a.png", big), "xyz": ("a.tiff", b"x")})
+    assert declared.status_code == 413 and "limit of 1 MiB" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: the limit is checked while the body streams in
+        yield b"--b\r\nContent-Disposition: form-data; name=\"rgb\"; filename=\"a.png\"\r\n\r\n"
+        for _ in range(24):
+            yield b"\0" * (1 << 16)
+
+    streamed = httpx.post(f"{served.url}/v1/score", content=chunks(),
+                          headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=60)
+    assert streamed.status_code == 413 and "larger than the limit" in streamed.json()["error"]
+    assert served.score(0).status_code == 200  # the service goes on
+
+
+def test_metrics_count_requests_batches_and_queue(served) -> None:
+    assert served.score(1).status_code == 200
+    _post(served, {"rgb": ("a.png", b"junk"), "xyz": ("a.tiff", b"junk")})
+    text = httpx.get(f"{served.url}/metrics").text
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['trd_requests_total{endpoint="/v1/score",code="200"}'] >= 1
+    assert values['trd_requests_total{endpoint="/v1/score",code="422"}'] >= 1
+    assert values['trd_request_duration_seconds_count{endpoint="/v1/score"}'] >= 2
+    assert values["trd_batch_size_count"] >= 1 and values['trd_batch_size_bucket{le="+Inf"}'] >= 1
+    assert values["trd_queue_depth"] == 0 and values["trd_requests_in_flight"] == 0
+    assert "# TYPE trd_request_duration_seconds histogram" in text
+
+
+def test_the_page_is_served_without_data(served) -> None:
+    static = Path(__file__).resolve().parents[2] / "src" / "trd" / "serve" / "static"
+    if not (static / "index.html").is_file():
+        pytest.skip("the review page (src/trd/serve/static/index.html) is not in this checkout")
+    page = httpx.get(f"{served.url}/")
+    assert page.status_code == 200 and page.content == (static / "index.html").read_bytes()
+    for path in sorted(p for p in static.iterdir() if p.is_file()):
+        assert httpx.get(f"{served.url}/static/{path.name}").content == path.read_bytes()
+    assert httpx.get(f"{served.url}/static/../app.py").status_code == 404

@@ -1,0 +1,131 @@
+"""The service's process: micro-batches, a full queue, SIGTERM with requests in flight, the token,
+no torch on the ONNX path, a model.pt. Each test starts its own real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+#: A prelude after which importing torch or torchvision fails, as in the runtime install.
+BLOCK_TORCH = "for name in ('torch', 'torchvision'):\n    sys.modules[name] = None"
+
+
+def _metric(server, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers()).text
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _wait_for(server, name: str, value: float, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while _metric(server, name) != value:
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
+        time.sleep(0.02)
+
+
+def test_concurrent_requests_are_scored_together_each_with_its_own_row(served, start_server) -> None:
+    alone = [served.score(i).json()["score"] for i in range(8)]
+    server = start_server("--max-batch", "8", "--max-wait-ms", "1000")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(server.score, range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert [a.json()["score"] for a in answers] == pytest.approx(alone, rel=1e-5, abs=1e-5)
+    assert [a.json()["name"] for a in answers] == [served.pair(i)[0].stem for i in range(8)]
+    assert _metric(server, "trd_batch_size_count") < 8  # fewer engine calls than requests
+    assert max(a.json()["timings_ms"]["queue"] for a in answers) < 1500
+
+
+def test_a_full_queue_answers_503_with_retry_after(start_server) -> None:
+    server = start_server("--queue", "1", "--max-batch", "2", "--max-wait-ms", "1500")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(server.score, 0)  # waits up to 1.5 s for a second request to batch with
+        _wait_for(server, "trd_queue_depth", 1)
+        refused = server.score(1)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"].startswith("queue full (1 requests waiting)")
+        assert first.result().status_code == 200
+    assert server.score(1).status_code == 200  # room again
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_0(start_server) -> None:
+    server = start_server("--max-batch", "64", "--max-wait-ms", "20000")
+    with ThreadPoolExecutor(5) as pool:
+        pending = [pool.submit(server.score, i) for i in range(5)]
+        _wait_for(server, "trd_queue_depth", 5)  # all five admitted, waiting for a batch to fill
+        started = time.monotonic()
+        server.process.send_signal(15)
+        answers = [p.result() for p in pending]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert time.monotonic() - started < 10  # scored at once, not after the 20 s batch wait
+    assert server.stop() == 0
+    assert "SIGTERM received; answering the 5 request(s) in flight" in server.stderr
+    with pytest.raises(httpx.ConnectError):  # no longer accepting
+        httpx.get(f"{server.url}/healthz")
+
+
+def test_the_token_guards_everything_but_health_and_the_page(start_server) -> None:
+    server = start_server("--host", "0.0.0.0", env={"TRD_TOKEN": "s3cret"}, token="s3cret")
+    for path in ("/v1/model", "/v1/recent", "/metrics"):
+        refused = httpx.get(f"{server.url.replace('0.0.0.0', '127.0.0.1')}{path}")
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", path
+        assert refused.json()["error"].startswith("missing or wrong token")
+    server.url = server.url.replace("0.0.0.0", "127.0.0.1")
+    wrong = httpx.get(f"{server.url}/v1/model", headers={"Authorization": "Bearer s3cre"})
+    assert wrong.status_code == 401
+    assert server.score(0).status_code == 200
+    assert httpx.get(f"{server.url}/v1/model", headers=server.headers()).status_code == 200
+    unsent = server.token
+    server.token = None
+    assert server.score(0).status_code == 401
+    server.token = unsent
+    for path in ("/healthz", "/readyz"):
+        assert httpx.get(f"{server.url}{path}").status_code == 200
+    assert httpx.get(f"{server.url}/").status_code != 401  # the page (no data) needs no token
+
+
+def test_no_token_off_loopback_is_refused_in_one_line(trd_serve) -> None:
+    process = trd_serve("--host", "0.0.0.0", "--port", "0", env={"TRD_TOKEN": ""})
+    out, err = process.communicate(timeout=60)
+    lines = [ln for ln in err.splitlines() if not ln.startswith("TORCH_MODULES")]
+    assert process.returncode == 2 and out == ""
+    assert lines == ["error: --host 0.0.0.0 is reachable from other machines: give a token (--token or the "
+                     "TRD_TOKEN environment variable), or keep the default --host 127.0.0.1"]
+
+
+def test_serving_an_export_never_imports_torch(start_server, served) -> None:
+    server = start_server(prelude=BLOCK_TORCH)
+    answer = server.score(3, heatmaps=True)
+    assert answer.status_code == 200 and answer.json()["score"] == pytest.approx(served.score(3).json()["score"])
+    assert server.stop() == 0
+    assert "TORCH_MODULES []" in server.stderr, server.stderr
+
+
+def test_a_model_pt_is_served_with_torch(start_server, served, exported) -> None:
+    server = start_server("--engine", "torch", model=exported[0])
+    answer = server.score(4).json()
+    assert answer["model"]["engine"] == "torch"
+    assert answer["score"] == pytest.approx(served.score(4).json()["score"], rel=1e-4, abs=1e-4)
+    info = httpx.get(f"{server.url}/v1/model").json()
+    assert info["validation_scores"] == pytest.approx(httpx.get(f"{served.url}/v1/model").json()["validation_scores"])
+
+
+def test_a_model_pt_without_torch_names_the_extra(trd_serve, exported) -> None:
+    process = trd_serve("--port", "0", prelude=BLOCK_TORCH, model=exported[0])
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert err.splitlines()[0] == ("error: this command needs the training install (PyTorch), which is not "
+                                   "installed here: pip install 'trd-anomaly[train]'")
+
+
+def test_the_cli_lists_serve() -> None:
+    help_text = subprocess.run([sys.executable, "-m", "trd.cli", "serve", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    for option in ("--model", "--host", "--port", "--token", "--max-batch", "--max-wait-ms", "--queue",
+                   "--max-upload-mb", "--threads", "--engine"):
+        assert option in help_text
