@@ -81,6 +81,9 @@ def test_upload_shows_the_apis_score_images_and_heatmaps(page: Any, served: Any)
     branches = httpx.get(served.url + "/v1/model", timeout=WAIT_S).json()["branches"]
     expected = {"image-rgb", "image-3d", "heatmap-fused", *(f"heatmap-{b}" for b in branches)}
     assert set(images_loaded(page, "#images img") or []) == expected
+    tops = page.execute_script("return [...document.querySelectorAll('#images img')]"
+                               ".map(i => Math.round(i.getBoundingClientRect().top))")
+    assert len(set(tops)) == 1, "images side by side in a 1280 px window"
     api = _api_score(served, rgb, xyz)
     assert api.status_code == 200, api.text[:500]
     record = api.json()
