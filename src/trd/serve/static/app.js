@@ -4,7 +4,7 @@
 // heatmaps, its score against the threshold, and explore thresholds over the validation scores.
 
 const TOKEN_KEY = "trd-token";
-const BRANCH_ROLES = { rgb: "colour student", geo: "geometry (3D) student", fused: "fused-teacher student" };
+const BRANCH_ROLES = { rgb: "colour student", geo: "geometry (3D) student" };
 const $ = (id) => document.getElementById(id);
 
 /** An answer of the API that is not a success: the server's one-line message and HTTP status. */
@@ -66,7 +66,8 @@ async function api(path, options = {}) {
   }
   const body = await response.json().catch(() => null);
   if (!response.ok) {
-    let message = body && typeof body.error === "string" ? body.error : `HTTP ${response.status} ${response.statusText}`;
+    const fallback = `HTTP ${response.status} ${response.statusText}`;
+    let message = body && typeof body.error === "string" ? body.error : fallback;
     const after = response.headers.get("Retry-After");
     if (response.status === 503 && after) message += ` (retry after ${after} s)`;
     throw new ApiError(message.trim(), response.status);
@@ -148,23 +149,26 @@ function showRecord(record) {
   setValue("decision", record.anomalous ? "anomalous" : "good", record.anomalous);
   $("decision").className = record.anomalous ? "bad" : "ok";
   $("statement").textContent = th.statement || "";
-  const shares = Object.entries(record.branch_shares || {}).map(([b, v]) => `${b} ${fixed(v)}`).join(", ");
-  const times = Object.entries(record.timings_ms || {}).map(([k, v]) => `${k} ${Math.round(v)} ms`).join(", ");
+  const list = (obj, unit) => Object.entries(obj || {}).map(([k, v]) => `${k} ${unit(v)}`).join(", ") || "n/a";
   $("result-details").textContent = `Files ${record.rgb} + ${record.xyz}. Score ${fixed(record.score)} is ` +
     `${record.score > threshold ? "above" : "not above"} the threshold ${fixed(threshold)} ` +
-    `(anomalous means strictly above). Branch shares: ${shares || "n/a"}. Timings: ${times || "n/a"}.`;
+    `(anomalous means strictly above). Branch shares: ${list(record.branch_shares, fixed)}. ` +
+    `Timings: ${list(record.timings_ms, (v) => `${Math.round(v)} ms`)}.`;
   const images = record.images || {};
   const maps = record.heatmaps || {};
   const figures = [];
   if (images.rgb) figures.push(figure("image-rgb", images.rgb, `RGB image ${record.rgb}`, "RGB image"));
-  if (images["3d"]) figures.push(figure("image-3d", images["3d"], `3D input ${record.xyz}, rendered as an image`, "3D image"));
-  if (maps.fused) {
-    figures.push(figure("heatmap-fused", maps.fused, "Fused anomaly heatmap over the RGB image", "Fused heatmap (the score)"));
+  if (images["3d"]) {
+    figures.push(figure("image-3d", images["3d"], `3D input ${record.xyz}, rendered as an image`, "3D image"));
   }
+  if (maps.fused) {
+    figures.push(figure("heatmap-fused", maps.fused, "Fused anomaly heatmap over the RGB image", "Fused heatmap"));
+  }
+  const shares = record.branch_shares || {};
   for (const [branch, src] of Object.entries(maps)) {
     if (branch === "fused") continue;
     const role = BRANCH_ROLES[branch] ? ` (${BRANCH_ROLES[branch]})` : "";
-    const share = record.branch_shares && branch in record.branch_shares ? `, share ${fixed(record.branch_shares[branch])}` : "";
+    const share = branch in shares ? `, share ${fixed(shares[branch])}` : "";
     figures.push(figure(`heatmap-${idPart(branch)}`, src, `Heatmap of the ${branch} branch over the RGB image`,
       `Branch ${branch}${role}${share}`));
   }
@@ -215,7 +219,8 @@ async function loadRecent() {
     button.dataset.id = r.id;
     button.textContent = `${r.name}: ${fixed(r.score)}, ${r.anomalous ? "anomalous" : "good"}, ${when(r.time)}`;
     button.setAttribute("aria-current", String(state.record !== null && state.record.id === r.id));
-    button.addEventListener("click", () => guarded(async () => showRecord(await api(`v1/recent/${encodeURIComponent(r.id)}`))));
+    const open = async () => showRecord(await api(`v1/recent/${encodeURIComponent(r.id)}`));
+    button.addEventListener("click", () => guarded(open));
     const li = document.createElement("li");
     li.append(button);
     return li;
@@ -248,7 +253,7 @@ function setupExplorer() {
   const scores = state.model.validation_scores;
   const body = $("explorer-body");
   if (!Array.isArray(scores) || scores.length === 0) {
-    $("explorer-note").textContent = "This model carries no validation scores (it was exported by an older trd), " +
+    $("explorer-note").textContent = "This model carries no validation scores (an older trd wrote it), " +
       "so there are no thresholds to explore. Its threshold's guarantee is what its statement says: " +
       `${(state.model.thresholds?.statements || []).join("; ") || "unknown"}.`;
     body.hidden = true;
