@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -61,6 +62,21 @@ def _inputs(work: Path) -> tuple[Path, list[tuple[Path, Path]]]:
     generate(work / "data", ["puck"], size=128, n_train=1, n_validation=1, n_test_good=2, n_test_per_defect=2)
     pairs = [(s.rgb, s.xyz) for s in list_samples("mvtec3d", work / "data", "puck", "test")][:8]
     return onnx, pairs
+
+
+def _cpu_seconds(cpus: set[int]) -> tuple[float, float]:
+    """(busy seconds of ``cpus`` from /proc/stat, CPU seconds of this process and its reaped children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = 0.0
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                ticks = [int(v) for v in values]
+                busy += (sum(ticks[:8]) - ticks[3] - ticks[4]) / tick  # all but idle and iowait
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    return busy, own
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -167,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     cpus = {int(c) for c in args.cpus.split(",")}
     os.sched_setaffinity(0, cpus)  # inherited by the server process
     rows: dict[str, dict[str, Any]] = {}
+    busy0, own0 = _cpu_seconds(cpus)
     with tempfile.TemporaryDirectory(prefix="trd-bench-serve-") as tmp:
         onnx, pairs = _inputs(Path(tmp))
         load = f"{args.clients} clients x {args.requests}"
@@ -175,13 +192,18 @@ def main(argv: list[str] | None = None) -> None:
         rows[f"trd serve --max-batch 1 ({load})"] = _serve_row(onnx, pairs, args.clients, args.requests,
                                                               ["--max-batch", "1"])
         print(rows, flush=True)
-        rows.update(_in_process_rows(onnx, pairs, args.clients * args.requests // len(pairs)))
+        rows.update(_in_process_rows(onnx, pairs, max(1, args.clients * args.requests // len(pairs))))
+    busy1, own1 = _cpu_seconds(cpus)
     results = {"date": datetime.date.today().isoformat(), "cpus": args.cpus,
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                "python": platform.python_version(), "model": "demo size (resnet18, 128 px), ONNX, onnxruntime",
-               "rows": rows, "load_1min": os.getloadavg()[0], "table": _table(rows)}
+               "rows": rows, "load_1min": os.getloadavg()[0],
+               # CPU time other processes took on the pinned CPUs during the run (0: they were ours alone)
+               "others_cpu_s": round(max(0.0, (busy1 - busy0) - (own1 - own0)), 1), "own_cpu_s": round(own1 - own0, 1),
+               "table": _table(rows)}
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(results["table"])
+    print(f"CPU time on CPUs {args.cpus}: this run {results['own_cpu_s']} s, other processes {results['others_cpu_s']} s")
 
 
 if __name__ == "__main__":

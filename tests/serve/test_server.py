@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from PIL import Image
 
 #: A prelude after which importing torch or torchvision fails, as in the runtime install.
 BLOCK_TORCH = "for name in ('torch', 'torchvision'):\n    sys.modules[name] = None"
@@ -129,3 +130,18 @@ def test_the_cli_lists_serve() -> None:
     for option in ("--model", "--host", "--port", "--token", "--max-batch", "--max-wait-ms", "--queue",
                    "--max-upload-mb", "--threads", "--engine"):
         assert option in help_text
+
+
+def test_image_size_limit_and_bounded_recent_results(start_server, tmp_path) -> None:
+    server = start_server("--max-pixels", "4096", "--recent", "2")  # the pairs are 64 x 64 = 4096 px
+    ids = [server.score(i).json()["id"] for i in range(3)]
+    assert [r["id"] for r in httpx.get(f"{server.url}/v1/recent").json()["results"]] == ids[:0:-1]
+    assert httpx.get(f"{server.url}/v1/recent/{ids[0]}").status_code == 404  # dropped
+    assert httpx.get(f"{server.url}/v1/recent/{ids[2]}").json()["id"] == ids[2]
+    big = tmp_path / "big.png"
+    Image.new("RGB", (80, 64)).save(big)
+    _, xyz = server.pair(0)
+    answer = httpx.post(f"{server.url}/v1/score", files={"rgb": ("big.png", big.read_bytes()),
+                                                          "xyz": (xyz.name, xyz.read_bytes())}, timeout=60)
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith("big.png: 80x64 = 0.0 Mpx is over the limit of 0.0 Mpx")

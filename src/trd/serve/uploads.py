@@ -19,7 +19,7 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..config import DataConfig
 from ..data.inputs import AspectOnce, InputStats
@@ -33,7 +33,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
 
 
 class UploadError(Exception):
-    """A request the client must change: HTTP ``status`` (413, 422) and a one-line message."""
+    """A request the client must change: HTTP ``status`` (400, 413, 422) and a one-line message."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -74,6 +74,8 @@ async def receive(request: Request, folder: Path, max_bytes: int) -> dict[str, P
         form = await parser.parse()
     except MultiPartException as exc:
         raise UploadError(422, f"malformed multipart upload: {exc.message}") from None
+    except ClientDisconnect:
+        raise UploadError(400, "the client disconnected before the upload ended") from None
     saved: dict[str, Path] = {}
     try:
         for part, value in form.multi_items():
