@@ -1,10 +1,13 @@
 """The README's "Serve" section: its commands are valid `trd` command lines, the URL it names is
-where `trd serve` listens by default, and the screenshot it shows is there and small."""
+where `trd serve` listens by default, the screenshot it shows is there and small, and the page it
+describes is package data (shipped by `pip install trd-anomaly`)."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 from trd.cli import cli
@@ -46,3 +49,12 @@ def test_readme_serve_screenshot_and_docs_exist() -> None:
     image = ROOT / "docs" / "images" / "serve.png"
     assert "docs/images/serve.png" in section and image.stat().st_size < 300_000
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_page_is_package_data() -> None:
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]["trd.serve"]
+    static = ROOT / "src" / "trd" / "serve" / "static"
+    files = sorted(p.relative_to(static.parent).as_posix() for p in static.iterdir())
+    assert {"static/index.html", "static/app.js", "static/style.css"} <= set(files)
+    assert [f for f in files if not any(fnmatch(f, g) for g in globs)] == []
