@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -129,47 +130,66 @@ def _serve_row(onnx: Path, pairs: list[tuple[Path, Path]], clients: int, request
             "exit_code": server.returncode}
 
 
-def _in_process_rows(onnx: Path, pairs: list[tuple[Path, Path]], rounds: int) -> dict[str, dict[str, Any]]:
+class InProcess:
     """predict_samples (batches of 8) and the engine alone, in this process, on the same pairs."""
-    from trd.data.samples import unlabelled_samples
-    from trd.workflows.engine import load_model
-    from trd.workflows.predict import predict_samples
 
-    model = load_model(None, onnx, log=lambda _: None)
-    samples = [unlabelled_samples(model.config.data, rgb=r, xyz=x)[0][0] for r, x in pairs]
-    per_scan: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="trd-bench-predict-") as tmp:
-        predict_samples(model, samples, Path(tmp) / "warm", batch_size=8, log=lambda _: None)
-        start = time.perf_counter()
-        for k in range(rounds):
+    def __init__(self, onnx: Path, pairs: list[tuple[Path, Path]], rounds: int) -> None:
+        from trd.data.samples import unlabelled_samples
+        from trd.workflows.engine import load_model
+
+        self.model = load_model(None, onnx, log=lambda _: None)
+        self.samples = [unlabelled_samples(self.model.config.data, rgb=r, xyz=x)[0][0] for r, x in pairs]
+        self.rounds = rounds
+        size = self.model.config.data.image_size
+        rng = np.random.default_rng(0)
+        self.inputs = [rng.standard_normal((len(pairs), 3, size, size)).astype(np.float32) for _ in range(2)]
+
+    def predict(self) -> dict[str, Any]:
+        from trd.workflows.predict import predict_samples
+
+        per_scan: list[float] = []
+        with tempfile.TemporaryDirectory(prefix="trd-bench-predict-") as tmp:
+            predict_samples(self.model, self.samples, Path(tmp) / "warm", batch_size=8, log=lambda _: None)
+            start = time.perf_counter()
+            for k in range(self.rounds):
+                t = time.perf_counter()
+                done = predict_samples(self.model, self.samples, Path(tmp) / str(k), batch_size=8, log=lambda _: None)
+                assert done["scored"] == len(self.samples), done
+                per_scan.append((time.perf_counter() - t) / len(self.samples))
+            wall = time.perf_counter() - start
+        n = self.rounds * len(self.samples)
+        return {"scans": n, "wall_s": round(wall, 3), "throughput": n / wall, "p50_ms": _percentile(per_scan, 50) * 1e3,
+                "p99_ms": _percentile(per_scan, 99) * 1e3, "lost": 0}
+
+    def engine(self) -> dict[str, Any]:
+        self.model.engine(*self.inputs)
+        calls = []
+        for _ in range(self.rounds):
             t = time.perf_counter()
-            done = predict_samples(model, samples, Path(tmp) / str(k), batch_size=8, log=lambda _: None)
-            assert done["scored"] == len(samples), done
-            per_scan.append((time.perf_counter() - t) / len(samples))
-        wall = time.perf_counter() - start
-    predict = {"scans": rounds * len(samples), "wall_s": round(wall, 3), "throughput": rounds * len(samples) / wall,
-               "p50_ms": _percentile(per_scan, 50) * 1e3, "p99_ms": _percentile(per_scan, 99) * 1e3, "lost": 0}
-    size = model.config.data.image_size
-    rng = np.random.default_rng(0)
-    rgb, x3d = (rng.standard_normal((len(samples), 3, size, size)).astype(np.float32) for _ in range(2))
-    model.engine(rgb, x3d)
-    calls = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        model.engine(rgb, x3d)
-        calls.append((time.perf_counter() - t) / len(samples))
-    engine = {"scans": rounds * len(samples), "wall_s": round(sum(calls) * len(samples), 3),
-              "throughput": 1.0 / statistics.mean(calls), "p50_ms": _percentile(calls, 50) * 1e3,
-              "p99_ms": _percentile(calls, 99) * 1e3, "lost": 0}
-    return {"predict_samples (batch 8, in process)": predict, "engine alone (batch 8, in process)": engine}
+            self.model.engine(*self.inputs)
+            calls.append((time.perf_counter() - t) / len(self.samples))
+        n = self.rounds * len(self.samples)
+        return {"scans": n, "wall_s": round(sum(calls) * len(self.samples), 3), "throughput": 1.0 / statistics.mean(calls),
+                "p50_ms": _percentile(calls, 50) * 1e3, "p99_ms": _percentile(calls, 99) * 1e3, "lost": 0}
+
+
+def _measured(fn: Callable[[], dict[str, Any]], cpus: set[int]) -> dict[str, Any]:
+    """``fn()``'s row plus the busy seconds of ``cpus`` meanwhile not charged to this run's processes (other
+    processes, interrupts)."""
+    busy0, own0 = _cpu_seconds(cpus)
+    row = fn()
+    busy1, own1 = _cpu_seconds(cpus)
+    return row | {"others_cpu_s": round(max(0.0, (busy1 - busy0) - (own1 - own0)), 2)}
 
 
 def _table(rows: dict[str, dict[str, Any]]) -> str:
-    lines = ["| row | scans | throughput | p50 per scan | p99 per scan | lost | mean batch |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | scans | throughput (median; all) | p50 per scan | p99 per scan | lost | mean batch "
+             "| other processes' CPU s |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         batch = f"{r['mean_batch']:.2f}" if "mean_batch" in r else "8"
-        lines.append(f"| {name} | {r['scans']} | {r['throughput']:.1f} scans/s | {r['p50_ms']:.1f} ms "
-                     f"| {r['p99_ms']:.1f} ms | {r['lost']} | {batch} |")
+        every = ", ".join(f"{t:.1f}" for t in r["throughput_all"])
+        lines.append(f"| {name} | {r['scans']} | {r['throughput']:.1f} scans/s ({every}) | {r['p50_ms']:.1f} ms "
+                     f"| {r['p99_ms']:.1f} ms | {r['lost']} | {batch} | {r['others_cpu_s']} |")
     return "\n".join(lines)
 
 
@@ -178,32 +198,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpus", default="1", help="CPUs the server, the clients and the in-process rows are pinned to")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=50, help="requests per client")
+    p.add_argument("--repeat", type=int, default=3, help="measurements of each row, alternating")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results-cpu-serve.json")
     args = p.parse_args(argv)
     cpus = {int(c) for c in args.cpus.split(",")}
     os.sched_setaffinity(0, cpus)  # inherited by the server process
-    rows: dict[str, dict[str, Any]] = {}
-    busy0, own0 = _cpu_seconds(cpus)
+    runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="trd-bench-serve-") as tmp:
         onnx, pairs = _inputs(Path(tmp))
         load = f"{args.clients} clients x {args.requests}"
-        rows[f"trd serve ({load})"] = _serve_row(onnx, pairs, args.clients, args.requests, [])
-        print(rows, flush=True)
-        rows[f"trd serve --max-batch 1 ({load})"] = _serve_row(onnx, pairs, args.clients, args.requests,
-                                                              ["--max-batch", "1"])
-        print(rows, flush=True)
-        rows.update(_in_process_rows(onnx, pairs, max(1, args.clients * args.requests // len(pairs))))
-    busy1, own1 = _cpu_seconds(cpus)
+        local = InProcess(onnx, pairs, max(1, args.clients * args.requests // len(pairs)))
+        rows_fn = {f"trd serve ({load})": lambda: _serve_row(onnx, pairs, args.clients, args.requests, []),
+                   f"trd serve --max-batch 1 ({load})":
+                       lambda: _serve_row(onnx, pairs, args.clients, args.requests, ["--max-batch", "1"]),
+                   "predict_samples (batch 8, in process)": local.predict,
+                   "engine alone (batch 8, in process)": local.engine}
+        for rep in range(args.repeat):  # the rows alternate, so a busy spell of the machine hits all of them
+            for name, fn in rows_fn.items():
+                runs.setdefault(name, []).append(_measured(fn, cpus))
+                print(f"{rep} {name}: {runs[name][-1]}", flush=True)
+    rows = {}
+    for name, measured in runs.items():  # the repetition of median throughput, with all of them listed
+        ordered = sorted(measured, key=lambda r: r["throughput"])
+        rows[name] = ordered[len(ordered) // 2] | {"throughput_all": [round(r["throughput"], 2) for r in measured],
+                                                   "others_cpu_all": [r["others_cpu_s"] for r in measured]}
     results = {"date": datetime.date.today().isoformat(), "cpus": args.cpus,
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                "python": platform.python_version(), "model": "demo size (resnet18, 128 px), ONNX, onnxruntime",
-               "rows": rows, "load_1min": os.getloadavg()[0],
-               # CPU time other processes took on the pinned CPUs during the run (0: they were ours alone)
-               "others_cpu_s": round(max(0.0, (busy1 - busy0) - (own1 - own0)), 1), "own_cpu_s": round(own1 - own0, 1),
-               "table": _table(rows)}
+               "repeat": args.repeat, "rows": rows, "load_1min": os.getloadavg()[0], "table": _table(rows)}
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(results["table"])
-    print(f"CPU time on CPUs {args.cpus}: this run {results['own_cpu_s']} s, other processes {results['others_cpu_s']} s")
 
 
 if __name__ == "__main__":

@@ -100,12 +100,12 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     caps the pixels of an uploaded image or cloud (default: the model's ``data.max_image_pixels``).
     """
     token = resolve_token(host, token)
+    sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
     model = Path(model)
     onnx = model.suffix.lower() == ".onnx"
     loaded = load_model(None if onnx else model, model if onnx else None, engine=engine, threads=threads, log=log)
     if max_pixels is not None:
         loaded.config.data.max_image_pixels = max_pixels
-    sock = _listen(host, port)
     service = Service(loaded, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
                       max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent)
     bound = sock.getsockname()[1]
