@@ -17,7 +17,8 @@ them) and the scan one synthetic ``puck`` test pair. Three ways to score it:
 
 Cold start: wall time of a fresh ``trd predict`` process that scores the one scan (start-up, model
 load, read, 3D preprocessing, scoring, heatmap PNGs, record), median of ``--runs`` with the three ways
-alternating, each process pinned to ``--cpus``; peak RSS of that process. Batch-1 latency: the same
+alternating, each process pinned to ``--cpus``; peak RSS of that process (``ru_maxrss``, which on
+Linux starts from the forking process's size: this script stays small, ``parent_peak_mb``). Batch-1 latency: the same
 scan scored ``--runs`` times in one warm process by ``trd.workflows.predict.predict_samples``
 (everything but start-up and model load), median, and the engine call alone.
 """
@@ -111,6 +112,17 @@ def _make_inputs(work: Path) -> dict[str, Path]:
             "xyz": next((good / "xyz").glob("*.tiff"))}
 
 
+def _inputs_in_subprocess(work: Path) -> dict[str, Path]:
+    """`_make_inputs` in a child process, so that this process stays small: a child's peak RSS
+    (``ru_maxrss``) starts from the size of the process that forked it, torch included."""
+    proc = subprocess.run([sys.executable, __file__, "--make-inputs", str(work)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"making the model and the scan failed:\n{proc.stderr[-2000:]}")
+    return {k: Path(v) for k, v in json.loads(line[len("RESULT "):]).items()}
+
+
 def _cold(python: Path, files: dict[str, Path], kind: str, out: Path, cpus: set[int]) -> dict[str, float]:
     """One fresh `trd predict` process: wall seconds and peak RSS (MB)."""
     model = ["--onnx", str(files["onnx"])] if kind == "onnx" else ["--model", str(files["model"])]
@@ -147,12 +159,18 @@ def _table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runtime", type=Path, required=True, help="venv with `pip install .` only (made when missing)")
+    p.add_argument("--runtime", type=Path, help="venv with `pip install .` only (made when missing)")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--cpus", default="0", help="CPUs every measured process is pinned to")
     p.add_argument("--out", type=Path, default=Path("results-runtime.json"))
+    p.add_argument("--make-inputs", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.make_inputs:
+        print("RESULT " + json.dumps({k: str(v) for k, v in _make_inputs(args.make_inputs).items()}))
+        return
     cpus = {int(c) for c in args.cpus.split(",")}
+    if args.runtime is None:
+        p.error("--runtime is required")
     pythons = {"runtime": _runtime_env(args.runtime), "full": Path(sys.executable)}
     results: dict[str, Any] = {"date": datetime.date.today().isoformat(), "cpus": args.cpus,
                                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
@@ -160,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
                                "size_mb": {k: _size_mb(v) for k, v in pythons.items()}, "ways": {}}
     with tempfile.TemporaryDirectory(prefix="trd-runtime-") as tmp:
         work = Path(tmp)
-        files = _make_inputs(work)
+        files = _inputs_in_subprocess(work)
         cold: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
         _cold(pythons["full"], files, "model", work / "prime", cpus)  # writes the cached export once
         for run in range(args.runs):
@@ -173,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                                     "peak_mb": max(c["peak_mb"] for c in cold[way]), **warm}
             print(f"{way}: {results['ways'][way]}", flush=True)
     results["load_1min"] = os.getloadavg()[0]
+    with open("/proc/self/status") as fh:  # the floor of every peak RSS above (see _inputs_in_subprocess)
+        results["parent_peak_mb"] = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM")) / 1024
     results["table"] = _table(results)
     args.out.write_text(json.dumps(results, indent=1))
     print(results["table"])
