@@ -263,8 +263,8 @@ function setupExplorer() {
   state.values = [...new Set(state.validation)].sort((a, b) => a - b);
   const slider = $("threshold");
   slider.max = String(state.values.length - 1);
-  // The model stores its validation scores rounded (6 significant digits): its threshold, the k-th
-  // largest of them, is the nearest stored score within that rounding.
+  // The model's threshold is the k-th largest validation score: exactly one of them (models written
+  // before trd stored them at full precision rounded them to 6 digits, hence the tolerance).
   const image = Number(state.model.thresholds?.image);
   const i = nearest(state.values, image);
   state.modelIndex = Math.abs(state.values[i] - image) <= 1e-5 * Math.abs(image) ? i : -1;
