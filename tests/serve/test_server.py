@@ -4,6 +4,7 @@ no torch on the ONNX path, a model.pt. Each test starts its own real server on 1
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -76,6 +77,24 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(start_server) -> N
     assert "SIGTERM received; answering the 5 request(s) in flight" in server.stderr
     with pytest.raises(httpx.ConnectError):  # no longer accepting
         httpx.get(f"{server.url}/healthz")
+
+
+def test_a_fault_of_the_service_is_a_500_with_one_line_and_the_service_goes_on(start_server, tmp_path) -> None:
+    uploads = tmp_path / "service-tmp"
+    uploads.mkdir()
+    server = start_server(env={"TMPDIR": str(uploads)})
+    assert server.score(0).status_code == 200  # the service now keeps its uploads under TMPDIR
+    shutil.rmtree(uploads)  # removed under the running service: a fault of the host, not of the request
+    broken = server.score(1)
+    assert broken.status_code == 500
+    assert broken.json() == {"error": "internal error of the service (logged on the server)", "status": 500}
+    assert "Traceback" not in broken.text and str(uploads) not in broken.text
+    assert _metric(server, "trd_queue_depth") == 0 and _metric(server, "trd_requests_in_flight") == 0
+    uploads.mkdir()
+    assert server.score(1).status_code == 200  # its place in the queue was given back; the service goes on
+    assert _metric(server, 'trd_requests_total{endpoint="/v1/score",code="500"}') == 1
+    assert server.stop() == 0
+    assert "internal error answering POST /v1/score" in server.stderr and "FileNotFoundError" in server.stderr
 
 
 def test_the_token_guards_everything_but_health_and_the_page(start_server) -> None:
