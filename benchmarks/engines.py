@@ -151,13 +151,18 @@ def _spin_others(cpus: list[int]) -> list[subprocess.Popen]:
             for c in others]
 
 
-def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=3600)
+def child_result(cmd: list[str], what: str, **kwargs: Any) -> Any:
+    """Run ``cmd`` (a measuring child process) and return the JSON of its ``RESULT {...}`` line."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"measurement {spec} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
     return json.loads(line[len("RESULT "):])
+
+
+def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
+    return child_result([sys.executable, __file__, "--measure", json.dumps(spec)], f"measurement {spec}",
+                        env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=3600)
 
 
 def _table(results: dict[str, Any]) -> str:

@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engines import child_result  # this folder: benchmarks/engines.py
+
 ROOT = Path(__file__).resolve().parents[1]
 WAYS = {"runtime --onnx": ("runtime", "onnx"), "full --onnx": ("full", "onnx"), "full --model": ("full", "model")}
 WARM = """
@@ -97,7 +99,6 @@ def _size_mb(python: Path) -> float:
 
 def _make_inputs(work: Path) -> dict[str, Path]:
     """The demo-sized model.pt (random teachers), its ONNX export and one synthetic test pair."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from engines import _model_file
 
     from trd.data.synth import generate
@@ -115,12 +116,9 @@ def _make_inputs(work: Path) -> dict[str, Path]:
 def _inputs_in_subprocess(work: Path) -> dict[str, Path]:
     """`_make_inputs` in a child process, so that this process stays small: a child's peak RSS
     (``ru_maxrss``) starts from the size of the process that forked it, torch included."""
-    proc = subprocess.run([sys.executable, __file__, "--make-inputs", str(work)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"making the model and the scan failed:\n{proc.stderr[-2000:]}")
-    return {k: Path(v) for k, v in json.loads(line[len("RESULT "):]).items()}
+    made = child_result([sys.executable, __file__, "--make-inputs", str(work)], "making the model and the scan",
+                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return {k: Path(v) for k, v in made.items()}
 
 
 def _cold(python: Path, files: dict[str, Path], kind: str, out: Path, cpus: set[int]) -> dict[str, float]:
@@ -140,12 +138,8 @@ def _cold(python: Path, files: dict[str, Path], kind: str, out: Path, cpus: set[
 
 def _warm(python: Path, files: dict[str, Path], kind: str, runs: int, cpus: set[int]) -> dict[str, Any]:
     spec = {"kind": kind, "model": str(files[kind]), "rgb": str(files["rgb"]), "xyz": str(files["xyz"]), "runs": runs}
-    proc = subprocess.run([str(python), "-c", WARM, json.dumps(spec)], capture_output=True, text=True,
-                          preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"warm measurement {kind} with {python} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(line[len("RESULT "):])
+    return child_result([str(python), "-c", WARM, json.dumps(spec)], f"warm measurement {kind} with {python}",
+                        preexec_fn=lambda: os.sched_setaffinity(0, cpus))
 
 
 def _table(results: dict[str, Any]) -> str:

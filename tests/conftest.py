@@ -24,6 +24,26 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model.pt, its ONNX export) of a tiny model (resnet18 teachers, 64 px, 1 epoch) of ``puck``;
+    treat both as read-only. Needs the training install (torch, onnx)."""
+    import warnings
+
+    pytest.importorskip("onnx")
+    from trd import api
+    from trd.config import load_config
+
+    run = tmp_path_factory.mktemp("tiny-export")
+    cfg = load_config(None, ["model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1",
+                             "model.bottleneck_blocks=1", "data.image_size=64", "train.epochs=1", "train.batch_size=2",
+                             "data.cache_dir=none", f"data.root={synth_root}", "data.category=puck"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = api.fit(cfg, run / "run", progress=False, log=lambda _: None)
+    return model, api.export(model, run / "model.onnx")
+
+
 @pytest.fixture
 def data_error() -> Callable[..., AbstractContextManager[Any]]:
     """``data_error(path, *words)``: expect a DataError naming ``path.name`` and every word (regex)."""

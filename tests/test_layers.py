@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,23 +33,19 @@ def test_the_package_keeps_its_layer_contract() -> None:
     assert "3 kept, 0 broken" in result.stdout  # the layers, the torch-free runtime, the service
 
 
-def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
-    # The contract itself is checked: the model layer importing a workflow must be reported.
+@pytest.mark.parametrize("module, planted, reported", [
+    # the model layer importing a workflow must be reported
+    ("model/trd.py", "from ..workflows import fit as _upward", "trd.model.trd -> trd.workflows"),
+    # the service importing torch itself must be reported
+    ("serve/app.py", "import torch", "the service imports no torch itself BROKEN"),
+])
+def test_a_planted_import_breaks_its_contract(tmp_path: Path, module: str, planted: str, reported: str) -> None:
     shutil.copytree(ROOT / "src" / "trd", tmp_path / "trd", ignore=shutil.ignore_patterns("__pycache__"))
-    model = tmp_path / "trd" / "model" / "trd.py"
-    model.write_text(model.read_text() + "\nfrom ..workflows import fit as _upward  # noqa: E402\n")
+    target = tmp_path / "trd" / module
+    target.write_text(target.read_text() + f"\n{planted}  # noqa: E402,F401\n")
     result = _lint(tmp_path)
     assert result.returncode != 0
-    assert "trd.model.trd -> trd.workflows" in result.stdout, result.stdout
-
-
-def test_the_service_importing_torch_itself_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "src" / "trd", tmp_path / "trd", ignore=shutil.ignore_patterns("__pycache__"))
-    app = tmp_path / "trd" / "serve" / "app.py"
-    app.write_text(app.read_text() + "\nimport torch  # noqa: E402,F401\n")
-    result = _lint(tmp_path)
-    assert result.returncode != 0
-    assert "the service imports no torch itself BROKEN" in result.stdout, result.stdout
+    assert reported in result.stdout, result.stdout
 
 
 def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:

@@ -10,19 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from trd import api
-from trd.config import load_config
 
 pytest.importorskip("onnx")
 
-TINY = ["model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1", "model.bottleneck_blocks=1",
-        "data.image_size=64", "train.epochs=1", "train.batch_size=2", "data.cache_dir=none"]
 WITHOUT_TORCH = ("import sys\n"
                  "for name in ('torch', 'torchvision'):\n"
                  "    sys.modules[name] = None  # importing them now raises ImportError\n"
@@ -38,15 +34,6 @@ WITHOUT_TORCH = ("import sys\n"
 def _trd_without_torch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], capture_output=True, text=True, timeout=300)
 
-
-@pytest.fixture(scope="module")
-def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    run = tmp_path_factory.mktemp("runtime")
-    cfg = load_config(None, [*TINY, f"data.root={synth_root}", "data.category=puck"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = api.fit(cfg, run / "run", progress=False, log=lambda _: None)
-    return model, api.export(model, run / "model.onnx")
 
 
 def test_predict_with_an_export_needs_no_torch(exported: tuple[Path, Path], synth_root: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Real `trd serve` processes on 127.0.0.1 for the service's tests (and the review page's).
 
 ``served`` (session): one server of a tiny exported model, with a 1 MiB upload limit, started once.
-``exported``: that model (model.pt and its .onnx export). ``start_server``: more servers with other
+``exported`` (tests/conftest.py): that model (model.pt and its .onnx export). ``start_server``: more servers with other
 options (a tiny queue, a token, a slow batch), each stopped with SIGTERM at the end of its test.
 """
 
@@ -13,23 +13,18 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from trd import api
-from trd.config import load_config
 from trd.data.samples import list_samples
 
 pytest.importorskip("onnx")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-TINY = ["model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1", "model.bottleneck_blocks=1",
-        "data.image_size=64", "train.epochs=1", "train.batch_size=2", "data.cache_dir=none"]
 #: How a server is started: the trd CLI in a fresh interpreter, ``prelude`` run first.
 LAUNCH = ("import sys\n{prelude}\nsys.argv = ['trd', *sys.argv[1:]]\nfrom trd.cli import main\ntry:\n    main()\n"
           "finally:\n    print('TORCH_MODULES', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', "
@@ -98,16 +93,6 @@ def wait_ready(process: subprocess.Popen, timeout: float = 60) -> str:
     process.kill()
     raise AssertionError(f"trd serve did not print its URL within {timeout} s")
 
-
-@pytest.fixture(scope="session")
-def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(model.pt, its ONNX export) of a tiny model of the synthetic ``puck``."""
-    run = tmp_path_factory.mktemp("serve-model")
-    cfg = load_config(None, [*TINY, f"data.root={synth_root}", "data.category=puck"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = api.fit(cfg, run / "run", progress=False, log=lambda _: None)
-    return model, api.export(model, run / "model.onnx")
 
 
 @pytest.fixture(scope="session")

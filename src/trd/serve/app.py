@@ -184,13 +184,9 @@ def create_app(service: Service) -> Gate:
 
     @app.get("/")
     async def page() -> FileResponse:
-        index = STATIC / "index.html"
-        if not index.is_file():
-            raise ApiError(404, "the review page is not installed (src/trd/serve/static/index.html)")
-        return FileResponse(index)
+        return FileResponse(STATIC / "index.html")
 
-    if STATIC.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return Gate(app, service)
 
 
