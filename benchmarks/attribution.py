@@ -31,7 +31,7 @@ from trd.data.samples import split_samples
 from trd.data.synth import DEFECT_TYPES, SYNTH_CATEGORIES, generate
 from trd.detector import load_detector
 from trd.evaluation.attribution import attribution_by_defect, peak_on_defect
-from trd.scoring.infer import iterate_outputs
+from trd.detector.passes import iterate_outputs
 
 
 def measure(model: Path, data: Path) -> list[str]:

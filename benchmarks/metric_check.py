@@ -129,8 +129,8 @@ def _evaluate(model_path: Path, setting: tuple[bool, bool, bool], device_name: s
     from trd.data.dataset import PairDataset
     from trd.data.samples import split_samples
     from trd.detector import load_detector
-    from trd.evaluation.evaluate import evaluate_arrays
-    from trd.scoring.infer import iterate_outputs
+    from trd.evaluation.tables import evaluate_arrays
+    from trd.detector.passes import iterate_outputs
 
     bf16, channels_last, compile_ = setting
     device = torch.device(device_name)

@@ -34,9 +34,9 @@ from trd.data.synth import render_sample
 from trd.detector import Detector
 from trd.model.trd import TRDModel, build_model
 from trd.scoring.maps import Scorer
-from trd.training.fit import Trainer
+from trd.training.trainer import Trainer
 from trd.training.loss import student_loss
-from trd.training.runtime import DistInfo, autocast, seed_all
+from trd.training.device import DistInfo, autocast, seed_all
 
 CATEGORY = "puck"
 #: Any finite statistics do: the speed of scoring does not depend on them.

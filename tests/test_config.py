@@ -11,7 +11,7 @@ import torch
 from trd.config import PAPER_EPOCHS, Config, DataConfig, load_config, save_config
 from trd.data.inputs import preprocess_params
 from trd.data.samples import MVTEC3D_CATEGORIES
-from trd.training.runtime import resolve_precision
+from trd.training.device import resolve_precision
 
 PAPER_TOML = Path(__file__).resolve().parents[1] / "configs" / "paper.toml"
 #: The reference's table (docs/METHOD.md §2.6), written out for every MVTec 3D-AD category.

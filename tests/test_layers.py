@@ -1,8 +1,10 @@
 """The layer contract of pyproject.toml ([tool.importlinter]): imports point down only.
 
-Layers, highest first: cli > api | serve > workflows > reporting | export > evaluation > detector | runtime >
-scoring > training > model > data > checkpoint | runfolder > config > atomic > errors
-(docs/ARCHITECTURE.md).
+Layers, highest first ("|": independent siblings): cli > api | serve > workflows >
+calibration | export | reporting > detector | evaluation | runtime > scoring | training >
+checkpoint | data | model | runfolder > config > atomic > errors (docs/ARCHITECTURE.md). Beside them:
+the runtime never imports torch, and importing the runtime, the service or the CLI loads no torch,
+package ``__init__`` files included (`tests/import_contracts.py`).
 """
 
 from __future__ import annotations
@@ -23,21 +25,28 @@ def _lint(src: Path) -> subprocess.CompletedProcess:
     grimp reads the package from PYTHONPATH)."""
     code = ("import sys; from importlinter.cli import lint_imports; "
             f"sys.exit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, no_cache=True, no_logo=True))")
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT / "tests")])}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=src, timeout=120)
 
 
 def test_the_package_keeps_its_layer_contract() -> None:
     result = _lint(ROOT / "src")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 kept, 0 broken" in result.stdout  # the layers, the torch-free runtime, the service
+    assert "3 kept, 0 broken" in result.stdout  # the layers, the torch-free runtime, what imports load
 
 
 @pytest.mark.parametrize("module, planted, reported", [
     # the model layer importing a workflow must be reported
     ("model/trd.py", "from ..workflows import fit as _upward", "trd.model.trd -> trd.workflows"),
     # the service importing torch itself must be reported
-    ("serve/app.py", "import torch", "the service imports no torch itself BROKEN"),
+    ("serve/app.py", "import torch", "importing the runtime, the service or the CLI loads no torch BROKEN"),
+    # package __init__ files that the runtime path loads: scoring (thresholds), data (readers)
+    ("scoring/__init__.py", "import torch", "-> trd.scoring -> torch"),
+    ("data/__init__.py", "import matplotlib.pyplot", "-> trd.data -> matplotlib"),
+    # a module of the runtime itself, importing torch inside a function (caught by the static contract)
+    ("runtime/heatmap.py", "def _late():\n    import torchvision", "the runtime never imports torch BROKEN"),
+    # the CLI must start without torch (every command's errors come before heavy imports)
+    ("cli.py", "from . import api", "importing the runtime, the service or the CLI loads no torch BROKEN"),
 ])
 def test_a_planted_import_breaks_its_contract(tmp_path: Path, module: str, planted: str, reported: str) -> None:
     shutil.copytree(ROOT / "src" / "trd", tmp_path / "trd", ignore=shutil.ignore_patterns("__pycache__"))
@@ -56,4 +65,5 @@ def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
 def test_light_imports_stay_light() -> None:
     # The model needs no data readers; the numpy preprocessing needs no torch.
     assert _loaded_after("import trd.model", ("trd.data", "tifffile", "scipy")) == []
-    assert _loaded_after("import trd.data.geometry, trd.data.transforms, trd.data.io", ("torch",)) == []
+    assert _loaded_after("import trd.data.geometry, trd.data.transforms, trd.data.io, trd.data.readers",
+                         ("torch",)) == []

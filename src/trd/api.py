@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .workflows.calibrate import recalibrate as calibrate
+from .calibration import recalibrate as calibrate
 from .workflows.demo import demo
 from .workflows.evaluate import decision_summary, evaluate, summary_line
 from .workflows.fit import fit

@@ -108,7 +108,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # fp32 (the reference) | bf16 | auto (bf16 on CUDA GPUs with native bf16, else fp32): bf16 is an
-    # opt-in speed setting, a departure (docs/METHOD_NOTES.md §10), see trd.training.runtime.
+    # opt-in speed setting, a departure (docs/METHOD_NOTES.md §10), see trd.training.device.
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False

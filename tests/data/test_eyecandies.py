@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from trd.data.eyecandies import prepare_eyecandies
-from trd.data.io import read_mask, read_normals_png, read_rgb
+from trd.data.io import read_mask, read_rgb
 from trd.data.samples import EYECANDIES_CATEGORIES, list_categories, list_samples
 from trd.data.synth import render_sample
 
@@ -54,7 +54,7 @@ def test_prepare_then_list(raw_root: Path, tmp_path: Path) -> None:
         assert s.xyz_kind == "normals_png" and s.xyz.parent.name == "normals"
         np.testing.assert_array_equal(read_rgb(s.rgb), read_rgb(raw_root / "CandyCane" / "test_public" / "data"
                                                               / f"{s.rgb.stem[1:]}_image_4.png"))
-        assert read_normals_png(s.xyz).shape == (32, 32, 3)
+        assert read_rgb(s.xyz).shape == (32, 32, 3)
         gt = s.rgb.parent.parent / "gt" / s.rgb.name
         assert read_mask(gt).any() == bool(s.label)  # bad samples keep their mask (method.md §10.4 fixed)
         assert s.mask == (gt if s.label else None)

@@ -11,16 +11,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from trd.data.io import (
-    Camera,
-    check_pair,
-    read_depth_png,
-    read_mask,
-    read_normals_png,
-    read_rgb,
-    read_xyz,
-    staged_dir,
-)
+from trd.data.io import DEFAULT_MAX_PIXELS, check_pair, read_mask, read_rgb, staged_dir
+from trd.data.readers import ReadOptions, reader
+from trd.data.readers.depth_png import Camera, read_depth_png
+from trd.data.readers.xyz_tiff import read_xyz
 
 
 def _png(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
@@ -55,7 +49,7 @@ def test_read_rgb_converts_modes(tmp_path: Path) -> None:
     assert read_rgb(tmp_path / "p.png")[0, 1].tolist() == [40, 50, 60]
     deep = np.array([[0, 65535], [257, 32896]], np.uint16)
     assert read_rgb(_png(tmp_path / "i16.png", deep))[..., 1].tolist() == [[0, 255], [1, 128]]
-    assert read_normals_png(tmp_path / "i16.png").max() == pytest.approx(1.0)
+    assert reader("normals_png").read(tmp_path / "i16.png", ReadOptions(DEFAULT_MAX_PIXELS)).max() == 255
 
 
 def test_read_rgb_refuses_corrupt_truncated_and_missing_files(tmp_path: Path, data_error: Callable) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trd.data.io import Camera, read_depth_png, read_xyz
+from trd.data.readers.depth_png import Camera, read_depth_png
+from trd.data.readers.xyz_tiff import read_xyz
 from trd.data.samples import MVTEC3D_CATEGORIES, Sample, list_categories, list_samples
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from trd.data import synth
-from trd.data.io import read_mask, read_rgb, read_xyz
+from trd.data.io import read_mask, read_rgb
+from trd.data.readers.xyz_tiff import read_xyz
 from trd.data.samples import list_categories, list_samples
 from trd.data.synth import DEFECT_TYPES, SYNTH_CATEGORIES, generate, render_sample
 from trd.errors import ConfigError

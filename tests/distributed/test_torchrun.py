@@ -29,7 +29,7 @@ from trd.config import load_config
 from trd.data.synth import generate
 from trd.model.trd import build_model
 from trd.checkpoint import load_checkpoint
-from trd.training.runtime import seed_all
+from trd.training.device import seed_all
 
 OVERRIDES = [
     "model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1", "model.bottleneck_blocks=1",

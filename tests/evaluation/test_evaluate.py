@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trd.evaluation.aupro import au_pro
-from trd.evaluation.evaluate import evaluate_arrays, pro_keys
+from trd.evaluation.tables import evaluate_arrays, pro_keys
 from trd.evaluation.metrics import binary_metrics, image_auroc
 
 DEFECTS = ["good", "good", "good", "crack", "crack", "hole", "hole", "hole"]

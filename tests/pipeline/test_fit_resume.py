@@ -15,7 +15,7 @@ from trd.config import TrainConfig
 from trd.errors import CheckpointError, ConfigError
 from trd.detector import load_detector
 from trd.checkpoint import load_checkpoint
-from trd.training.fit import TIMING_KEYS, checkpoint_due
+from trd.training.trainer import TIMING_KEYS, checkpoint_due
 
 
 def _students(path: Path) -> dict[str, torch.Tensor]:
@@ -77,8 +77,8 @@ def test_checkpoint_loads_in_a_new_process_with_identical_maps(tiny_cfg, tmp_pat
 @pytest.mark.parametrize("fused", [True, False])
 def test_fused_adam_switch(tiny_cfg, fused: bool) -> None:
     """train.fused_adam picks torch's fused kernel (the default) or its default implementation."""
-    from trd.training.fit import Trainer
-    from trd.training.runtime import DistInfo
+    from trd.training.trainer import Trainer
+    from trd.training.device import DistInfo
 
     tiny_cfg.train.fused_adam = fused
     trainer = Trainer(tiny_cfg, torch.device("cpu"), DistInfo(), log=lambda _: None)

@@ -21,7 +21,7 @@ from trd import api
 from trd.config import load_config
 from trd.data.dataset import PairDataset
 from trd.data.inputs import InputStats
-from trd.data.io import read_xyz
+from trd.data.readers.xyz_tiff import read_xyz
 from trd.data.samples import split_samples
 from trd.detector import load_detector
 

@@ -20,7 +20,7 @@ from trd.data.dataset import PairDataset
 from trd.data.samples import list_samples
 from trd.detector import load_detector
 from trd.errors import CheckpointError, ConfigError, TRDError
-from trd.scoring.counterfactual import nominal_inputs
+from trd.detector.counterfactual import nominal_inputs
 from trd.scoring.threshold import order_statistic_threshold
 
 from .conftest import TINY

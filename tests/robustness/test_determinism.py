@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from trd.checkpoint import load_checkpoint
-from trd.training.fit import TIMING_KEYS
+from trd.training.trainer import TIMING_KEYS
 
 def _tensors_equal(a: dict, b: dict, where: str) -> None:
     assert a.keys() == b.keys(), where

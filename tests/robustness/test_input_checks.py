@@ -21,7 +21,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from trd.data.io import read_rgb, read_xyz
+from trd.data.io import read_rgb
+from trd.data.readers.xyz_tiff import read_xyz
 from trd.errors import DataError
 
 CAT = "puck"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trd.scoring.counterfactual import matched_patch, nominal_inputs, window_and_ring
+from trd.detector.counterfactual import matched_patch, nominal_inputs, window_and_ring
 
 
 def _texture(size: int, seed: int) -> torch.Tensor:

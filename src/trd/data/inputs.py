@@ -22,7 +22,6 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,9 @@ from ..config import XYZ_UNITS, DataConfig
 from ..errors import DataError
 from .cache import PreprocessCache
 from .geometry import PlaneFallback, preprocess_3d
-from .io import Camera, check_pair, read_depth_png, read_mask, read_rgb, read_xyz
+from .io import check_pair, read_mask, read_rgb
+from .readers import ReadOptions, reader
+from .readers.depth_png import load_camera
 from .samples import Sample
 from .transforms import resize_mask, resize_rgb, rgb_to_chw01
 
@@ -76,11 +77,12 @@ class InputStats:
         return cls(None if z is None else float(z), (int(raw["image_hw"][0]), int(raw["image_hw"][1])))
 
 
-@lru_cache(maxsize=16)
-def _camera(path: Path) -> Camera:
-    if not path.is_file():
-        raise DataError(path, "missing: depth PNGs need the camera intrinsics (fx, fy, cx, cy, depth_scale)")
-    return Camera.from_json(path)
+def _options(sample: Sample, cfg: DataConfig) -> ReadOptions:
+    """What the reader of ``sample`` needs besides the file (its camera, for depth images)."""
+    camera = None
+    if reader(sample.xyz_kind).camera:
+        camera = load_camera(sample.camera or sample.xyz.parents[3] / "camera.json")
+    return ReadOptions(cfg.max_image_pixels, camera)
 
 
 def _median_z(xyz: np.ndarray) -> float:
@@ -99,15 +101,12 @@ def _unit_hint(z_m: float, target_m: float, cfg: DataConfig) -> str:
 
 def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = None) -> np.ndarray:
     """The organised cloud of a sample in metres (float32 HxWx3), checked as the module describes."""
-    if sample.xyz_kind == "xyz_tiff":
-        xyz = read_xyz(sample.xyz, cfg.max_image_pixels)
-        if cfg.metres_per_unit != 1.0:
-            xyz *= np.float32(cfg.metres_per_unit)
-    elif sample.xyz_kind == "depth_png":
-        camera = sample.camera or sample.xyz.parents[3] / "camera.json"
-        xyz = read_depth_png(sample.xyz, _camera(camera), cfg.max_image_pixels)  # depth_scale gives metres
-    else:
+    kind = reader(sample.xyz_kind)
+    if not kind.cloud:
         raise DataError(sample.xyz, f"not a point cloud (xyz_kind={sample.xyz_kind!r})")
+    xyz = kind.read(sample.xyz, _options(sample, cfg))
+    if kind.unit == "xyz_unit" and cfg.metres_per_unit != 1.0:
+        xyz *= np.float32(cfg.metres_per_unit)
     if cfg.flip_z:
         xyz[..., 2] *= -1.0
     z = xyz[..., 2]
@@ -151,9 +150,10 @@ def preprocess_params(cfg: DataConfig, category: str, reference: InputStats | No
 def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: PreprocessCache | None,
             reference: InputStats | None = None) -> np.ndarray:
     """The 3D input image of a sample: float32 3xSxS in [0,1], before ImageNet normalisation."""
-    if sample.xyz_kind == "normals_png":
+    kind = reader(sample.xyz_kind)
+    if not kind.cloud:
         # Eyecandies: the dataset's own normal map goes through the RGB transform (docs/METHOD.md §2.8).
-        normals = read_rgb(sample.xyz, cfg.max_image_pixels)
+        normals = kind.read(sample.xyz, _options(sample, cfg))
         check_pair(sample.rgb, rgb_hw, sample.xyz, normals.shape[:2])
         return rgb_to_chw01(resize_rgb(normals, cfg.image_size))
     params = preprocess_params(cfg, sample.category, reference)
@@ -235,7 +235,7 @@ def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
         except Exception:  # noqa: BLE001 - the full read reports this file properly later
             continue
     hw = sizes.most_common(1)[0][0] if sizes else (cfg.image_size, cfg.image_size)
-    clouds = [s for s in samples if s.xyz_kind != "normals_png"]
+    clouds = [s for s in samples if reader(s.xyz_kind).cloud]
     if not clouds:
         return InputStats(None, hw)
     picks = [clouds[i] for i in np.linspace(0, len(clouds) - 1, min(_SCALE_SAMPLES, len(clouds))).astype(int)]

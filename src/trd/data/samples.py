@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..config import FORMATS, DataConfig
 from ..errors import ConfigError, DataError
-from .io import Camera
+from .readers import folders, kind_of, reader
+from .readers.depth_png import Camera
 
 MVTEC3D_CATEGORIES: tuple[str, ...] = (
     "bagel", "cable_gland", "carrot", "cookie", "dowel", "foam", "peach", "potato", "rope", "tire",
@@ -33,12 +34,6 @@ EYECANDIES_CATEGORIES: tuple[str, ...] = (
 )
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-#: 3D folder name -> (accepted suffixes, xyz_kind), per format.
-SOURCES: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
-    "mvtec3d": {"xyz": ((".tiff",), "xyz_tiff")},
-    "eyecandies": {"normals": ((".png",), "normals_png")},
-    "folder": {"xyz": ((".tiff", ".tif"), "xyz_tiff"), "depth": ((".png",), "depth_png")},
-}
 #: Share of the sorted train samples held out as validation when a folder dataset has none.
 IMPLICIT_VALIDATION_FRACTION = 0.1
 
@@ -54,7 +49,7 @@ class Sample:
     defect: str  # "good" or the defect folder name
     category: str
     split: str  # train | validation | test
-    xyz_kind: str  # xyz_tiff | depth_png | normals_png
+    xyz_kind: str  # the kind of 3D file (`trd.data.readers`): xyz_tiff | depth_png | normals_png
     camera: Path | None = None  # camera.json of a depth PNG (intrinsics and depth scale)
 
 
@@ -121,7 +116,7 @@ def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[
             cat_dir, f"category folder not found (expected <root>/{category}/{{train,validation,test}}; "
             f"categories here: {_known(fmt, root)})"
         )
-    return _scan_split(cat_dir / split, category, split, SOURCES[fmt])
+    return _scan_split(cat_dir / split, category, split, folders(fmt))
 
 
 def split_samples(cfg: DataConfig, split: str) -> list[Sample]:
@@ -143,9 +138,9 @@ def _known(fmt: str, root: Path) -> str:
 def _folder_split(root: Path, split: str) -> list[Sample]:
     """Samples of a ``folder`` dataset, carving validation out of train when it is absent."""
     if split == "test" or (root / "validation").is_dir():
-        samples = _scan_split(root / split, root.name, split, SOURCES["folder"])
+        samples = _scan_split(root / split, root.name, split, folders("folder"))
     else:
-        train = _scan_split(root / "train", root.name, "train", SOURCES["folder"])
+        train = _scan_split(root / "train", root.name, "train", folders("folder"))
         if len(train) < 2:
             raise DataError(root / "train", "need at least 2 train samples to hold some out as validation "
                             "(or add a validation/ folder)")
@@ -154,15 +149,14 @@ def _folder_split(root: Path, split: str) -> list[Sample]:
             samples = train[:-n_val]
         else:
             samples = [dataclasses.replace(s, split="validation") for s in train[-n_val:]]
-    if any(s.xyz_kind == "depth_png" for s in samples):
+    if any(reader(s.xyz_kind).camera for s in samples):
         Camera.from_json(root / "camera.json")  # fail now, with the file name, rather than mid-training
     return samples
 
 
-def _scan_split(
-    split_dir: Path, category: str, split: str, sources: dict[str, tuple[tuple[str, ...], str]]
-) -> list[Sample]:
-    expected = f"<defect>/rgb/*.png with matching {' or '.join(f'{k}/*{v[0][0]}' for k, v in sources.items())}"
+def _scan_split(split_dir: Path, category: str, split: str, sources: dict[str, dict[str, str]]) -> list[Sample]:
+    """The samples of one split folder; ``sources``: the format's 3D folders (`trd.data.readers.folders`)."""
+    expected = f"<defect>/rgb/*.png with matching {' or '.join(f'{k}/*{next(iter(v))}' for k, v in sources.items())}"
     if not split_dir.is_dir():
         raise DataError(split_dir, f"split folder not found (expected {expected})")
     samples: list[Sample] = []
@@ -175,9 +169,7 @@ def _scan_split(
     return samples
 
 
-def _scan_defect(
-    defect_dir: Path, category: str, split: str, sources: dict[str, tuple[tuple[str, ...], str]]
-) -> list[Sample]:
+def _scan_defect(defect_dir: Path, category: str, split: str, sources: dict[str, dict[str, str]]) -> list[Sample]:
     """Pair ``rgb/<stem>.png`` with the 3D file of the same stem in one defect folder."""
     rgb_dir = defect_dir / "rgb"
     if not rgb_dir.is_dir():
@@ -187,7 +179,8 @@ def _scan_defect(
         raise DataError(defect_dir, f"missing 3D folder: expected {' or '.join(f'{n}/' for n in sources)}")
     if len(present) > 1:
         raise DataError(defect_dir, f"both {' and '.join(f'{n}/' for n in present)} present; keep only one")
-    suffixes, kind = sources[present[0]]
+    kinds = sources[present[0]]
+    suffixes = tuple(kinds)
     d3_dir = defect_dir / present[0]
     rgbs, clouds = _files(rgb_dir, (".png",)), _files(d3_dir, suffixes)
     lonely_rgb, lonely_3d = sorted(rgbs.keys() - clouds.keys()), sorted(clouds.keys() - rgbs.keys())
@@ -201,7 +194,7 @@ def _scan_defect(
                         f"{len(lonely_3d)} such file(s) in {d3_dir}")
     label = 0 if defect_dir.name == "good" else 1
     masks = _files(defect_dir / "gt", (".png",)) if label and (defect_dir / "gt").is_dir() else {}
-    camera = defect_dir.parents[1] / "camera.json" if kind == "depth_png" else None
+    camera = defect_dir.parents[1] / "camera.json"
     samples = []
     for stem in sorted(rgbs):
         mask = None
@@ -209,7 +202,9 @@ def _scan_defect(
             mask = masks.get(stem)
             if mask is None:
                 raise DataError(defect_dir / "gt" / f"{stem}.png", f"missing mask for defect sample {rgbs[stem].name}")
-        samples.append(Sample(rgbs[stem], clouds[stem], mask, label, defect_dir.name, category, split, kind, camera))
+        kind = kinds[clouds[stem].suffix.lower()]
+        samples.append(Sample(rgbs[stem], clouds[stem], mask, label, defect_dir.name, category, split, kind,
+                              camera if reader(kind).camera else None))
     return samples
 
 
@@ -243,7 +238,7 @@ def unlabelled_samples(cfg: DataConfig, input_dir: Path | None = None, rgb: Path
     ``<input>/camera.json``, or next to the depth file). Returns the samples and (file, problem)
     for files that cannot be paired; raises DataError when there is nothing to score.
     """
-    sources = SOURCES[cfg.format]
+    sources = folders(cfg.format)
     if (input_dir is None) == (rgb is None):
         raise DataError(input_dir or rgb or Path("."), "give either --input FOLDER or --rgb FILE --xyz FILE")
     if rgb is not None:
@@ -252,29 +247,27 @@ def unlabelled_samples(cfg: DataConfig, input_dir: Path | None = None, rgb: Path
         for path in (rgb, xyz):
             if not path.is_file():
                 raise DataError(path, "file not found")
-        kinds = {suffix: kind for suffixes, kind in sources.values() for suffix in suffixes}
-        kind = kinds.get(xyz.suffix.lower())
-        if kind is None:
-            raise DataError(xyz, f"a {cfg.format} model reads 3D files ending in {', '.join(sorted(kinds))}")
+        kind = kind_of(xyz, cfg.format)
         cam = camera or next((c for c in (xyz.parent / "camera.json", xyz.parent.parent / "camera.json")
                               if c.is_file()), xyz.parent / "camera.json")
         return [_unlabelled(rgb, xyz, kind, cfg, cam)], []
-    folders = [name for name in sources if (input_dir / name).is_dir()]
-    if not (input_dir / "rgb").is_dir() or len(folders) != 1:
+    present = [name for name in sources if (input_dir / name).is_dir()]
+    if not (input_dir / "rgb").is_dir() or len(present) != 1:
         wanted = " or ".join(f"{n}/" for n in sources)
         raise DataError(input_dir, f"--input expects a folder with rgb/ and exactly one of {wanted} for this model")
-    suffixes, kind = sources[folders[0]]
+    kinds = sources[present[0]]
     rgbs, problems = _by_stem(input_dir / "rgb", RGB_SUFFIXES, "RGB images")
-    clouds, more = _by_stem(input_dir / folders[0], suffixes, "3D files")
+    clouds, more = _by_stem(input_dir / present[0], tuple(kinds), "3D files")
     problems += more
-    problems += [(str(rgbs[s]), f"no 3D file with this name in {folders[0]}/") for s in sorted(set(rgbs) - set(clouds))]
+    problems += [(str(rgbs[s]), f"no 3D file with this name in {present[0]}/") for s in sorted(set(rgbs) - set(clouds))]
     problems += [(str(clouds[s]), "no RGB image with this name in rgb/") for s in sorted(set(clouds) - set(rgbs))]
     cam = camera or input_dir / "camera.json"
-    samples = [_unlabelled(rgbs[s], clouds[s], kind, cfg, cam) for s in sorted(set(rgbs) & set(clouds))]
+    samples = [_unlabelled(rgbs[s], clouds[s], kinds[clouds[s].suffix.lower()], cfg, cam)
+               for s in sorted(set(rgbs) & set(clouds))]
     if not samples:
         raise DataError(input_dir, f"no RGB/3D pairs found (files are paired by name, e.g. rgb/001.png + "
-                                   f"{folders[0]}/001{suffixes[0]})")
-    if kind == "depth_png":
+                                   f"{present[0]}/001{next(iter(kinds))})")
+    if any(reader(s.xyz_kind).camera for s in samples):
         Camera.from_json(cam)  # fail now, with the file name, rather than at every sample
     return samples, problems
 
@@ -283,4 +276,4 @@ def _unlabelled(rgb: Path, xyz: Path, kind: str, cfg: DataConfig, camera: Path) 
     # The training samples' category: per-category settings (the Sobel preset) apply to new scans too.
     category = cfg.category or (Path(cfg.root).name if cfg.format == "folder" and cfg.root else "")
     return Sample(rgb=rgb, xyz=xyz, mask=None, label=0, defect="unknown", category=category, split="predict",
-                  xyz_kind=kind, camera=camera if kind == "depth_png" else None)
+                  xyz_kind=kind, camera=camera if reader(kind).camera else None)

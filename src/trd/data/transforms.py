@@ -34,12 +34,6 @@ def rgb_to_chw01(rgb: np.ndarray) -> np.ndarray:
     return rgb.transpose(2, 0, 1).astype(np.float32) / 255.0
 
 
-def denormalise(chw: np.ndarray) -> np.ndarray:
-    """Inverse of `normalise` for display: ImageNet-normalised CHW array -> uint8 HxWx3."""
-    img = np.asarray(chw, dtype=np.float32) * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
-
-
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of a {0,1} mask, then binarise at 0.5 (docs/METHOD.md §2.7)."""
     if mask.shape == (size, size):

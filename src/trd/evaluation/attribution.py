@@ -1,7 +1,7 @@
 """Modality attribution of a set of images, summarised per defect type (`trd.detector.Detector.explain`).
 
 Each image has two counterfactual score drops: make the RGB image (colour) or the 3D image
-(geometry) nominal where the score comes from (`trd.scoring.counterfactual`) and see how much the
+(geometry) nominal where the score comes from (`trd.detector.counterfactual`) and see how much the
 score falls. The modality with the larger
 positive drop is the one the score is attributed to mainly; when neither drop is positive, neither
 input alone explains the score ("neither").

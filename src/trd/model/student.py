@@ -7,8 +7,7 @@ Inputs must have a side divisible by 32 (the bottleneck is at reduction 32).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -59,38 +58,35 @@ class CrossmodalFilter(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck: 1x1 -> spatial conv -> 1x1, each followed by ``norm`` (+ ``act``), plus a shortcut.
+    """ResNet v1.5 bottleneck: 1x1 -> spatial conv -> 1x1, each followed by BatchNorm (+ ReLU), plus a shortcut.
 
     ``resample``: "none" (3x3 conv, identity shortcut unless the channels change, then 1x1 + norm),
     "down" (stride-2 3x3 conv, 1x1 stride-2 shortcut + norm; the encoder-side OCBE blocks) or
     "up" (2x2 stride-2 ConvTranspose instead of the 3x3, and a deconv + norm shortcut; the decoder
-    blocks of docs/METHOD.md §3.5). ``norm``/``act`` are factories as in timm's blocks
-    (BatchNorm2d / ReLU in TRD). Attribute names follow torchvision's bottleneck, so state-dict
+    blocks of docs/METHOD.md §3.5). Attribute names follow torchvision's bottleneck, so state-dict
     keys read as ``conv1 bn1 conv2 bn2 conv3 bn3 shortcut``.
     """
 
-    def __init__(self, cin: int, width: int, cout: int, resample: str = "none",
-                 norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
-                 act: Callable[[], nn.Module] = partial(nn.ReLU, inplace=True)) -> None:
+    def __init__(self, cin: int, width: int, cout: int, resample: str = "none") -> None:
         super().__init__()
         if resample not in ("none", "down", "up"):
             raise ValueError(f"resample must be 'none', 'down' or 'up', got {resample!r}")
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = norm(width)
+        self.bn1 = nn.BatchNorm2d(width)
         if resample == "up":
             self.conv2: nn.Module = nn.ConvTranspose2d(width, width, 2, stride=2, bias=False)
         else:
             self.conv2 = nn.Conv2d(width, width, 3, stride=2 if resample == "down" else 1, padding=1, bias=False)
-        self.bn2 = norm(width)
+        self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = norm(cout)
-        self.relu = act()
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if resample == "up":
-            self.shortcut = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False), norm(cout))
+            self.shortcut = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False), nn.BatchNorm2d(cout))
         elif resample == "down" or cin != cout:
             stride = 2 if resample == "down" else 1
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.relu(self.bn1(self.conv1(x)))

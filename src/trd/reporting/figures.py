@@ -25,8 +25,7 @@ from ..runtime.heatmap import overlay, png_bytes
 PANEL_COL_INCHES = 2.5
 PANEL_HEIGHT_INCHES = 3.3
 PANEL_DPI = 100
-#: Plain words for the branches, and the column titles of their maps (other names are shown as they are).
-BRANCH_WORDS = {"rgb": "colour", "geo": "geometry", "fused": "fused"}
+#: The column titles of the branch maps (other branch names are shown as they are).
 BRANCH_LABELS = {"rgb": "colour (RGB branch)", "geo": "geometry (3D branch)", "fused": "fused branch"}
 
 

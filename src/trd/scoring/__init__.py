@@ -1,6 +1,7 @@
-"""Scoring: validation normalisation, fusion, smoothing and deployment thresholds (docs/METHOD.md §5).
+"""Scoring: the score math from raw maps to decisions (docs/METHOD.md §5).
 
-Modules: `maps` (the Scorer, torch), `threshold` (thresholds and their guarantee, numpy only, so the
-runtime install reads them), `calibrate`, `border`, `counterfactual`, `infer`. Import them by name;
-this package imports nothing itself, so ``trd.scoring.threshold`` loads no torch.
+Modules: `maps` (the Scorer: z-score, fuse, blur, max; torch), `threshold` (thresholds and their
+guarantee; numpy only, so the runtime install reads them), `border` (where image maxima sit).
+Nothing here reads files, runs the model or loops over datasets. This package imports nothing
+itself, so ``trd.scoring.threshold`` loads no torch.
 """

@@ -28,7 +28,8 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..data.inputs import AspectOnce
-from ..data.samples import SOURCES
+from ..data.readers import READERS
+from ..data.samples import RGB_SUFFIXES
 from ..runtime.records import build_record, model_record
 from ..workflows.engine import LoadedModel
 from .batcher import Batcher
@@ -194,10 +195,12 @@ def model_info(service: Service) -> dict[str, Any]:
     """``GET /v1/model``: what the loaded model is and promises."""
     m = service.model
     data = m.config.data
-    suffixes = sorted({s for suffixes, _ in SOURCES[data.format].values() for s in suffixes})
+    kinds = [r for r in READERS.values() if data.format in r.formats]
+    input_3d = {"modality": data.modality_3d, "format": data.format,
+                "files": sorted({s for r in kinds for s in r.suffixes}),
+                "kinds": [r.description for r in kinds], "camera": any(r.camera for r in kinds)}
     return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "branches": list(m.branches),
-            "image_size": data.image_size,
-            "input_3d": {"modality": data.modality_3d, "format": data.format, "files": suffixes},
+            "image_size": data.image_size, "input_rgb": {"files": list(RGB_SUFFIXES)}, "input_3d": input_3d,
             "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": m.validation_scores}
 
 

@@ -23,12 +23,14 @@ from starlette.requests import ClientDisconnect, Request
 
 from ..config import DataConfig
 from ..data.inputs import AspectOnce, InputStats
+from ..data.readers import READERS
 from ..data.samples import unlabelled_samples
 from ..errors import TRDError
 from ..runtime.batches import Batch, load_batch
 
 #: File parts of a score request: name -> what it holds (None: optional).
-PARTS = {"rgb": "the RGB image", "xyz": "the 3D file: XYZ TIFF, depth PNG or normal map", "camera": None}
+PARTS = {"rgb": "the RGB image", "xyz": f"the 3D file: {', '.join(r.description for r in READERS.values())}",
+         "camera": None}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
 
 

@@ -21,7 +21,7 @@ import torch
 from ..config import Config
 from ..model.backbone import feature_info
 from ..model.trd import TRDModel
-from .runtime import autocast
+from .device import autocast
 
 
 def teacher_cache_bytes(cfg: Config, n_samples: int, dtype: torch.dtype) -> int:

@@ -133,7 +133,7 @@ def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, e
     import torch
 
     from ..detector import TorchEngine, load_detector, require_good_inputs
-    from ..training.runtime import resolve_device
+    from ..training.device import resolve_device
 
     if engine == "onnx" and explain:
         raise ConfigError("--explain needs the torch engine (--engine torch or auto)")

@@ -24,10 +24,11 @@ import torch
 from ..atomic import atomic_save
 from ..config import Config
 from ..data.dataset import PairDataset
+from ..data.readers import reader
 from ..data.samples import Sample
 from ..reporting.figures import save_panel_png
-from ..training.fit import Trainer, checkpoint_due
-from ..training.runtime import DistInfo, autocast, seed_all
+from ..training.device import DistInfo, autocast, seed_all
+from ..training.trainer import Trainer, checkpoint_due
 from ..training.teacher_cache import teacher_cache_bytes
 
 #: Pairs per timed training step on a CPU (a paper-sized step at batch 16 takes minutes there);
@@ -119,7 +120,7 @@ def _sample_costs(cfg: Config, sample: Sample, folder: Path) -> tuple[float, int
     start = time.perf_counter()
     item = dataset[0]
     load_s = time.perf_counter() - start
-    cached = 0 if sample.xyz_kind == "normals_png" else item["x3d"].numel() * 4 + 128  # .npy float32
+    cached = 0 if not reader(sample.xyz_kind).cloud else item["x3d"].numel() * 4 + 128  # .npy float32
     rgb, x3d, _ = dataset.load_raw(0)
     stand_in = x3d.mean(axis=0)  # a smooth map shaped like the real ones
     panel = folder / f".trd-panel-probe-{os.getpid()}.png"

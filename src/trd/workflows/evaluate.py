@@ -16,14 +16,14 @@ from ..data.samples import split_samples
 from ..detector import MODALITY_INPUTS
 from ..evaluation.attribution import attribution_by_defect, peak_on_defect
 from ..evaluation.decisions import decision_lines, operating_point
-from ..evaluation.evaluate import evaluate_arrays
+from ..evaluation.tables import evaluate_arrays
 from ..reporting.figures import save_panel_png
 from ..reporting.report import SampleRow, write_metrics, write_report
 from ..reporting.sections import border_section, decisions_section
 from ..runfolder import folder_lock
 from ..scoring.border import BorderCheck, border_check
-from ..scoring.calibrate import threshold_source
-from ..scoring.infer import iterate_outputs
+from ..calibration import threshold_source
+from ..detector.passes import iterate_outputs
 from ..scoring.threshold import Thresholds
 from .engine import Engine, load_model
 
@@ -153,7 +153,7 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
 
     Returns:
         The result dict: ``overall``, ``per_defect``, ``per_branch`` metric tables, ``counts``
-        (see `trd.evaluation.evaluate.evaluate_arrays`), ``thresholds`` with their guarantee,
+        (see `trd.evaluation.tables.evaluate_arrays`), ``thresholds`` with their guarantee,
         ``operating_point`` (the decisions at the thresholds: realised false-positive rate with
         its 95 % interval, recall per defect type; `trd.evaluation.decisions`), ``border_check``
         and, with ``explain``, ``modality_attribution`` per defect type.

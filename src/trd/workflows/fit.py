@@ -16,9 +16,9 @@ from ..data.samples import split_samples
 from ..detector import Detector, save_detector
 from ..model.trd import check_model_config
 from ..runfolder import folder_lock
-from ..scoring.calibrate import calibrate
-from ..training.fit import Trainer, check_finished
-from ..training.runtime import distributed, resolve_device, seed_all
+from ..calibration import calibrate
+from ..training.trainer import Trainer, check_finished
+from ..training.device import distributed, resolve_device, seed_all
 
 Log = Callable[[str], None]
 

@@ -24,7 +24,7 @@ from ..config import Config, resume_differences
 from ..data.samples import MVTEC3D_CATEGORIES, split_samples
 from ..errors import ConfigError
 from ..reporting.paper import COMPARISONS, format_reproduction_table
-from ..training.runtime import resolve_device
+from ..training.device import resolve_device
 from .estimate import CategoryWork, describe, estimate, warm_up
 from .evaluate import evaluate, summary_line
 from .fit import fit

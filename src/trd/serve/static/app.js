@@ -120,7 +120,10 @@ async function loadModel() {
   $("model-info").textContent = `Model ${String(model.sha256 || "").slice(0, 12)} · engine ${model.engine} · ` +
     `branches ${(model.branches || []).join(", ")} · ${size} px · 3D input ${what} · trd ${model.trd_version}`;
   if (files.length > 0) $("xyz-file").accept = files.join(",");
-  $("camera-field").hidden = input.format !== undefined && input.format !== "folder"; // camera.json: depth PNGs
+  const rgbFiles = model.input_rgb?.files || [];
+  if (rgbFiles.length > 0) $("rgb-file").accept = rgbFiles.join(",");
+  if (Array.isArray(input.kinds)) $("xyz-label").textContent = `3D file (${input.kinds.join(", ")})`;
+  $("camera-field").hidden = input.camera === false; // camera.json: only for kinds that need it (depth images)
   setupExplorer();
 }
 
@@ -347,12 +350,15 @@ function setFile(id, file) {
   $(id).files = transfer.files;
 }
 
-/** Which of two dropped files is the 3D one: a TIFF beside a PNG/JPEG, else the name says so. */
+/** Which of two dropped files is the 3D one: a file only the 3D input accepts (a TIFF beside a PNG),
+ * else the name says so. */
 function pickXyz(a, b) {
-  const tiff = (f) => /\.tiff?$/i.test(f.name);
+  const suffix = (f) => (f.name.match(/\.[^.]+$/) || [""])[0].toLowerCase();
+  const only3d = (f) => (state.model?.input_3d?.files || []).includes(suffix(f)) &&
+    !(state.model?.input_rgb?.files || []).includes(suffix(f));
   const says3d = (f) => /(xyz|depth|normal|cloud|3d)/i.test(f.name);
   const saysRgb = (f) => /(rgb|colou?r)/i.test(f.name);
-  for (const test of [tiff, says3d, (f) => !saysRgb(f)]) {
+  for (const test of [only3d, says3d, (f) => !saysRgb(f)]) {
     if (test(a) !== test(b)) return test(a) ? a : b;
   }
   return null;

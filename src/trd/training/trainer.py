@@ -34,7 +34,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..model.trd import TRDModel, build_model
 from ..checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from .loss import student_loss
-from .runtime import DistInfo, autocast, barrier, mean_over_ranks, rank0_value, resolve_precision, sync_batchnorm
+from .device import DistInfo, autocast, barrier, mean_over_ranks, rank0_value, resolve_precision, sync_batchnorm
 from .teacher_cache import TeacherCache
 
 Log = Callable[[str], None]

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
-from .config import Config, validate_config
-from .errors import CheckpointError, ConfigError, TRDError
-from .model.trd import TRDModel, build_model
-from .scoring.counterfactual import nominal_inputs
-from .scoring.maps import Scorer
-from .scoring.threshold import Thresholds
+from ..checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from ..config import Config, validate_config
+from ..errors import CheckpointError, ConfigError, TRDError
+from ..model.trd import TRDModel, build_model
+from .counterfactual import nominal_inputs
+from ..scoring.maps import Scorer
+from ..scoring.threshold import Thresholds
 
 
 #: Modality attribution: each modality and the input that stands for it.
@@ -59,7 +59,7 @@ class Detector(nn.Module):
     def explain(self, rgb: Tensor, x3d: Tensor) -> dict[str, Tensor]:
         """``forward``'s outputs plus modality attribution, ``attribution_colour`` and
         ``attribution_geometry`` (B,): how much the image score drops when that modality's input is
-        made nominal where the score comes from (`trd.scoring.counterfactual`: around the fused
+        made nominal where the score comes from (`trd.detector.counterfactual`: around the fused
         map's maximum, replaced by matched content of a stored good validation input).
 
         Positive = that modality's input raised the score there. Where scores come from the object
