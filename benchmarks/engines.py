@@ -92,7 +92,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(threads)
     from scipy import ndimage
 
-    from trd.workflows.engine import cached_export, file_sha256, load_model
+    from trd.data.identity import files_sha256
+    from trd.workflows.engine import cached_export, load_model
 
     work, batch = Path(spec["work"]), spec["batch"]
     model_path = _model_file(spec["model"], work)
@@ -107,7 +108,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
         from trd.config import load_config
 
-        onnx_path = cached_export(model_path, file_sha256(model_path), log=lambda _: None)
+        onnx_path = cached_export(model_path, files_sha256(model_path), log=lambda _: None)
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         size = load_config(None, MODELS[spec["model"]]).data.image_size
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 from trd import api
 from trd.runtime.ort import open_onnx
 from trd.runtime.records import SCHEMA
-from trd.workflows.engine import file_sha256
+from trd.data.identity import files_sha256
 
 KEYS = {"schema", "name", "rgb", "xyz", "score", "anomalous", "image_threshold", "threshold", "branch_shares",
         "timings_ms", "model", "heatmap", "mask"}
@@ -25,7 +25,7 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
                                      "target_fpr": thresholds.target_fpr, "guaranteed_fpr": thresholds.guaranteed_fpr,
                                      "validation_samples": 2, "statement": thresholds.image_statement()}
         assert line["image_threshold"] == thresholds.image and line["anomalous"] == (line["score"] > thresholds.image)
-        assert line["model"] == {"sha256": file_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
+        assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
         timings = line["timings_ms"]
         assert set(timings) == {"read", "score", "total"} and timings["total"] >= timings["read"] + timings["score"] > 0
     assert [line["name"] for line in lines] == ["000", "001"]

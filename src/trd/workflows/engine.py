@@ -13,7 +13,6 @@ the paper model: see benchmarks/README.md), then every run reuses it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.cache import default_cache_dir
+from ..data.identity import files_sha256
 from ..data.inputs import InputStats
 from ..errors import ConfigError, OutputError
 from ..runtime.ort import open_onnx
@@ -56,17 +56,6 @@ class LoadedModel:
         if self.extra.get("validation_scores") is not None:
             return list(self.extra["validation_scores"])
         return getattr(self.engine, "validation_scores", None)
-
-
-def file_sha256(*paths: Path) -> str:
-    """sha256 over the contents of the files that exist among ``paths`` (a model and its weights)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        if path.is_file():
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
 
 
 def onnxruntime_available() -> bool:
@@ -125,7 +114,7 @@ def load_model(model_path: Path | None = None, onnx_path: Path | None = None, *,
             raise ConfigError("--onnx runs with onnxruntime: --engine torch needs --model (model.pt)")
         ort = open_onnx(onnx_path, n)
         files = (Path(onnx_path), Path(onnx_path).with_name(Path(onnx_path).name + ".data"))
-        return LoadedModel(ort, ort.name, ort.branches, ort.config, ort.thresholds, ort.inputs, files, file_sha256(*files))
+        return LoadedModel(ort, ort.name, ort.branches, ort.config, ort.thresholds, ort.inputs, files, files_sha256(*files, missing_ok=True))
     return _load_checkpoint(Path(model_path), engine, device, n, explain, log)
 
 
@@ -141,7 +130,7 @@ def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, e
     use_onnx = engine == "onnx" or (engine == "auto" and not explain and dev.type == "cpu" and onnxruntime_available())
     if engine == "onnx" and not onnxruntime_available():
         raise ConfigError("--engine onnx needs onnxruntime and onnx: pip install 'trd-anomaly[train]'")
-    sha = file_sha256(model_path)
+    sha = files_sha256(model_path)
     if use_onnx:
         from ..checkpoint import load_checkpoint
 
