@@ -36,8 +36,8 @@ from ..errors import DataError
 from .cache import PreprocessCache
 from .geometry import PlaneFallback, preprocess_3d
 from .io import check_pair, read_mask, read_rgb
-from .plausibility import (SCALE_TOLERANCE, InputStats, Spread, foreground_problem, foreground_share, median_z,
-                           missing_problem, missing_share, scale_problem)
+from .plausibility import (SCALE_TOLERANCE, InputStats, Spread, camera_stored, foreground_problem, foreground_share,
+                           median_z, missing_problem, missing_share, scale_problem)
 from .readers import Reader, ReadOptions, reader
 from .readers.depth_png import Camera, depth_step_words, load_camera
 from .samples import Sample
@@ -47,6 +47,10 @@ from .transforms import resize_mask, resize_rgb, rgb_to_chw01
 PLAUSIBLE_Z_M = (1e-3, 20.0)
 #: Training clouds preprocessed at fit to measure the 3D foreground share (spread evenly).
 _FOREGROUND_SAMPLES = 16
+
+
+__all__ = ["AspectOnce", "AspectWarning", "DegenerateScanWarning", "InputStats", "PlaneFallbackWarning",
+           "StoredCameraWarning", "camera_stored", "load_pair", "measure_input_stats", "preprocess_params", "read_cloud"]
 
 
 class AspectWarning(UserWarning):

@@ -113,6 +113,11 @@ class InputStats:
         return out
 
 
+def camera_stored(reference: InputStats | None) -> bool:
+    """Whether a model keeps the depth camera it was trained with (scans may then come without camera.json)."""
+    return reference is not None and reference.camera is not None
+
+
 def median_z(xyz: np.ndarray) -> float:
     """Median z of the valid points (z != 0) of an organised cloud."""
     z = xyz[..., 2]
