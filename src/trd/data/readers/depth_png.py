@@ -160,21 +160,27 @@ def coarse_steps(counts: np.ndarray, depth_scale: float) -> str:
     (benchmarks/depth_steps.py), at that share the steps change the 3D input by ~3/4 as much as
     the sensor's own noise does, and by more beyond it. Costs two comparisons per pixel.
     """
+    share = same_count_share(counts)
+    if share < COARSE_SHARE:
+        return ""
+    finest = _round_up(float(counts.max()) * depth_scale / 65535.0)  # the finest step that holds the farthest point
+    advice = (f"store depth in finer steps (16 bits hold this scan in steps of {depth_step_words(finest)}: camera.json "
+              f"depth_unit \"{depth_step_words(finest)}\") or export an XYZ TIFF, PCD or PLY") if finest < depth_scale \
+        else "16-bit counts cannot hold this scan in finer steps: export an XYZ TIFF, PCD or PLY instead"
+    return (f"depth steps are coarse for the surface: {100 * share:.0f} % of neighbouring pixels have the same "
+            f"depth count (1 count = {depth_step_words(depth_scale)}, the camera's depth_scale), so the 3D input is "
+            f"made of flat terraces; {advice}")
+
+
+def same_count_share(counts: np.ndarray) -> float:
+    """Share of the pairs of neighbouring valid pixels (left-right, up-down) with the same depth count."""
     valid = counts > 0
     pairs = same = 0
     for a, b, ok in ((counts[:, 1:], counts[:, :-1], valid[:, 1:] & valid[:, :-1]),
                      (counts[1:], counts[:-1], valid[1:] & valid[:-1])):
         pairs += int(np.count_nonzero(ok))
         same += int(np.count_nonzero((a == b) & ok))
-    if not pairs or same < COARSE_SHARE * pairs:
-        return ""
-    finest = _round_up(float(counts.max()) * depth_scale / 65535.0)  # the finest step that holds the farthest point
-    advice = (f"store depth in finer steps (16 bits hold this scan in steps of {depth_step_words(finest)}: camera.json "
-              f"depth_unit \"{depth_step_words(finest)}\") or export an XYZ TIFF, PCD or PLY") if finest < depth_scale \
-        else "16-bit counts cannot hold this scan in finer steps: export an XYZ TIFF, PCD or PLY instead"
-    return (f"depth steps are coarse for the surface: {100 * same / pairs:.0f} % of neighbouring pixels have the same "
-            f"depth count (1 count = {depth_step_words(depth_scale)}, the camera's depth_scale), so the 3D input is "
-            f"made of flat terraces; {advice}")
+    return same / pairs if pairs else 0.0
 
 
 def _round_up(step: float) -> float:
