@@ -88,7 +88,8 @@ class Camera:
             if "depth_scale" in raw:
                 raise DataError(path, "give the depth step once: depth_scale (metres per count) or depth_unit "
                                       "(e.g. \"0.1 mm\"), not both")
-            raw = {**raw, "depth_scale": parse_depth_unit(path, raw.pop("depth_unit"))}
+            unit = raw.pop("depth_unit")
+            raw["depth_scale"] = parse_depth_unit(path, unit)
         problem = _camera_problem(raw)
         if problem:
             raise DataError(path, problem)
