@@ -5,10 +5,12 @@
 
 The process is pinned to one CPU (``--cpu``; `os.sched_setaffinity`) and reads each file ``--repeat``
 times, the files in turn (interleaved, so a burst of load from elsewhere hits every reader alike);
-the median and the fastest read are reported, with the XYZ TIFF read (tifffile, what trd read
-before) as the baseline, measured in the same run. Every reader's result is first checked to be
-bit-identical to the written cloud (missing points (0, 0, 0)). The machine's load average is
-recorded before and after: figures taken under load are slower than on a quiet core.
+the median and the fastest wall time and the median CPU time of the process (user + system: the
+work done on the one core, which other processes on the machine inflate far less than wall time)
+are reported, with the XYZ TIFF read (tifffile, what trd read before) as the baseline, measured in
+the same run. Every reader's result is first checked to be bit-identical to the written cloud
+(missing points (0, 0, 0)). The machine's load average is recorded before and after: wall times
+taken under load are slower than on a quiet core.
 
 Where ``pypcd4`` and ``plyfile`` can be imported (they are not dependencies of trd), the same files
 are also read with them plus the numpy glue trd would need (organise, NaN to 0): the numbers behind
@@ -159,27 +161,31 @@ def main() -> None:
         files = write_files(Path(tmp), xyz)
         rows = readers(files, xyz)
         times: dict[str, list[float]] = {name: [] for name in rows}
+        cpu: dict[str, list[float]] = {name: [] for name in rows}
         for name, (kind, read) in rows.items():  # correctness first, and a warm-up
             got = read()
             if isinstance(got, np.ndarray) and "depth" not in kind:
                 assert np.array_equal(got, xyz), f"{name}: not the written cloud"
         for _ in range(args.repeat):
             for name, (_, read) in rows.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 read()
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
         baseline = statistics.median(next(t for n, t in times.items() if "baseline" in n))
         for name, (kind, _) in rows.items():
             median = statistics.median(times[name])
             results["rows"][name] = {"file": kind, "mb": round(files[kind].stat().st_size / 1e6, 1),
                                      "median_s": round(median, 4), "min_s": round(min(times[name]), 4),
+                                     "cpu_median_s": round(statistics.median(cpu[name]), 4),
                                      "x_tiff": round(median / baseline, 1)}
     results["load_1min"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}
     print(f"{args.width} x {args.height} cloud, one pinned CPU ({args.cpu}), median of {args.repeat}; "
           f"load {results['load_1min']['before']} -> {results['load_1min']['after']}")
-    print(f"{'reader':58s} {'MB':>6s} {'median s':>9s} {'min s':>7s} {'x TIFF':>7s}")
+    print(f"{'reader':58s} {'MB':>6s} {'median s':>9s} {'min s':>7s} {'CPU s':>7s} {'x TIFF':>7s}")
     for name, row in results["rows"].items():
-        print(f"{name:58s} {row['mb']:6.1f} {row['median_s']:9.3f} {row['min_s']:7.3f} {row['x_tiff']:7.1f}")
+        print(f"{name:58s} {row['mb']:6.1f} {row['median_s']:9.3f} {row['min_s']:7.3f} {row['cpu_median_s']:7.3f} "
+              f"{row['x_tiff']:7.1f}")
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
