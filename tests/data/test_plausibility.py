@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 from trd.config import DataConfig
-from trd.data.inputs import read_cloud
+from trd.data.inputs import measure_input_stats, read_cloud
 from trd.data.plausibility import (InputStats, Spread, foreground_problem, missing_limit, missing_problem,
                                    scale_band)
 from trd.data.readers.depth_png import Camera
@@ -56,3 +56,19 @@ def test_older_models_are_checked_as_before(synth_root: Path, tmp_path: Path) ->
     new = InputStats(0.4, (64, 64), Spread(0.39, 0.41), Spread(0.0, 0.02), Spread(0.2, 0.3), 18)
     with pytest.raises(DataError, match="but the training scans were at 0.39..0.41 m"):
         read_cloud(sample, cfg, new)
+
+
+def test_training_scans_in_ply_are_measured_on_their_images_grid(synth_root: Path, tmp_path: Path) -> None:
+    from ..cloud_writers import write_ply
+
+    root = tmp_path / "line"
+    shutil.copytree(synth_root / "puck" / "train", root / "train")
+    tiffs = list_samples("folder", root, "", "train") + list_samples("folder", root, "", "validation")
+    cfg = DataConfig(root=str(root), format="folder", image_size=32)
+    expected = measure_input_stats(tiffs, cfg)
+    for tiff in sorted(root.glob("train/good/xyz/*.tiff")):
+        write_ply(tiff.with_suffix(".ply"), tifffile.imread(tiff))  # no grid in the file: the RGB image gives it
+        tiff.unlink()
+    plys = list_samples("folder", root, "", "train") + list_samples("folder", root, "", "validation")
+    assert {s.xyz_kind for s in plys} == {"ply"}
+    assert measure_input_stats(plys, cfg) == expected and expected.n_scans == 4
