@@ -127,8 +127,8 @@ def read_pcd(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, rgb_hw: tup
     path = Path(path)
     lines, start = read_header(path, _END, "PCD")
     header = parse_header(path, lines)
+    check_grid(path, header.height, header.width, max_pixels)  # what the header declares, before anything else
     height, width = _grid(path, header, rgb_hw)
-    check_grid(path, height, width, max_pixels)
     _check_xyz(path, header)
     n = header.points
     if header.data == "binary":
