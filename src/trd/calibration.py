@@ -35,7 +35,7 @@ from torch import Tensor
 from .config import Config
 from .data.cache import build_cache
 from .data.dataset import PairDataset
-from .data.inputs import InputStats
+from .data.inputs import InputStats, camera_stored
 from .data.samples import split_samples
 from .detector import Detector, load_detector, save_detector
 from .detector.counterfactual import BANK_SIZE
@@ -217,13 +217,14 @@ def recalibrate(model_path: str | Path, *, data_root: str | Path | None = None, 
                                 pixel_fpr=old.pixel_fpr if pixel_fpr is None else pixel_fpr)
     trained = dataclasses.replace(trained, score=score)  # the model keeps its training data settings
     cfg = _data_config(trained, data_root, category, fmt)
-    samples = split_samples(cfg.data, split)
+    reference = InputStats.from_dict(extra.get("inputs"))
+    samples = split_samples(cfg.data, split, camera_optional=camera_stored(reference))
     good = [s for s in samples if s.label == 0]
     if not good:
         raise TRDError(f"no good samples in {threshold_source(cfg, split)}")
     if len(good) < len(samples):
         log(f"calibrate: using the {len(good)} good samples of the split ({len(samples) - len(good)} defective left out)")
-    dataset = PairDataset(good, cfg.data, build_cache(cfg.data), InputStats.from_dict(extra.get("inputs")))
+    dataset = PairDataset(good, cfg.data, build_cache(cfg.data), reference)
     cal = rederive_thresholds(detector, dataset, cfg, dev, threshold_source(cfg, split),
                               with_reference=detector.reference is None, batch_size=batch_size)
     _save(out, detector, trained, cal, extra, model_path, old)

@@ -34,6 +34,8 @@ PLANES: tuple[str, ...] = ("corners", "ransac", "none")
 #: Units a point cloud may be stored in, with their size in metres (clouds are converted to metres).
 XYZ_UNITS: dict[str, float] = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6}
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+#: What happens to a scan unlike every training scan (most 3D points missing, a blank 3D input).
+DEGENERATE_SCANS: tuple[str, ...] = ("refuse", "warn")
 #: Branch names of older files (checkpoint format 1, early ONNX exports) and their names today.
 LEGACY_BRANCH_NAMES = {"3d": "geo"}
 
@@ -64,6 +66,8 @@ class DataConfig:
     xyz_unit: str = "m"  # unit of the XYZ TIFF values (m, cm, mm, um): clouds are converted to metres
     flip_z: bool = False  # negate z, for cameras whose z axis points away from the scene
     max_image_pixels: int = 64_000_000  # larger images and clouds are refused before decoding
+    # refuse | warn: scans unlike every training scan (trd.data.plausibility) are refused, or scored and warned about
+    degenerate_scans: str = "refuse"
     cache_dir: str = ""  # "" -> $TRD_CACHE or ~/.cache/trd/preprocess; "none" disables the cache
     num_workers: int = 0
 
@@ -297,6 +301,7 @@ RULES: dict[str, Check] = {
     "data.xyz_unit": _one_of(XYZ_UNITS),
     "data.flip_z": ((lambda v: True), "true or false"),
     "data.max_image_pixels": _int_at_least(1024),
+    "data.degenerate_scans": _one_of(DEGENERATE_SCANS),
     "data.cache_dir": ((lambda v: True), "a folder, '' (default location) or 'none'"),
     "data.num_workers": _int_at_least(0),
     "model.backbone": ((lambda v: bool(v)), "a backbone name"),
@@ -362,7 +367,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 #: Settings that cannot change the trained weights: a run may resume with other values.
 RESUME_NEUTRAL = frozenset({
-    "data.num_workers", "data.cache_dir", "train.epochs", "train.checkpoint_every", "train.checkpoint_minutes",
+    "data.num_workers", "data.cache_dir", "data.degenerate_scans", "train.epochs", "train.checkpoint_every", "train.checkpoint_minutes",
     "train.keep_state", "train.cache_teacher", "train.teacher_cache_gb",
 })
 #: Sections that act only after training (calibration, scoring): never block a resume.

@@ -149,7 +149,13 @@ def test_camera_from_json(tmp_path: Path, data_error: Callable) -> None:
         ({"fx": 1, "fy": 1, "cx": "0", "cy": 0}, "cx=", "not a finite number"),
         ({"fx": 1, "fy": 1, "cx": 0, "cy": 0, "depth_scale": 0}, "depth_scale=0", "> 0"),
         ([1, 2], "JSON object", "fx"),
+        ({"fx": 1, "fy": 1, "cx": 0, "cy": 0, "depth_unit": "0.1 inch"}, "depth_unit '0.1 inch' is not a length"),
+        ({"fx": 1, "fy": 1, "cx": 0, "cy": 0, "depth_unit": 0.1}, "depth_unit 0.1 is not a length", "0.1 mm"),
+        ({"fx": 1, "fy": 1, "cx": 0, "cy": 0, "depth_unit": "1 mm", "depth_scale": 0.001}, "give the depth step once"),
     ]
+    for unit, metres in (("1 mm", 1e-3), ("0.1 mm", 1e-4), ("1 um", 1e-6), ("2 µm", 2e-6), ("mm", 1e-3)):
+        path.write_text(json.dumps({"fx": 1, "fy": 1, "cx": 0, "cy": 0, "depth_unit": unit}))
+        assert Camera.from_json(path).depth_scale == pytest.approx(metres), unit
     for raw, *words in cases:
         path.write_text(json.dumps(raw))
         with data_error(path, *words):

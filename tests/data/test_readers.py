@@ -19,16 +19,17 @@ from trd.errors import DataError
 
 
 def test_every_format_learns_its_files_from_the_registry() -> None:
-    assert folders("mvtec3d") == {"xyz": {".tiff": "xyz_tiff", ".tif": "xyz_tiff"}}
-    assert folders("folder") == {"xyz": {".tiff": "xyz_tiff", ".tif": "xyz_tiff"}, "depth": {".png": "depth_png"}}
+    clouds = {".tiff": "xyz_tiff", ".tif": "xyz_tiff", ".pcd": "pcd", ".ply": "ply"}  # one folder, several kinds
+    assert folders("mvtec3d") == {"xyz": clouds}
+    assert folders("folder") == {"xyz": clouds, "depth": {".png": "depth_png"}}
     assert folders("eyecandies") == {"normals": {".png": "normals_png"}}
-    assert suffixes("folder") == [".png", ".tif", ".tiff"]
-    assert kind_of(Path("scan.TIF"), "folder") == "xyz_tiff"
-    with pytest.raises(DataError, match="a mvtec3d model reads 3D files ending in .tif, .tiff"):
+    assert suffixes("folder") == [".pcd", ".ply", ".png", ".tif", ".tiff"]
+    assert kind_of(Path("scan.TIF"), "folder") == "xyz_tiff" and kind_of(Path("scan.PLY"), "folder") == "ply"
+    with pytest.raises(DataError, match="a mvtec3d model reads 3D files ending in .pcd, .ply, .tif, .tiff"):
         kind_of(Path("scan.png"), "mvtec3d")
     assert reader("depth_png").camera and not reader("normals_png").cloud
-    with pytest.raises(ValueError, match="unknown 3D input kind 'ply'"):
-        reader("ply")
+    with pytest.raises(ValueError, match="unknown 3D input kind 'obj'"):
+        reader("obj")
 
 
 def _npy_reader(path: Path, options: ReadOptions) -> np.ndarray:

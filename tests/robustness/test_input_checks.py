@@ -61,7 +61,7 @@ def test_scans_in_millimetres_are_refused_then_read_right_with_their_unit(
     refused = _test(tools, ref_run / "model.pt", data_copy, tmp_path / "a")
     assert refused.code == 2  # was: scored, flagged defective (score 25.7 instead of 2.1)
     (line,) = tools.visible_lines(refused.stderr)
-    assert "outside the plausible" in line and "looks like it is in mm: set data.xyz_unit=mm" in line
+    assert "outside the plausible" in line and "looks like it is in mm: read it with data.xyz_unit=mm" in line
     messages.record("input", "point clouds in millimetres, read as metres", line)
     converted = _test(tools, ref_run / "model.pt", data_copy, tmp_path / "b", "--xyz-unit", "mm")
     assert converted.code == 0, converted.stderr
@@ -74,7 +74,7 @@ def test_a_scan_far_from_the_training_scale_is_refused(data_copy: Path, ref_run:
     # 20x farther: plausible as a distance, implausible for this model (trained at ~0.4 m).
     _rewrite_clouds(_clouds(data_copy, "test")[:1], lambda xyz: xyz * 20.0)
     result = _test(tools, ref_run / "model.pt", data_copy, tmp_path / "a")
-    assert result.code == 2 and "but the training scans were around 0.399" in result.stderr
+    assert result.code == 2 and "but the training scans were at 0.39" in result.stderr
     messages.record("input", "a scan 20x farther than the training scans", tools.visible_lines(result.stderr)[0])
 
 

@@ -42,8 +42,9 @@ def test_health_readiness_and_model(served) -> None:
     engine = open_onnx(served.onnx)
     assert info["schema"] == "trd.model/1" and info["engine"] == "onnxruntime"
     assert info["branches"] == ["rgb", "geo"] and info["image_size"] == 64
-    assert info["input_3d"] == {"modality": "normals", "format": "mvtec3d", "files": [".tif", ".tiff"],
-                                "kinds": ["XYZ TIFF"], "camera": False}  # from the reader registry
+    assert info["input_3d"] == {"modality": "normals", "format": "mvtec3d", "files": [".pcd", ".ply", ".tif", ".tiff"],
+                                "kinds": ["XYZ TIFF", "organised PCD point cloud", "ordered PLY point cloud"],
+                                "camera": "none"}  # from the reader registry
     assert info["input_rgb"] == {"files": [".png", ".jpg", ".jpeg", ".bmp"]}
     assert info["thresholds"] == json.loads(json.dumps(engine.thresholds.to_dict()))
     assert info["thresholds"]["statements"][0].startswith("image threshold ")

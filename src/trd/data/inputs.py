@@ -8,9 +8,13 @@ A point cloud is read in the unit the settings state (``data.xyz_unit``, convert
   scene need ``data.flip_z``;
 - a median distance outside 1 mm .. 20 m: the unit is wrong (a millimetre scan read as metres puts
   the object hundreds of metres away);
-- a scale 10x away from the training scans' (`InputStats`, recorded in the model): the same scans
-  in millimetres would otherwise be scored as defective.
+- a scale, a share of missing points or a 3D foreground outside what the training scans showed
+  (`trd.data.plausibility`, recorded in the model): a unit slip is refused, a degenerate scan
+  refused or warned about (``data.degenerate_scans``).
 
+Messages name the setting that states the unit of *that* file: ``data.xyz_unit`` for XYZ TIFF, PCD
+and PLY files, ``depth_scale`` in the camera file for depth PNGs. A depth PNG without its own
+camera.json is read with the camera stored in the model at fit, when there is one (warned).
 A scan whose aspect ratio differs from the training images' is stretched to the square model input
 like every other; that is warned about once per dataset. Used by the torch Dataset
 (`trd.data.dataset.PairDataset`) and by anything that scores without torch.
@@ -21,7 +25,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +36,21 @@ from ..errors import DataError
 from .cache import PreprocessCache
 from .geometry import PlaneFallback, preprocess_3d
 from .io import check_pair, read_mask, read_rgb
-from .readers import ReadOptions, reader
-from .readers.depth_png import load_camera
+from .plausibility import (SCALE_TOLERANCE, InputStats, Spread, camera_stored, foreground_problem, foreground_share,
+                           median_z, missing_problem, missing_share, scale_problem)
+from .readers import Reader, ReadOptions, reader
+from .readers.depth_png import Camera, depth_step_words, load_camera
 from .samples import Sample
 from .transforms import resize_mask, resize_rgb, rgb_to_chw01
 
 #: Plausible median distance of a scanned surface from the camera, in metres.
 PLAUSIBLE_Z_M = (1e-3, 20.0)
-#: A scan whose median distance differs from the training scans' by more than this factor is refused.
-SCALE_TOLERANCE = 10.0
-#: Training clouds read to measure the training scale (spread evenly over the split).
-_SCALE_SAMPLES = 16
+#: Training clouds preprocessed at fit to measure the 3D foreground share (spread evenly).
+_FOREGROUND_SAMPLES = 16
+
+
+__all__ = ["AspectOnce", "AspectWarning", "DegenerateScanWarning", "InputStats", "PlaneFallbackWarning",
+           "StoredCameraWarning", "camera_stored", "load_pair", "measure_input_stats", "preprocess_params", "read_cloud"]
 
 
 class AspectWarning(UserWarning):
@@ -54,57 +61,78 @@ class PlaneFallbackWarning(UserWarning):
     """A scan whose background plane needed the fallback (empty corner patch)."""
 
 
-@dataclass(frozen=True)
-class InputStats:
-    """What the training inputs looked like, kept in the model so that later inputs can be checked.
-
-    ``z_median_m``: median z of the valid points of the training clouds, in metres (None for inputs
-    without clouds, e.g. Eyecandies normal maps); ``image_hw``: the most common training image size.
-    """
-
-    z_median_m: float | None
-    image_hw: tuple[int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"z_median_m": self.z_median_m, "image_hw": list(self.image_hw)}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> InputStats | None:
-        """None for models saved before the statistics were recorded."""
-        if not raw:
-            return None
-        z = raw.get("z_median_m")
-        return cls(None if z is None else float(z), (int(raw["image_hw"][0]), int(raw["image_hw"][1])))
+class StoredCameraWarning(UserWarning):
+    """A depth PNG read with the camera stored in the model (no camera.json came with the scan)."""
 
 
-def _options(sample: Sample, cfg: DataConfig) -> ReadOptions:
-    """What the reader of ``sample`` needs besides the file (its camera, for depth images)."""
-    camera = None
-    if reader(sample.xyz_kind).camera:
-        camera = load_camera(sample.camera or sample.xyz.parents[3] / "camera.json")
-    return ReadOptions(cfg.max_image_pixels, camera)
+class DegenerateScanWarning(UserWarning):
+    """A scan unlike every training scan (missing points, blank 3D input), scored because
+    ``data.degenerate_scans = "warn"``."""
 
 
-def _median_z(xyz: np.ndarray) -> float:
-    z = xyz[..., 2]
-    return float(np.median(z[z != 0]))
+def _camera(sample: Sample, reference: InputStats | None) -> tuple[Camera, str]:
+    """The camera of a depth image and where it came from: the scan's own camera.json always wins;
+    without one, the camera stored in the model (warned), else the missing file's error."""
+    path = sample.camera or sample.xyz.parents[3] / "camera.json"
+    stored = None if reference is None else reference.camera
+    if stored is None or path.is_file():
+        return load_camera(path), str(path)
+    warnings.warn(StoredCameraWarning(
+        f"{sample.xyz}: no camera.json with this scan ({path} not found): back-projected with the camera the model "
+        f"was trained with (fx {stored.fx:g}, fy {stored.fy:g}, cx {stored.cx:g}, cy {stored.cy:g}, 1 count = "
+        f"{stored.step}); put the scanner's camera.json beside the scans if it differs"), stacklevel=4)
+    return stored, "the camera stored in the model"
 
 
-def _unit_hint(z_m: float, target_m: float, cfg: DataConfig) -> str:
-    """Which ``data.xyz_unit`` would bring ``z_m`` (read with cfg's unit) near ``target_m``."""
+def _options(sample: Sample, cfg: DataConfig, reference: InputStats | None,
+             rgb_hw: tuple[int, int] | None) -> tuple[ReadOptions, str]:
+    """What the reader of ``sample`` needs besides the file, and where its camera came from ("" without one)."""
+    if not reader(sample.xyz_kind).camera:
+        return ReadOptions(cfg.max_image_pixels, None, rgb_hw), ""
+    camera, origin = _camera(sample, reference)
+    return ReadOptions(cfg.max_image_pixels, camera, rgb_hw), origin
+
+
+def _unit_advice(kind: Reader, options: ReadOptions, origin: str, z_m: float, target_m: float, cfg: DataConfig) -> str:
+    """What to change so that a scan read at ``z_m`` lands near ``target_m``, naming the setting that
+    states the unit of this kind of file (no command-line flag: not every command has one)."""
+    factor = target_m / z_m
+    if kind.unit == "camera" and options.camera is not None:
+        scale = options.camera.depth_scale
+        fits = 10.0 ** round(math.log10(scale * factor))
+        if abs(math.log(scale * factor / fits)) < math.log(3.0) and not math.isclose(fits, scale):
+            return (f"1 count looks like {depth_step_words(fits)}, not {depth_step_words(scale)}: fix depth_scale "
+                    f"(or depth_unit) in {origin}")
+        return f"check depth_scale in {origin} (1 count = {depth_step_words(scale)})"
+    if kind.unit != "xyz_unit":
+        return "check the file"
     raw = z_m / cfg.metres_per_unit
     best = min(XYZ_UNITS, key=lambda u: abs(math.log(raw * XYZ_UNITS[u] / target_m)))
     if best != cfg.xyz_unit and abs(math.log(raw * XYZ_UNITS[best] / target_m)) < math.log(3.0):
-        return f"the file looks like it is in {best}: set data.xyz_unit={best} (trd predict/test: --xyz-unit {best})"
-    return "check the file's unit (data.xyz_unit) and scale"
+        return f"the file looks like it is in {best}: read it with data.xyz_unit={best}"
+    return f"check the file's unit (data.xyz_unit={cfg.xyz_unit}) and scale"
 
 
-def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = None) -> np.ndarray:
-    """The organised cloud of a sample in metres (float32 HxWx3), checked as the module describes."""
+def _degenerate(path: Path, problem: str, cfg: DataConfig) -> None:
+    """Refuse a degenerate scan, or warn about it where ``data.degenerate_scans`` says so."""
+    if cfg.degenerate_scans == "warn":
+        warnings.warn(DegenerateScanWarning(f"{path}: {problem}; scored anyway (data.degenerate_scans=warn)"),
+                      stacklevel=4)
+        return
+    raise DataError(path, f"{problem}; a model fitted with data.degenerate_scans=warn scores such scans with a warning")
+
+
+def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = None,
+               rgb_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """The organised cloud of a sample in metres (float32 HxWx3), checked as the module describes.
+
+    ``rgb_hw``: the paired RGB image's (H, W), the grid of a cloud file without one (PLY).
+    """
     kind = reader(sample.xyz_kind)
     if not kind.cloud:
         raise DataError(sample.xyz, f"not a point cloud (xyz_kind={sample.xyz_kind!r})")
-    xyz = kind.read(sample.xyz, _options(sample, cfg))
+    options, origin = _options(sample, cfg, reference, rgb_hw)
+    xyz = kind.read(sample.xyz, options)
     if kind.unit == "xyz_unit" and cfg.metres_per_unit != 1.0:
         xyz *= np.float32(cfg.metres_per_unit)
     if cfg.flip_z:
@@ -112,22 +140,26 @@ def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = N
     z = xyz[..., 2]
     negative = int(np.count_nonzero(z < 0))
     if negative:
-        fix = ("data.flip_z is set: is it needed?" if cfg.flip_z else
-               "if the camera's z axis points away from the scene, set data.flip_z=true (trd predict/test: --flip-z)")
+        fix = "data.flip_z is set: is it needed?" if cfg.flip_z else \
+            "if the camera's z axis points away from the scene, set data.flip_z=true"
         raise DataError(sample.xyz, f"{negative} of {np.count_nonzero(z)} points have z < 0, but z must be the "
                                     f"distance in front of the camera (> 0; 0 = missing); {fix}")
-    z_m = _median_z(xyz)
+    z_m = median_z(xyz)
+    read_as = f"with 1 count = {depth_step_words(options.camera.depth_scale)}" if options.camera is not None else \
+        f"read as data.xyz_unit={cfg.xyz_unit}"
     low, high = PLAUSIBLE_Z_M
     if not low <= z_m <= high:
-        hint = _unit_hint(z_m, 0.5, cfg)
-        raise DataError(sample.xyz, f"the scanned surface would be {z_m:.4g} m from the camera (median z, read as "
-                                    f"data.xyz_unit={cfg.xyz_unit}), outside the plausible {low:g}..{high:g} m; {hint}")
-    if reference is not None and reference.z_median_m:
-        ratio = z_m / reference.z_median_m
-        if not 1.0 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE:
-            hint = _unit_hint(z_m, reference.z_median_m, cfg)
-            raise DataError(sample.xyz, f"median z is {z_m:.4g} m (data.xyz_unit={cfg.xyz_unit}) but the training "
-                                        f"scans were around {reference.z_median_m:.4g} m ({ratio:.3g}x); {hint}")
+        hint = _unit_advice(kind, options, origin, z_m, 0.5, cfg)
+        raise DataError(sample.xyz, f"the scanned surface would be {z_m:.4g} m from the camera (median z, {read_as}), "
+                                    f"outside the plausible {low:g}..{high:g} m; {hint}")
+    if reference is not None:
+        problem, target = scale_problem(z_m, reference)
+        if problem:
+            hint = _unit_advice(kind, options, origin, z_m, target, cfg)
+            raise DataError(sample.xyz, f"{problem}, {read_as}; {hint}")
+        problem = missing_problem(missing_share(xyz), reference)
+        if problem:
+            _degenerate(sample.xyz, problem, cfg)
     return xyz
 
 
@@ -144,7 +176,24 @@ def preprocess_params(cfg: DataConfig, category: str, reference: InputStats | No
         params |= {"xyz_unit": cfg.xyz_unit, "flip_z": cfg.flip_z}
     if reference is not None and reference.z_median_m:
         params["scale_decade"] = round(math.log10(reference.z_median_m))  # a model of another scale re-checks
+    if reference is not None and reference.limits():  # an entry checked against other limits is checked again
+        params |= {"limits": reference.limits(), "degenerate_scans": cfg.degenerate_scans}
     return params
+
+
+def _preprocessed(sample: Sample, xyz: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """The 3D input image of a cloud, with geometry's warnings naming the file (geometry does not know it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PlaneFallback)
+        try:
+            image = preprocess_3d(xyz, modality=params["modality"], size=params["size"], sobel_k=params["sobel_k"],
+                                  plane=params["plane"], plane_threshold=params["plane_threshold"])
+        except ValueError as exc:
+            raise DataError(sample.xyz, str(exc)) from None
+    for record in caught:
+        category = PlaneFallbackWarning if issubclass(record.category, PlaneFallback) else record.category
+        warnings.warn(category(f"{sample.xyz}: {record.message}"), stacklevel=3)
+    return image
 
 
 def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: PreprocessCache | None,
@@ -153,31 +202,23 @@ def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: Pre
     kind = reader(sample.xyz_kind)
     if not kind.cloud:
         # Eyecandies: the dataset's own normal map goes through the RGB transform (docs/METHOD.md §2.8).
-        normals = kind.read(sample.xyz, _options(sample, cfg))
+        normals = kind.read(sample.xyz, _options(sample, cfg, reference, rgb_hw)[0])
         check_pair(sample.rgb, rgb_hw, sample.xyz, normals.shape[:2])
         return rgb_to_chw01(resize_rgb(normals, cfg.image_size))
     params = preprocess_params(cfg, sample.category, reference)
 
     def compute() -> np.ndarray:
-        xyz = read_cloud(sample, cfg, reference)
+        xyz = read_cloud(sample, cfg, reference, rgb_hw)
         check_pair(sample.rgb, rgb_hw, sample.xyz, xyz.shape[:2])
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", PlaneFallback)
-            try:
-                image = preprocess_3d(xyz, modality=params["modality"], size=params["size"],
-                                      sobel_k=params["sobel_k"], plane=params["plane"],
-                                      plane_threshold=params["plane_threshold"])
-            except ValueError as exc:
-                raise DataError(sample.xyz, str(exc)) from None
-        for record in caught:  # name the file (geometry does not know it)
-            category = PlaneFallbackWarning if issubclass(record.category, PlaneFallback) else record.category
-            warnings.warn(category(f"{sample.xyz}: {record.message}"), stacklevel=2)
-        return image
+        return _preprocessed(sample, xyz, params)
 
-    if cache is None:
-        return compute()
     # The RGB size is part of the key so that the pair check reruns whenever the RGB changes size.
-    return cache.get(sample.xyz, {**params, "rgb_hw": list(rgb_hw)}, compute)
+    image = compute() if cache is None else cache.get(sample.xyz, {**params, "rgb_hw": list(rgb_hw)}, compute)
+    if reference is not None:  # checked on every read, cached or not: it costs one pass over the image
+        problem = foreground_problem(foreground_share(image), reference)
+        if problem:
+            _degenerate(sample.xyz, problem, cfg)
+    return image
 
 
 def load_pair(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
@@ -224,25 +265,43 @@ def aspect_mismatch(hw: tuple[int, int], reference: InputStats | None) -> str:
 
 
 def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
-    """The training inputs' scale and image size, from the headers of every RGB image and up to 16
-    clouds spread over the split; DataError for a training cloud whose scale differs from the
-    others' by more than SCALE_TOLERANCE (mixed units in one training set)."""
-    sizes: Counter[tuple[int, int]] = Counter()
+    """What the training inputs look like (`InputStats`): the most common RGB size (from the headers),
+    and from every cloud its median z and share of missing points, from up to 16 of them spread over
+    the samples the share of object in the 3D input, and the camera of depth images.
+
+    DataError for a cloud whose scale differs from the others' by more than SCALE_TOLERANCE (mixed
+    units in one training set), before any training.
+    """
+    sizes: dict[Path, tuple[int, int]] = {}
     for sample in samples:
         try:
             with Image.open(sample.rgb) as im:
-                sizes[(im.height, im.width)] += 1
+                sizes[sample.rgb] = (im.height, im.width)
         except Exception:  # noqa: BLE001 - the full read reports this file properly later
             continue
-    hw = sizes.most_common(1)[0][0] if sizes else (cfg.image_size, cfg.image_size)
-    clouds = [s for s in samples if reader(s.xyz_kind).cloud]
+    common = Counter(sizes.values()).most_common(1)
+    hw = common[0][0] if common else (cfg.image_size, cfg.image_size)
+    clouds = list({s.xyz: s for s in samples if reader(s.xyz_kind).cloud}.values())
     if not clouds:
         return InputStats(None, hw)
-    picks = [clouds[i] for i in np.linspace(0, len(clouds) - 1, min(_SCALE_SAMPLES, len(clouds))).astype(int)]
-    medians = {s.xyz: _median_z(read_cloud(s, cfg)) for s in dict.fromkeys(picks)}
+    picks = {int(i) for i in np.linspace(0, len(clouds) - 1, min(_FOREGROUND_SAMPLES, len(clouds)))}
+    medians, missing, foreground = {}, [], []
+    with warnings.catch_warnings():  # the reader's and geometry's warnings come again when training reads them
+        warnings.simplefilter("ignore")
+        for i, sample in enumerate(clouds):
+            xyz = read_cloud(sample, cfg, rgb_hw=sizes.get(sample.rgb))
+            medians[sample.xyz] = median_z(xyz)
+            missing.append(missing_share(xyz))
+            if i in picks:
+                image = _preprocessed(sample, xyz, preprocess_params(cfg, sample.category))
+                foreground.append(foreground_share(image))
     centre = float(np.median(list(medians.values())))
     for path, z in medians.items():
         if not 1.0 / SCALE_TOLERANCE <= z / centre <= SCALE_TOLERANCE:
             raise DataError(path, f"median z is {z:.4g} m but the other training scans are around {centre:.4g} m: "
-                                  "one training set must use one unit (data.xyz_unit)")
-    return InputStats(centre, hw)
+                                  "one training set must use one unit (data.xyz_unit, or depth_scale in camera.json)")
+    camera = None
+    if reader(clouds[0].xyz_kind).camera:
+        camera = _camera(clouds[0], None)[0]
+    return InputStats(centre, hw, Spread.of(list(medians.values())), Spread.of(missing), Spread.of(foreground),
+                      len(clouds), camera)

@@ -90,7 +90,7 @@ def list_categories(fmt: str, root: str | Path) -> list[str]:
     return cats
 
 
-def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[Sample]:
+def list_samples(fmt: str, root: str | Path, category: str, split: str, camera_optional: bool = False) -> list[Sample]:
     """List and check the samples of one split of one category.
 
     ``fmt`` is one of :data:`FORMATS`; ``split`` one of train / validation / test. For ``folder``
@@ -98,7 +98,8 @@ def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[
     ``validation/`` gets an implicit one: the last 10% (at least 1) of its train samples in sorted
     order, which are then left out of train; this is deterministic and never touches test.
     Raises DataError for a missing folder, an empty split, an RGB image without its 3D file (or
-    the reverse), a defect sample without its mask, or a depth PNG without ``camera.json``.
+    the reverse), a defect sample without its mask, or a depth PNG without ``camera.json`` (unless
+    ``camera_optional``: the model keeps the camera it was trained with).
     """
     root = Path(root)
     _check_format(fmt, root)
@@ -107,7 +108,7 @@ def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[
     if fmt == "folder":
         if category not in ("", root.name):
             raise DataError(root, f"category {category!r} does not match the folder name {root.name!r}")
-        return _folder_split(root, split)
+        return _folder_split(root, split, camera_optional)
     if not category:
         raise DataError(root, f"no category given; categories here: {_known(fmt, root)}")
     cat_dir = root / category
@@ -119,13 +120,14 @@ def list_samples(fmt: str, root: str | Path, category: str, split: str) -> list[
     return _scan_split(cat_dir / split, category, split, folders(fmt))
 
 
-def split_samples(cfg: DataConfig, split: str) -> list[Sample]:
-    """The checked samples of ``split`` for a run's data settings (``root``, ``format``, ``category``)."""
+def split_samples(cfg: DataConfig, split: str, camera_optional: bool = False) -> list[Sample]:
+    """The checked samples of ``split`` for a run's data settings (``root``, ``format``, ``category``);
+    ``camera_optional``: a depth-PNG dataset may come without camera.json (the model keeps one)."""
     if not cfg.root:
         raise ConfigError("no dataset given: pass --data ROOT (or data.root in the config)")
     if cfg.format != "folder" and not cfg.category:
         raise ConfigError("no category given: pass --category NAME (or data.category in the config)")
-    return list_samples(cfg.format, Path(cfg.root), cfg.category, split)
+    return list_samples(cfg.format, Path(cfg.root), cfg.category, split, camera_optional)
 
 
 def _known(fmt: str, root: Path) -> str:
@@ -135,7 +137,14 @@ def _known(fmt: str, root: Path) -> str:
         return "none"
 
 
-def _folder_split(root: Path, split: str) -> list[Sample]:
+def _check_camera(samples: list[Sample], camera: Path, optional: bool) -> None:
+    """Read the camera file of depth images now, to fail with its name before any sample is read;
+    an ``optional`` one may be absent (the model's own camera is used then)."""
+    if any(reader(s.xyz_kind).camera for s in samples) and not (optional and not camera.exists()):
+        Camera.from_json(camera)
+
+
+def _folder_split(root: Path, split: str, camera_optional: bool = False) -> list[Sample]:
     """Samples of a ``folder`` dataset, carving validation out of train when it is absent."""
     if split == "test" or (root / "validation").is_dir():
         samples = _scan_split(root / split, root.name, split, folders("folder"))
@@ -149,8 +158,7 @@ def _folder_split(root: Path, split: str) -> list[Sample]:
             samples = train[:-n_val]
         else:
             samples = [dataclasses.replace(s, split="validation") for s in train[-n_val:]]
-    if any(reader(s.xyz_kind).camera for s in samples):
-        Camera.from_json(root / "camera.json")  # fail now, with the file name, rather than mid-training
+    _check_camera(samples, root / "camera.json", camera_optional)
     return samples
 
 
@@ -228,14 +236,16 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> tuple[dict[s
 
 
 def unlabelled_samples(cfg: DataConfig, input_dir: Path | None = None, rgb: Path | None = None,
-                       xyz: Path | None = None, camera: Path | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
+                       xyz: Path | None = None, camera: Path | None = None,
+                       camera_optional: bool = False) -> tuple[list[Sample], list[tuple[str, str]]]:
     """Samples to score without labels, in every form training accepts for the model's ``cfg``.
 
     Either ``input_dir`` with ``rgb/`` and one 3D folder of the model's layout (``xyz/`` TIFFs,
     ``depth/`` 16-bit PNGs with a ``camera.json``, or ``normals/`` PNGs for Eyecandies models),
     files paired by name; or one ``rgb`` image and its 3D file ``xyz`` (TIFF, depth PNG or normal
     map, by the model's layout and the suffix). ``camera``: the depth camera's JSON (default:
-    ``<input>/camera.json``, or next to the depth file). Returns the samples and (file, problem)
+    ``<input>/camera.json``, or next to the depth file); ``camera_optional``: it may be absent (the
+    model keeps the camera it was trained with). Returns the samples and (file, problem)
     for files that cannot be paired; raises DataError when there is nothing to score.
     """
     sources = folders(cfg.format)
@@ -267,8 +277,7 @@ def unlabelled_samples(cfg: DataConfig, input_dir: Path | None = None, rgb: Path
     if not samples:
         raise DataError(input_dir, f"no RGB/3D pairs found (files are paired by name, e.g. rgb/001.png + "
                                    f"{present[0]}/001{next(iter(kinds))})")
-    if any(reader(s.xyz_kind).camera for s in samples):
-        Camera.from_json(cam)  # fail now, with the file name, rather than at every sample
+    _check_camera(samples, cam, camera_optional)
     return samples, problems
 
 

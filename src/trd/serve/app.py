@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from ..data.inputs import AspectOnce
+from ..data.inputs import AspectOnce, camera_stored
 from ..data.readers import READERS
 from ..data.samples import RGB_SUFFIXES
 from ..runtime.records import build_record, model_record
@@ -196,9 +196,12 @@ def model_info(service: Service) -> dict[str, Any]:
     m = service.model
     data = m.config.data
     kinds = [r for r in READERS.values() if data.format in r.formats]
+    # camera.json: "none" (no kind of 3D file this model reads needs one), "optional" (the model keeps
+    # the camera it was trained with; a scan's own camera.json still wins), "required" (older models).
+    camera = "none" if not any(r.camera for r in kinds) else "optional" if camera_stored(m.reference) else "required"
     input_3d = {"modality": data.modality_3d, "format": data.format,
                 "files": sorted({s for r in kinds for s in r.suffixes}),
-                "kinds": [r.description for r in kinds], "camera": any(r.camera for r in kinds)}
+                "kinds": [r.description for r in kinds], "camera": camera}
     return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "branches": list(m.branches),
             "image_size": data.image_size, "input_rgb": {"files": list(RGB_SUFFIXES)}, "input_3d": input_3d,
             "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": m.validation_scores}

@@ -12,6 +12,7 @@ import torch
 from ..config import Config, apply_input_overrides
 from ..data.cache import build_cache
 from ..data.dataset import PairDataset
+from ..data.inputs import camera_stored
 from ..data.samples import split_samples
 from ..detector import MODALITY_INPUTS
 from ..evaluation.attribution import attribution_by_defect, peak_on_defect
@@ -170,7 +171,8 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
     if data_root is not None:
         cfg.data.root = str(data_root)
     apply_input_overrides(cfg, xyz_unit, flip_z)
-    dataset = PairDataset(split_samples(cfg.data, split), cfg.data, build_cache(cfg.data), model.reference)
+    samples = split_samples(cfg.data, split, camera_optional=camera_stored(model.reference))
+    dataset = PairDataset(samples, cfg.data, build_cache(cfg.data), model.reference)
     out = Path(out_dir) if out_dir is not None else model_path.parent
     title = f"TRD ({cfg.model.variant}) on {cfg.data.category or Path(cfg.data.root).name} / {split}"
     border = model.extra.get("border_check")

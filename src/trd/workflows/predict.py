@@ -32,6 +32,7 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import apply_input_overrides
+from ..data.inputs import camera_stored
 from ..data.samples import Sample, unlabelled_samples
 from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
@@ -201,7 +202,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         batch_size: pairs scored together.
         device: "auto", "cpu", "cuda" or "cuda:N" (the torch engine's device).
         overwrite: replace the predictions of another model in ``out_dir``.
-        camera: camera.json of depth PNG inputs (default: ``<input>/camera.json``).
+        camera: camera.json of depth PNG inputs (default: ``<input>/camera.json``; without one, the
+            camera the model was trained with, when it keeps one).
         xyz_unit, flip_z: how these scans' clouds are stored, when it differs from the training
             data (default: as trained).
         explain: add ``modality_attribution`` to each record (`trd.detector.Detector.explain`;
@@ -228,7 +230,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     model = load_model(None if model_path is None else Path(model_path), None if onnx_path is None else Path(onnx_path),
                        engine=engine, device=device, threads=threads, explain=explain, log=log)
     apply_input_overrides(model.config, xyz_unit, flip_z)
-    samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera)
+    samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera,
+                                           camera_optional=camera_stored(model.reference))
     with folder_lock(out_dir, "trd predict"):
         _claim(out_dir, model.files[0], model.sha256, overwrite)
         return predict_samples(model, samples, out_dir, batch_size, unpaired, log)

@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DataError
-from . import depth_png, normals_png, xyz_tiff
+from . import depth_png, normals_png, pcd, ply, xyz_tiff
 from .base import Reader, ReadOptions
 
 #: Every reader by kind, in the order layouts list them.
-READERS: dict[str, Reader] = {r.kind: r for r in (xyz_tiff.READER, depth_png.READER, normals_png.READER)}
+READERS: dict[str, Reader] = {r.kind: r for r in (xyz_tiff.READER, pcd.READER, ply.READER, depth_png.READER,
+                                                   normals_png.READER)}
 
 
 def reader(kind: str) -> Reader:

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """What a reader may need besides the file: the pixel limit (`data.max_image_pixels`) and, for
-    depth images, the camera (intrinsics and depth scale)."""
+    """What a reader may need besides the file: the pixel limit (`data.max_image_pixels`), for
+    depth images the camera (intrinsics and depth scale), and the paired RGB image's (H, W): the
+    grid of a point-cloud file whose header has none (PLY, a ``HEIGHT 1`` PCD)."""
 
     max_pixels: int
     camera: Camera | None = None
+    rgb_hw: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

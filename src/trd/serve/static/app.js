@@ -123,7 +123,11 @@ async function loadModel() {
   const rgbFiles = model.input_rgb?.files || [];
   if (rgbFiles.length > 0) $("rgb-file").accept = rgbFiles.join(",");
   if (Array.isArray(input.kinds)) $("xyz-label").textContent = `3D file (${input.kinds.join(", ")})`;
-  $("camera-field").hidden = input.camera === false; // camera.json: only for kinds that need it (depth images)
+  // camera.json: only for kinds that need it (depth images); optional where the model keeps its training camera
+  $("camera-field").hidden = input.camera === "none" || input.camera === false;
+  $("camera-label").textContent = input.camera === "required"
+    ? "camera.json (needed for depth PNGs: this model keeps no camera)"
+    : "camera.json (optional: without it, depth PNGs use the camera the model was trained with)";
   setupExplorer();
 }
 
