@@ -1,6 +1,6 @@
 """3D preprocessing of organised point clouds: plane masks, hole filling, depth and normal images.
 
-Implements docs/METHOD.md §2.3-§2.6 with numpy/scipy only. DEPARTURE (docs/METHOD_NOTES.md §3): the
+Implements docs/METHOD.md §2.3-§2.6 with numpy only. DEPARTURE (docs/METHOD_NOTES.md §3): the
 OpenCV behaviours the reference code relies on are reproduced here rather than importing OpenCV:
 
 - ``MORPH_CLOSE`` with a 3x3 ones kernel and ``iterations``: OpenCV's default border value makes
@@ -8,6 +8,13 @@ OpenCV behaviours the reference code relies on are reproduced here rather than i
 - ``Sobel(img, CV_64F, dx, dy, ksize)``: un-normalised separable kernels, reflect-101 borders;
 - ``resize`` ``INTER_NEAREST`` (source index ``floor(dst * in / out)``) and ``INTER_LINEAR``
   (half-pixel centres, clamped at the borders, no anti-aliasing).
+
+Speed (issue 24): the filters are whole-array numpy operations (`_correlate1d`, `_slide`) that do
+scipy.ndimage's arithmetic in its order, so their results are bit for bit those of the scipy
+filters this module used before (tests/data/test_geometry.py compares them), without importing
+scipy at start-up; and every step after the plane fit works on the smallest window around the
+object that gives the same values (`_window`): pixels farther from the object than the hole
+filling and the Sobel kernel reach are zero in the output either way.
 
 Every image in this module is HxW (or HxWxC) with the row axis first; ``xyz`` is an organised
 HxWx3 cloud whose channel 2 is z, and z == 0 marks a missing point.
@@ -20,7 +27,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import MODALITIES_3D as MODALITIES
 from ..config import PLANES
@@ -28,6 +34,7 @@ from .transforms import NORMALISED_BACKGROUND
 
 _CORNER_NAMES = ("top-left", "top-right", "bottom-left")
 _MIN_SCORE_POINTS = 2000  # RANSAC hypotheses are scored on at least this many points
+_FILL_PASSES = 2  # hole-filling passes of the depth and normal images (docs/METHOD.md §2.4)
 
 
 def _check_cloud(xyz: np.ndarray) -> np.ndarray:
@@ -145,6 +152,26 @@ def ransac_plane(
     return normal, float(normal @ centre)
 
 
+def _along(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """The view ``arr[..., start:stop, ...]`` with the slice on ``axis``."""
+    return arr[(slice(None),) * axis + (slice(start, stop),)]
+
+
+def _slide(mask: np.ndarray, radius: int, axis: int, outside: bool, reduce: np.ufunc) -> np.ndarray:
+    """``reduce`` (np.logical_or or np.logical_and) over each pixel's 2*radius+1 neighbours along
+    ``axis``, with ``outside`` for pixels beyond the image; windows grow by doubling (3 passes for 7)."""
+    pad = [(0, 0)] * mask.ndim
+    pad[axis] = (radius, radius)
+    out = np.pad(mask, pad, constant_values=outside)
+    span, size = 1, 2 * radius + 1
+    while span < size:
+        step = min(span, size - span)
+        n = out.shape[axis] - step
+        out = reduce(_along(out, axis, 0, n), _along(out, axis, step, step + n))
+        span += step
+    return out
+
+
 def close_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
     """Morphological closing with a 3x3 ones kernel, like OpenCV ``MORPH_CLOSE`` with ``iterations``.
 
@@ -152,13 +179,22 @@ def close_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
     rectangular kernel this equals one pass with a (2*iterations+1)^2 square. Its default border
     value is -inf for dilation and +inf for erosion: pixels outside the image never switch a pixel
     on and never erode one away. (scipy's ``binary_closing`` instead erodes from the border.)
+    Only the window around the mask's pixels that the closing can change is computed.
     """
     mask = np.asarray(mask, dtype=bool)
     if iterations <= 0:
         return mask.copy()
-    size = 2 * iterations + 1
-    grown = ndimage.maximum_filter(mask.view(np.uint8), size=size, mode="constant", cval=0)
-    return ndimage.minimum_filter(grown, size=size, mode="constant", cval=1).astype(bool)
+    out = np.zeros_like(mask)
+    window = _window(mask, 2 * iterations + 1)
+    if window is None:
+        return out
+    grown = mask[window]
+    for axis in (0, 1):
+        grown = _slide(grown, iterations, axis, False, np.logical_or)
+    for axis in (0, 1):
+        grown = _slide(grown, iterations, axis, True, np.logical_and)
+    out[window] = grown
+    return out
 
 
 def foreground_mask(
@@ -186,29 +222,68 @@ def foreground_mask(
     return close_mask(fg, closing_iterations)
 
 
+def _window(nonzero: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """Rows and columns of the box around the True pixels of ``nonzero`` (HxW or HxWxC: any
+    channel), widened by ``margin`` and cut at the image border; None when there are none."""
+    flat = nonzero if nonzero.ndim == 2 else nonzero.any(axis=2)
+    rows, cols = np.flatnonzero(flat.any(axis=1)), np.flatnonzero(flat.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+            slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
+
+
+def _correlate1d(img: np.ndarray, weights: np.ndarray, axis: int, mode: str, dtype: Any) -> np.ndarray:
+    """``scipy.ndimage.correlate1d(img, weights, axis, output=dtype, mode=mode)`` for odd symmetric or
+    antisymmetric kernels, bit for bit: in float64, the centre tap times its weight, then each pair
+    of taps from the outermost inwards, summed (antisymmetric: subtracted) before it is weighted,
+    as scipy's C loop does. ``mode``: "constant" (zeros outside) or "mirror" (reflect-101)."""
+    weights = np.asarray(weights, np.float64)
+    half = len(weights) // 2
+    symmetric = bool(np.all(weights == weights[::-1]))
+    if not symmetric and not np.all(weights == -weights[::-1]):
+        raise ValueError("only odd symmetric or antisymmetric kernels")
+    pad = [(0, 0)] * img.ndim
+    pad[axis] = (half, half)
+    padded = np.pad(np.asarray(img, np.float64), pad, mode="reflect" if mode == "mirror" else "constant")
+    n = img.shape[axis]
+
+    def tap(offset: int) -> np.ndarray:
+        return _along(padded, axis, half + offset, half + offset + n)
+
+    out = tap(0) * weights[half]
+    for j in range(half, 0, -1):
+        out += (tap(-j) + tap(j) if symmetric else tap(-j) - tap(j)) * weights[half - j]
+    return out.astype(dtype, copy=False)
+
+
 def _neighbour_sum(img: np.ndarray) -> np.ndarray:
-    """Sum over each pixel's 3x3 neighbourhood (zeros outside the image), per channel."""
-    out = ndimage.correlate1d(img, np.ones(3, img.dtype), axis=0, mode="constant")
-    return ndimage.correlate1d(out, np.ones(3, img.dtype), axis=1, mode="constant")
+    """Sum over each pixel's 3x3 neighbourhood (zeros outside the image), per channel, in ``img``'s dtype."""
+    ones = np.ones(3)
+    return _correlate1d(_correlate1d(img, ones, 0, "constant", img.dtype), ones, 1, "constant", img.dtype)
 
 
-def fill_holes(img: np.ndarray, iterations: int = 2) -> np.ndarray:
+def fill_holes(img: np.ndarray, iterations: int = _FILL_PASSES) -> np.ndarray:
     """Fill zero pixels with the mean of the strictly positive values around them (docs/METHOD.md §2.4).
 
     Each pass, every pixel that is exactly 0 takes the mean of the strictly positive values of its
     3x3 neighbourhood (stays 0 if there are none), all pixels reading the previous pass's values.
     Non-zero pixels are never changed. HxWxC images are filled per channel. Computed in floating
-    point and returned in the input dtype (integer results are truncated).
+    point and returned in the input dtype (integer results are truncated). Only the window that
+    ``iterations`` passes can reach from the positive pixels is computed (`_window`).
     """
     img = np.asarray(img)
-    work = img.astype(np.result_type(img.dtype, np.float32), copy=True)
-    for _ in range(iterations):
-        positive = work > 0
-        sums = _neighbour_sum(np.where(positive, work, 0))
-        counts = _neighbour_sum(positive.astype(work.dtype))
-        fill = (work == 0) & (counts > 0)
-        work[fill] = sums[fill] / counts[fill]
-    return work.astype(img.dtype, copy=False)
+    out = img.astype(np.result_type(img.dtype, np.float32), copy=True)
+    window = _window(out > 0, iterations + 1) if iterations > 0 else None
+    if window is not None:
+        work = out[window]
+        for _ in range(iterations):
+            positive = work > 0
+            sums = _neighbour_sum(np.where(positive, work, 0))
+            counts = _neighbour_sum(positive.astype(work.dtype))
+            fill = (work == 0) & (counts > 0)
+            work[fill] = sums[fill] / counts[fill]
+    return out.astype(img.dtype, copy=False)
 
 
 def _minmax_nonzero(z: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
@@ -265,8 +340,8 @@ def sobel_xy(img: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(img)
 
     def separable(row_kernel: np.ndarray, col_kernel: np.ndarray) -> np.ndarray:
-        out = ndimage.correlate1d(img, row_kernel, axis=0, output=np.float64, mode="mirror")
-        return ndimage.correlate1d(out, col_kernel, axis=1, mode="mirror")
+        out = _correlate1d(img, row_kernel, 0, "mirror", np.float64)
+        return _correlate1d(out, col_kernel, 1, "mirror", np.float64)
 
     return separable(smoothing, derivative), separable(derivative, smoothing)
 
@@ -279,15 +354,24 @@ def normal_image(xyz: np.ndarray, mask: np.ndarray, sobel_k: int) -> np.ndarray:
     ``sobel_k``) give n = (-gx, -gy, 1) / (||.|| + 1e-8), encoded as (n + 1) / 2 and multiplied by
     the mask (background = 0, not the "flat" colour). Slopes are in normalised-z units per pixel
     times the Sobel gain, as in the reference.
+
+    Computed on the window around the mask that the hole filling (2 passes) and the Sobel kernel
+    reach (`_window`): outside it the mask is 0, and so is the output.
     """
     xyz = _check_cloud(xyz)
-    gx, gy = sobel_xy(fill_holes(_minmax_nonzero(xyz[..., 2] * mask)), sobel_k)
+    mask = np.asarray(mask)
+    out = np.zeros((*xyz.shape[:2], 3), np.float32)
+    window = _window(mask != 0, max(_FILL_PASSES + 1, sobel_kernels(sobel_k)[1].size // 2))
+    if window is None:
+        return out
+    mask = mask[window]
+    gx, gy = sobel_xy(fill_holes(_minmax_nonzero(xyz[window][..., 2] * mask)), sobel_k)
     scale = 1.0 / (np.sqrt(gx * gx + gy * gy + 1.0) + 1e-8)
     weight = np.asarray(mask, dtype=np.float64) * 0.5
-    out = np.empty((*gx.shape, 3), np.float32)
-    out[..., 0] = (1.0 - gx * scale) * weight
-    out[..., 1] = (1.0 - gy * scale) * weight
-    out[..., 2] = (1.0 + scale) * weight
+    part = out[window]
+    part[..., 0] = (1.0 - gx * scale) * weight
+    part[..., 1] = (1.0 - gy * scale) * weight
+    part[..., 2] = (1.0 + scale) * weight
     return out
 
 
