@@ -252,15 +252,40 @@ def _correlate1d(img: np.ndarray, weights: np.ndarray, axis: int, mode: str, dty
         return _along(padded, axis, half + offset, half + offset + n)
 
     out = tap(0) * weights[half]
+    pair = np.empty_like(out)
     for j in range(half, 0, -1):
-        out += (tap(-j) + tap(j) if symmetric else tap(-j) - tap(j)) * weights[half - j]
+        (np.add if symmetric else np.subtract)(tap(-j), tap(j), out=pair)
+        if weights[half - j] != 1.0:  # x * 1.0 == x exactly: skipped
+            pair *= weights[half - j]
+        out += pair
     return out.astype(dtype, copy=False)
 
 
-def _neighbour_sum(img: np.ndarray) -> np.ndarray:
-    """Sum over each pixel's 3x3 neighbourhood (zeros outside the image), per channel, in ``img``'s dtype."""
-    ones = np.ones(3)
-    return _correlate1d(_correlate1d(img, ones, 0, "constant", img.dtype), ones, 1, "constant", img.dtype)
+def _count3x3(positive: np.ndarray) -> np.ndarray:
+    """How many of each pixel's 3x3 neighbours (itself included, none outside the image) are True, per channel (uint8)."""
+    counts = positive.astype(np.uint8)
+    for axis in (0, 1):
+        pad = [(0, 0)] * counts.ndim
+        pad[axis] = (1, 1)
+        padded = np.pad(counts, pad)
+        n = counts.shape[axis]
+        counts = _along(padded, axis, 0, n) + _along(padded, axis, 1, n + 1) + _along(padded, axis, 2, n + 2)
+    return counts
+
+
+def _sum3x3_at(values: np.ndarray, at: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The 3x3 neighbourhood sums (zeros outside the image) of ``values`` at the pixels ``at``
+    (`np.nonzero`'s index arrays), in ``values``' dtype, with the arithmetic of two passes of
+    ``scipy.ndimage.correlate1d`` with ones(3) (rows, then columns; each in float64 as centre +
+    (before + after), rounded to the dtype), computed at those pixels only."""
+    padded = np.pad(values, [(1, 1), (1, 1)] + [(0, 0)] * (values.ndim - 2))
+    rows, cols, rest = at[0] + 1, at[1] + 1, at[2:]
+
+    def tap(dr: int, dc: int) -> np.ndarray:
+        return padded[(rows + dr, cols + dc, *rest)].astype(np.float64)
+
+    column = [(tap(0, dc) + (tap(-1, dc) + tap(1, dc))).astype(values.dtype).astype(np.float64) for dc in (-1, 0, 1)]
+    return (column[1] + (column[0] + column[2])).astype(values.dtype)
 
 
 def fill_holes(img: np.ndarray, iterations: int = _FILL_PASSES) -> np.ndarray:
@@ -269,21 +294,21 @@ def fill_holes(img: np.ndarray, iterations: int = _FILL_PASSES) -> np.ndarray:
     Each pass, every pixel that is exactly 0 takes the mean of the strictly positive values of its
     3x3 neighbourhood (stays 0 if there are none), all pixels reading the previous pass's values.
     Non-zero pixels are never changed. HxWxC images are filled per channel. Computed in floating
-    point and returned in the input dtype (integer results are truncated). Only the window that
-    ``iterations`` passes can reach from the positive pixels is computed (`_window`).
+    point and returned in the input dtype (integer results are truncated).
+
+    Only the zero pixels next to a positive one are computed (`_sum3x3_at`), each exactly as the
+    whole-image filter computed it before (tests/data/test_geometry.py compares the two).
     """
     img = np.asarray(img)
-    out = img.astype(np.result_type(img.dtype, np.float32), copy=True)
-    window = _window(out > 0, iterations + 1) if iterations > 0 else None
-    if window is not None:
-        work = out[window]
-        for _ in range(iterations):
-            positive = work > 0
-            sums = _neighbour_sum(np.where(positive, work, 0))
-            counts = _neighbour_sum(positive.astype(work.dtype))
-            fill = (work == 0) & (counts > 0)
-            work[fill] = sums[fill] / counts[fill]
-    return out.astype(img.dtype, copy=False)
+    work = img.astype(np.result_type(img.dtype, np.float32), copy=True)
+    for _ in range(iterations):
+        positive = work > 0
+        counts = _count3x3(positive)
+        at = np.nonzero((work == 0) & (counts > 0))
+        if not at[0].size:
+            break
+        work[at] = _sum3x3_at(np.where(positive, work, 0), at) / counts[at].astype(work.dtype)
+    return work.astype(img.dtype, copy=False)
 
 
 def _minmax_nonzero(z: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
@@ -366,12 +391,22 @@ def normal_image(xyz: np.ndarray, mask: np.ndarray, sobel_k: int) -> np.ndarray:
         return out
     mask = mask[window]
     gx, gy = sobel_xy(fill_holes(_minmax_nonzero(xyz[window][..., 2] * mask)), sobel_k)
-    scale = 1.0 / (np.sqrt(gx * gx + gy * gy + 1.0) + 1e-8)
+    scale = gx * gx
+    scale += gy * gy
+    scale += 1.0
+    np.sqrt(scale, out=scale)
+    scale += 1e-8
+    np.divide(1.0, scale, out=scale)  # 1 / (sqrt(gx^2 + gy^2 + 1) + 1e-8), operation by operation
     weight = np.asarray(mask, dtype=np.float64) * 0.5
     part = out[window]
-    part[..., 0] = (1.0 - gx * scale) * weight
-    part[..., 1] = (1.0 - gy * scale) * weight
-    part[..., 2] = (1.0 + scale) * weight
+    for channel, slope in ((0, gx), (1, gy)):
+        slope *= scale
+        np.subtract(1.0, slope, out=slope)
+        slope *= weight
+        part[..., channel] = slope  # (1 - slope * scale) * weight
+    scale += 1.0
+    scale *= weight
+    part[..., 2] = scale  # (1 + scale) * weight
     return out
 
 

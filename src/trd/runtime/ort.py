@@ -150,7 +150,7 @@ def _this_cpu() -> str:
                 model = value.strip()
             elif key.strip() in ("flags", "Features") and not flags:
                 flags = " ".join(sorted(value.split()))
-    return f"{platform.machine()}|{platform.processor()}|{model}|{flags}"
+    return f"{platform.machine()}|{model}|{flags}"
 
 
 def _saved_graph_key(ort: ModuleType, identity: str, opts: Any, providers: list[str]) -> str:
@@ -196,6 +196,7 @@ def _session(ort: ModuleType, path: Path, threads: int, identity: str | None) ->
     except OSError:  # a read-only cache: optimise every time
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     opts.optimized_model_filepath = str(staged / "model.onnx")
+    opts.log_severity_level = 3  # not its warning that such a graph fits this machine only: the key says so
     opts.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.onnx.data")
     opts.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     try:
