@@ -133,3 +133,13 @@ def test_preprocessing_of_a_scan_is_unchanged() -> None:
     values = z[z != 0].astype(np.float64)
     expected[z != 0] = (values - values.min()) / (values.max() - values.min()) * 0.8 + 0.1
     assert same_bits(depth[0], ref_fill_holes(expected))
+
+
+def test_scoring_processes_do_not_import_scipy() -> None:
+    """Reading and preprocessing a scan needs numpy only: scipy's import is a start-up cost (issue 24)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, trd.workflows.predict, trd.runtime.batches, trd.data.geometry; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'torch', 'onnx'}))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

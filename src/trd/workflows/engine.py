@@ -33,7 +33,7 @@ from ..config import Config
 from ..data.cache import default_cache_dir
 from ..data.identity import model_sha256
 from ..data.inputs import InputStats
-from ..errors import CheckpointError, ConfigError, OutputError, TRDError, training_install_needed
+from ..errors import ConfigError, OutputError, TRDError, training_install_needed
 from ..runtime.ort import OrtEngine, open_onnx
 from ..runtime.threads import inference_threads
 from ..scoring.threshold import Thresholds
@@ -136,7 +136,7 @@ def cached_export(model_path: Path, sha: str, log: Log) -> Path:
             export_onnx(model_path, target, log=lambda line: log(f"{line} (once per model, for onnxruntime)"),
                         source_sha256=sha)
         except OutputError as exc:
-            log(f"cannot cache the export there ({exc.problem}); trying the user cache")
+            log(f"{folder}: {exc.problem.split(';')[0]}; caching the export in the user cache instead")
             continue
         for old in folder.glob(f"{model_path.stem}-*.onnx*"):
             if not old.name.startswith(name):
@@ -187,10 +187,9 @@ def _onnx_model(ort: OrtEngine, files: tuple[Path, ...], sha: str, source: str |
 def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, explain: bool, log: Log) -> LoadedModel:
     if engine == "onnx" and explain:
         raise ConfigError("--explain needs the torch engine (--engine torch or auto)")
-    if not model_path.is_file():
-        raise CheckpointError(model_path, "checkpoint file not found")
     on_cpu = device == "cpu" or (device == "auto" and _no_cuda_here())
-    if engine == "onnx" or (engine == "auto" and not explain and on_cpu and onnxruntime_available(export=False)):
+    wants_onnx = engine == "onnx" or (engine == "auto" and not explain and on_cpu and onnxruntime_available(export=False))
+    if wants_onnx and model_path.is_file():  # (a missing file or a folder: the checkpoint loader says which)
         sha = model_sha256(model_path)
         ort = _open_cached(model_path, sha, threads) if onnxruntime_available(export=False) else None
         if ort is not None:  # neither torch nor model.pt is read
@@ -219,13 +218,14 @@ def _load_torch(model_path: Path, engine: str, device: str, threads: int, explai
     from ..training.device import resolve_device
 
     dev = resolve_device(device)
-    if engine == "auto" and not explain and dev.type == "cpu" and device != "cpu" and onnxruntime_available(export=False):
+    if (engine == "auto" and not explain and dev.type == "cpu" and device != "cpu" and model_path.is_file()
+            and onnxruntime_available(export=False)):
         return _load_checkpoint(model_path, engine, "cpu", threads, explain, log)
-    sha = model_sha256(model_path)
     torch.set_num_threads(threads)
     detector, cfg, thresholds, extra = load_detector(model_path, dev)
     if explain:
         require_good_inputs(detector, model_path)
+    sha = model_sha256(model_path)
     return LoadedModel(TorchEngine(detector, dev, explain), TorchEngine.name, detector.branches, cfg, thresholds,
                        InputStats.from_dict(extra.get("inputs")), (model_path,), sha, dict(extra), detector,
                        source_sha256=sha)
