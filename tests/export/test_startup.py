@@ -60,8 +60,8 @@ def test_the_optimised_graph_is_saved_once_and_loaded_after(exported: tuple[Path
         assert engine.source_sha256 == identity.files_sha256(exported[0])
         for key, value in engine(rgb, x3d).items():
             np.testing.assert_array_equal(value, expected[key], err_msg=key)
-    # Other session settings get their own graph; the least recently used beyond KEEP_GRAPHS go.
-    monkeypatch.setattr(runtime_ort, "KEEP_GRAPHS", 1)
+    # Other session settings get their own graph; the least recently used beyond KEEP_BYTES go.
+    monkeypatch.setattr(runtime_ort, "KEEP_BYTES", 1)
     open_onnx(onnx, 2, sha)
     (kept,) = optimised_dir().iterdir()
     assert kept.name != saved.name

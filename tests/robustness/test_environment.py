@@ -162,6 +162,7 @@ def _serve_scores_one(model: Path, rgb: Path, xyz: Path, env: dict[str, str], dr
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow  # ~25 s on a quiet 2-core VM: predict, test twice, serve and export, each a new process
 def test_a_model_on_a_read_only_mount_is_scored(read_only_model: Path, synth_root: Path, exported: tuple[Path, Path],
                                                 tmp_path: Path, tools: SimpleNamespace,
                                                 monkeypatch: pytest.MonkeyPatch, messages) -> None:

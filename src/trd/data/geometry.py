@@ -48,7 +48,9 @@ def _check_cloud(xyz: np.ndarray) -> np.ndarray:
 
 def _plane_distance(xyz: np.ndarray, normal: np.ndarray, d: float) -> np.ndarray:
     """|n . p - d| for every pixel (``normal`` has unit length)."""
-    return np.abs(xyz.astype(np.float64, copy=False) @ normal - d)
+    distance = xyz.astype(np.float64, copy=False) @ normal
+    distance -= d
+    return np.abs(distance, out=distance)
 
 
 class PlaneFallback(UserWarning):
@@ -442,22 +444,36 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return low.astype(np.intp), np.minimum(low.astype(np.intp) + 1, n_in - 1), src - low
 
 
-def resize_bilinear(arr: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+def resize_bilinear(arr: np.ndarray, size: int | tuple[int, int],
+                    nonzero: tuple[slice, slice] | None = None) -> np.ndarray:
     """Bilinear resize of HxW or HxWxC without anti-aliasing, like OpenCV ``INTER_LINEAR``.
 
     Half-pixel centres, source coordinates clamped to the image (equal to torch ``interpolate``
-    with align_corners=False, antialias=False). Float32 in, float32 out.
+    with align_corners=False, antialias=False). Float32 in, float32 out. ``nonzero``: the rows and
+    columns outside which ``arr`` is +0.0 (`_window`); output rows and columns that read nothing
+    inside them are +0.0, which they are without being computed.
     """
     arr = np.asarray(arr)
     dtype = np.result_type(arr.dtype, np.float32)
     out_h, out_w = _size_hw(size)
     extra = (None,) * (arr.ndim - 2)
+    out = np.zeros((out_h, out_w, *arr.shape[2:]), dtype)
     low, high, w = _linear_taps(arr.shape[0], out_h)
-    w = w.astype(dtype)[(slice(None), None, *extra)]
-    rows = arr[low] * (1 - w) + arr[high] * w
+    at = _reading(low, high, None if nonzero is None else nonzero[0])
+    w = w[at].astype(dtype)[(slice(None), None, *extra)]
+    rows = arr[low[at]] * (1 - w) + arr[high[at]] * w
     low, high, w = _linear_taps(arr.shape[1], out_w)
-    w = w.astype(dtype)[(slice(None), *extra)]
-    return (rows[:, low] * (1 - w) + rows[:, high] * w).astype(dtype, copy=False)
+    across = _reading(low, high, None if nonzero is None else nonzero[1])
+    w = w[across].astype(dtype)[(slice(None), *extra)]
+    out[at, across] = rows[:, low[across]] * (1 - w) + rows[:, high[across]] * w
+    return out
+
+
+def _reading(low: np.ndarray, high: np.ndarray, span: slice | None) -> slice:
+    """The output positions whose taps (``low``, ``high``: non-decreasing) touch ``span`` of the input."""
+    if span is None:
+        return slice(0, len(low))
+    return slice(int(np.searchsorted(high, span.start)), int(np.searchsorted(low, span.stop)))
 
 
 def preprocess_3d(
@@ -487,8 +503,9 @@ def preprocess_3d(
         mask = foreground_mask(small, plane, plane_threshold, closing_iterations)
         return np.repeat(depth_image(small, mask)[None], 3, axis=0)
     mask = foreground_mask(xyz, plane, plane_threshold, closing_iterations)
-    normals = resize_bilinear(normal_image(xyz, mask, sobel_k), size)
-    return np.ascontiguousarray(normals.transpose(2, 0, 1))
+    normals = normal_image(xyz, mask, sobel_k)  # +0.0 off the mask
+    window = _window(mask, 0) or (slice(0, 0), slice(0, 0))
+    return np.ascontiguousarray(resize_bilinear(normals, size, window).transpose(2, 0, 1))
 
 
 def input_foreground(x3d: Any) -> Any:

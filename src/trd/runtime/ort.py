@@ -20,8 +20,8 @@ only run where it was made (its layout transformations use this CPU's vector wid
 graph is keyed by what it depends on (`_saved_graph_key`): the file's identity, the onnxruntime
 version and build, the session settings (threads, providers, optimisation level) and this CPU
 (model and instruction-set flags); a change of any of them builds a new one. Only CPU sessions are
-saved (a graph optimised for a GPU provider holds that provider's nodes). The folder keeps the
-:data:`KEEP_GRAPHS` most recently used graphs; it can be deleted at any time.
+saved (a graph optimised for a GPU provider holds that provider's nodes). The folder keeps the most
+recently used graphs up to :data:`KEEP_BYTES`; it can be deleted at any time.
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ META_KEYS = {
     "source_sha256": "trd.source_sha256",  # sha256 of the model.pt it was exported from (optional)
     "border_check": "trd.border_check",  # where the validation maxima sit (optional; `trd test`)
 }
-#: Saved optimised graphs kept in `optimised_dir` (the least recently used beyond are removed).
-KEEP_GRAPHS = 4
+#: Bytes of saved optimised graphs kept in `optimised_dir`: the most recently used ones up to this
+#: size (and always the newest), the others are removed. A paper-sized graph is ~1.75 GB.
+KEEP_BYTES = 8 * 2**30
 #: A half-written saved graph (a killed process) older than this is removed.
 _STALE_S = 3600
 
@@ -162,12 +163,17 @@ def _saved_graph_key(ort: ModuleType, identity: str, opts: Any, providers: list[
 
 
 def _tidy(folder: Path) -> None:
-    """Keep the KEEP_GRAPHS most recently used saved graphs and no stale half-written one."""
+    """Keep the most recently used saved graphs up to KEEP_BYTES, and no stale half-written one."""
     with contextlib.suppress(OSError):
         entries = [p for p in folder.iterdir() if p.is_dir()]
         saved = sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
         stale = [p for p in entries if p.name.startswith(".") and time.time() - p.stat().st_mtime > _STALE_S]
-        for old in saved[KEEP_GRAPHS:] + stale:
+        total = 0
+        for entry in saved:
+            total += sum(f.stat().st_size for f in entry.iterdir())
+            if total > KEEP_BYTES and entry is not saved[0]:
+                stale.append(entry)
+        for old in stale:
             shutil.rmtree(old, ignore_errors=True)
 
 
