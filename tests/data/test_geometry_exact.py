@@ -16,6 +16,7 @@ from trd.data.geometry import (
     foreground_mask,
     normal_image,
     preprocess_3d,
+    resize_bilinear,
     sobel_kernels,
     sobel_xy,
 )
@@ -133,6 +134,18 @@ def test_preprocessing_of_a_scan_is_unchanged() -> None:
     values = z[z != 0].astype(np.float64)
     expected[z != 0] = (values - values.min()) / (values.max() - values.min()) * 0.8 + 0.1
     assert same_bits(depth[0], ref_fill_holes(expected))
+
+
+def test_a_resize_that_skips_the_zero_border_gives_the_same_bytes() -> None:
+    """`resize_bilinear` with ``nonzero`` (the object's window) against the whole-image resize."""
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(2, 60, 2))
+        size = tuple(int(v) for v in rng.integers(1, 70, 2))
+        arr = np.zeros((h, w, 3), np.float32)
+        (r0, r1), (c0, c1) = sorted(rng.integers(0, h + 1, 2)), sorted(rng.integers(0, w + 1, 2))
+        arr[r0:r1, c0:c1] = rng.random((r1 - r0, c1 - c0, 3))
+        assert same_bits(resize_bilinear(arr, size, (slice(r0, r1), slice(c0, c1))), resize_bilinear(arr, size))
 
 
 def test_scoring_processes_do_not_import_scipy() -> None:
