@@ -164,7 +164,7 @@ class TorchEngine:
     :meth:`Detector.forward` (or :meth:`Detector.explain` with ``explain``), as float32 arrays.
 
     The detector runs in channels_last memory format (``channels_last``, on by default): measured
-    on one core of this repository's 2-vCPU AMD EPYC VM (benchmarks/README.md, "Start-up and
+    on one core of this repository's 2-vCPU Intel Xeon VM (2026-12-06; benchmarks/README.md, "Start-up and
     preprocessing"), the demo model scores 1.17x faster at batch 1 and 1.13x at batch 8, the paper
     model 1.04x at batch 1, scores within 6e-6 of NCHW.
     """
