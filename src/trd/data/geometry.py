@@ -9,12 +9,12 @@ OpenCV behaviours the reference code relies on are reproduced here rather than i
 - ``resize`` ``INTER_NEAREST`` (source index ``floor(dst * in / out)``) and ``INTER_LINEAR``
   (half-pixel centres, clamped at the borders, no anti-aliasing).
 
-Speed (issue 24): the filters are whole-array numpy operations (`_correlate1d`, `_slide`) that do
+Speed (issue 24): the filters are whole-array numpy operations (`trd.data.filters`) that do
 scipy.ndimage's arithmetic in its order, so their results are bit for bit those of the scipy
-filters this module used before (tests/data/test_geometry.py compares them), without importing
+filters this module used before (tests/data/test_geometry_exact.py compares them), without importing
 scipy at start-up; and every step after the plane fit works on the smallest window around the
-object that gives the same values (`_window`): pixels farther from the object than the hole
-filling and the Sobel kernel reach are zero in the output either way.
+object that gives the same values (`trd.data.filters.box_around`): pixels farther from the object
+than the hole filling and the Sobel kernel reach are zero in the output either way.
 
 Every image in this module is HxW (or HxWxC) with the row axis first; ``xyz`` is an organised
 HxWx3 cloud whose channel 2 is z, and z == 0 marks a missing point.
@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import MODALITIES_3D as MODALITIES
 from ..config import PLANES
+from .filters import box_around, correlate1d, count3x3, slide, sum3x3_at
 from .transforms import NORMALISED_BACKGROUND
 
 _CORNER_NAMES = ("top-left", "top-right", "bottom-left")
@@ -154,26 +155,6 @@ def ransac_plane(
     return normal, float(normal @ centre)
 
 
-def _along(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
-    """The view ``arr[..., start:stop, ...]`` with the slice on ``axis``."""
-    return arr[(slice(None),) * axis + (slice(start, stop),)]
-
-
-def _slide(mask: np.ndarray, radius: int, axis: int, outside: bool, reduce: np.ufunc) -> np.ndarray:
-    """``reduce`` (np.logical_or or np.logical_and) over each pixel's 2*radius+1 neighbours along
-    ``axis``, with ``outside`` for pixels beyond the image; windows grow by doubling (3 passes for 7)."""
-    pad = [(0, 0)] * mask.ndim
-    pad[axis] = (radius, radius)
-    out = np.pad(mask, pad, constant_values=outside)
-    span, size = 1, 2 * radius + 1
-    while span < size:
-        step = min(span, size - span)
-        n = out.shape[axis] - step
-        out = reduce(_along(out, axis, 0, n), _along(out, axis, step, step + n))
-        span += step
-    return out
-
-
 def close_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
     """Morphological closing with a 3x3 ones kernel, like OpenCV ``MORPH_CLOSE`` with ``iterations``.
 
@@ -187,14 +168,14 @@ def close_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
     if iterations <= 0:
         return mask.copy()
     out = np.zeros_like(mask)
-    window = _window(mask, 2 * iterations + 1)
+    window = box_around(mask, 2 * iterations + 1)
     if window is None:
         return out
     grown = mask[window]
     for axis in (0, 1):
-        grown = _slide(grown, iterations, axis, False, np.logical_or)
+        grown = slide(grown, iterations, axis, False, np.logical_or)
     for axis in (0, 1):
-        grown = _slide(grown, iterations, axis, True, np.logical_and)
+        grown = slide(grown, iterations, axis, True, np.logical_and)
     out[window] = grown
     return out
 
@@ -224,72 +205,6 @@ def foreground_mask(
     return close_mask(fg, closing_iterations)
 
 
-def _window(nonzero: np.ndarray, margin: int) -> tuple[slice, slice] | None:
-    """Rows and columns of the box around the True pixels of ``nonzero`` (HxW or HxWxC: any
-    channel), widened by ``margin`` and cut at the image border; None when there are none."""
-    flat = nonzero if nonzero.ndim == 2 else nonzero.any(axis=2)
-    rows, cols = np.flatnonzero(flat.any(axis=1)), np.flatnonzero(flat.any(axis=0))
-    if rows.size == 0:
-        return None
-    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
-            slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
-
-
-def _correlate1d(img: np.ndarray, weights: np.ndarray, axis: int, mode: str, dtype: Any) -> np.ndarray:
-    """``scipy.ndimage.correlate1d(img, weights, axis, output=dtype, mode=mode)`` for odd symmetric or
-    antisymmetric kernels, bit for bit: in float64, the centre tap times its weight, then each pair
-    of taps from the outermost inwards, summed (antisymmetric: subtracted) before it is weighted,
-    as scipy's C loop does. ``mode``: "constant" (zeros outside) or "mirror" (reflect-101)."""
-    weights = np.asarray(weights, np.float64)
-    half = len(weights) // 2
-    symmetric = bool(np.all(weights == weights[::-1]))
-    if not symmetric and not np.all(weights == -weights[::-1]):
-        raise ValueError("only odd symmetric or antisymmetric kernels")
-    pad = [(0, 0)] * img.ndim
-    pad[axis] = (half, half)
-    padded = np.pad(np.asarray(img, np.float64), pad, mode="reflect" if mode == "mirror" else "constant")
-    n = img.shape[axis]
-
-    def tap(offset: int) -> np.ndarray:
-        return _along(padded, axis, half + offset, half + offset + n)
-
-    out = tap(0) * weights[half]
-    pair = np.empty_like(out)
-    for j in range(half, 0, -1):
-        (np.add if symmetric else np.subtract)(tap(-j), tap(j), out=pair)
-        if weights[half - j] != 1.0:  # x * 1.0 == x exactly: skipped
-            pair *= weights[half - j]
-        out += pair
-    return out.astype(dtype, copy=False)
-
-
-def _count3x3(positive: np.ndarray) -> np.ndarray:
-    """How many of each pixel's 3x3 neighbours (itself included, none outside the image) are True, per channel (uint8)."""
-    counts = positive.astype(np.uint8)
-    for axis in (0, 1):
-        pad = [(0, 0)] * counts.ndim
-        pad[axis] = (1, 1)
-        padded = np.pad(counts, pad)
-        n = counts.shape[axis]
-        counts = _along(padded, axis, 0, n) + _along(padded, axis, 1, n + 1) + _along(padded, axis, 2, n + 2)
-    return counts
-
-
-def _sum3x3_at(values: np.ndarray, at: tuple[np.ndarray, ...]) -> np.ndarray:
-    """The 3x3 neighbourhood sums (zeros outside the image) of ``values`` at the pixels ``at``
-    (`np.nonzero`'s index arrays), in ``values``' dtype, with the arithmetic of two passes of
-    ``scipy.ndimage.correlate1d`` with ones(3) (rows, then columns; each in float64 as centre +
-    (before + after), rounded to the dtype), computed at those pixels only."""
-    padded = np.pad(values, [(1, 1), (1, 1)] + [(0, 0)] * (values.ndim - 2))
-    rows, cols, rest = at[0] + 1, at[1] + 1, at[2:]
-
-    def tap(dr: int, dc: int) -> np.ndarray:
-        return padded[(rows + dr, cols + dc, *rest)].astype(np.float64)
-
-    column = [(tap(0, dc) + (tap(-1, dc) + tap(1, dc))).astype(values.dtype).astype(np.float64) for dc in (-1, 0, 1)]
-    return (column[1] + (column[0] + column[2])).astype(values.dtype)
-
-
 def fill_holes(img: np.ndarray, iterations: int = _FILL_PASSES) -> np.ndarray:
     """Fill zero pixels with the mean of the strictly positive values around them (docs/METHOD.md §2.4).
 
@@ -298,18 +213,18 @@ def fill_holes(img: np.ndarray, iterations: int = _FILL_PASSES) -> np.ndarray:
     Non-zero pixels are never changed. HxWxC images are filled per channel. Computed in floating
     point and returned in the input dtype (integer results are truncated).
 
-    Only the zero pixels next to a positive one are computed (`_sum3x3_at`), each exactly as the
+    Only the zero pixels next to a positive one are computed (`sum3x3_at`), each exactly as the
     whole-image filter computed it before (tests/data/test_geometry.py compares the two).
     """
     img = np.asarray(img)
     work = img.astype(np.result_type(img.dtype, np.float32), copy=True)
     for _ in range(iterations):
         positive = work > 0
-        counts = _count3x3(positive)
+        counts = count3x3(positive)
         at = np.nonzero((work == 0) & (counts > 0))
         if not at[0].size:
             break
-        work[at] = _sum3x3_at(np.where(positive, work, 0), at) / counts[at].astype(work.dtype)
+        work[at] = sum3x3_at(np.where(positive, work, 0), at) / counts[at].astype(work.dtype)
     return work.astype(img.dtype, copy=False)
 
 
@@ -367,8 +282,8 @@ def sobel_xy(img: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(img)
 
     def separable(row_kernel: np.ndarray, col_kernel: np.ndarray) -> np.ndarray:
-        out = _correlate1d(img, row_kernel, 0, "mirror", np.float64)
-        return _correlate1d(out, col_kernel, 1, "mirror", np.float64)
+        out = correlate1d(img, row_kernel, 0, "mirror", np.float64)
+        return correlate1d(out, col_kernel, 1, "mirror", np.float64)
 
     return separable(smoothing, derivative), separable(derivative, smoothing)
 
@@ -383,12 +298,12 @@ def normal_image(xyz: np.ndarray, mask: np.ndarray, sobel_k: int) -> np.ndarray:
     times the Sobel gain, as in the reference.
 
     Computed on the window around the mask that the hole filling (2 passes) and the Sobel kernel
-    reach (`_window`): outside it the mask is 0, and so is the output.
+    reach (`box_around`): outside it the mask is 0, and so is the output.
     """
     xyz = _check_cloud(xyz)
     mask = np.asarray(mask)
     out = np.zeros((*xyz.shape[:2], 3), np.float32)
-    window = _window(mask != 0, max(_FILL_PASSES + 1, sobel_kernels(sobel_k)[1].size // 2))
+    window = box_around(mask != 0, max(_FILL_PASSES + 1, sobel_kernels(sobel_k)[1].size // 2))
     if window is None:
         return out
     mask = mask[window]
@@ -450,7 +365,7 @@ def resize_bilinear(arr: np.ndarray, size: int | tuple[int, int],
 
     Half-pixel centres, source coordinates clamped to the image (equal to torch ``interpolate``
     with align_corners=False, antialias=False). Float32 in, float32 out. ``nonzero``: the rows and
-    columns outside which ``arr`` is +0.0 (`_window`); output rows and columns that read nothing
+    columns outside which ``arr`` is +0.0 (`box_around`); output rows and columns that read nothing
     inside them are +0.0, which they are without being computed.
     """
     arr = np.asarray(arr)
@@ -504,7 +419,7 @@ def preprocess_3d(
         return np.repeat(depth_image(small, mask)[None], 3, axis=0)
     mask = foreground_mask(xyz, plane, plane_threshold, closing_iterations)
     normals = normal_image(xyz, mask, sobel_k)  # +0.0 off the mask
-    window = _window(mask, 0) or (slice(0, 0), slice(0, 0))
+    window = box_around(mask, 0) or (slice(0, 0), slice(0, 0))
     return np.ascontiguousarray(resize_bilinear(normals, size, window).transpose(2, 0, 1))
 
 
