@@ -163,10 +163,10 @@ class TorchEngine:
     The arrays are ImageNet-normalised B x 3 x S x S float32; the outputs those of
     :meth:`Detector.forward` (or :meth:`Detector.explain` with ``explain``), as float32 arrays.
 
-    The detector runs in channels_last memory format (``channels_last``, on by default): measured
-    on one core of this repository's 2-vCPU Intel Xeon VM (2026-12-06; benchmarks/README.md, "Start-up and
-    preprocessing"), the demo model scores 1.17x faster at batch 1 and 1.13x at batch 8, the paper
-    model 1.04x at batch 1, scores within 6e-6 of NCHW.
+    The detector runs in channels_last memory format (``channels_last``, on by default): on one core
+    of the 2-vCPU Intel Xeon VM of benchmarks/README.md (2026-12-06, `benchmarks/torch_format.py`),
+    CPU time per pair fell 1.20x for the demo model at batch 1 and 1.16x at batch 8, and 1.01x (no
+    gain beyond noise, no loss) for the paper model at batch 1; outputs within 1e-5 of NCHW.
     """
 
     name = "torch"
