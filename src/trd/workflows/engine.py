@@ -204,7 +204,7 @@ def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, e
                 if engine == "onnx":
                     raise
                 log(f"{exc}; scoring with torch")
-                return _load_torch(model_path, "torch", "cpu", threads, explain)
+                return _load_torch(model_path, "torch", "cpu", threads, explain, log)
             return _onnx_model(open_onnx(export, threads, _export_identity(export)), (model_path,), sha, sha)
     _require_torch()
     return _load_torch(model_path, engine, device, threads, explain, log)
