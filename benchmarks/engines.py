@@ -15,7 +15,8 @@ ignores its CPU affinity competes with it.
 
 - reference: the reference code's inference: the model's raw maps, then per sample numpy z-scores,
   their sum, ``scipy.ndimage.gaussian_filter(sigma=4)`` and the maximum on the host;
-- torch: the toolkit's `trd.detector.Detector` (model + on-device scorer), eager fp32;
+- torch: the toolkit's `trd.detector.Detector` (model + on-device scorer), eager fp32, in
+  channels_last memory format as `trd.detector.TorchEngine` runs it;
 - onnxruntime-before: the same export in a session with onnxruntime's default options, as the
   toolkit shipped it before sessions were sized (its own thread count, whatever the affinity);
 - onnxruntime: the toolkit's default CPU engine (`trd.workflows.engine`): the cached ONNX export in
@@ -118,6 +119,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     rgb, x3d = (rng.standard_normal((batch, 3, size, size)).astype(np.float32) for _ in range(2))
     if spec["engine"] == "reference":
+        model.detector.to(memory_format=torch.contiguous_format)  # NCHW, as the reference (TorchEngine: channels_last)
         raw_maps = model.detector.model.raw_maps
 
         def run() -> None:

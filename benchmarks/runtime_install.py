@@ -13,7 +13,8 @@ them) and the scan one synthetic ``puck`` test pair. Three ways to score it:
 - runtime, ``trd predict --onnx``: a line PC with ``pip install trd-anomaly``;
 - full, ``trd predict --onnx``: the same command where torch is installed (and not imported);
 - full, ``trd predict --model model.pt``: the default engine, i.e. the cached ONNX export run by
-  onnxruntime, with torch imported to read ``model.pt``.
+  onnxruntime (once the export is cached, neither torch nor ``model.pt`` is read; before issue 24
+  torch was imported to read ``model.pt``).
 
 Cold start: wall time of a fresh ``trd predict`` process that scores the one scan (start-up, model
 load, read, 3D preprocessing, scoring, heatmap PNGs, record), median of ``--runs`` with the three ways

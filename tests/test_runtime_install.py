@@ -68,3 +68,38 @@ def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path]
     synth = _trd_without_torch("synth", "--out", str(tmp_path / "data"), "--size", "32", "--categories", "puck",
                                "--n-train", "1", "--n-validation", "1", "--n-test-good", "1", "--n-test-per-defect", "1")
     assert synth.returncode == 0 and "TORCH_MODULES []" in synth.stderr, synth.stderr
+
+
+def test_a_model_pt_whose_export_is_cached_needs_no_torch(exported: tuple[Path, Path], synth_root: Path,
+                                                          tmp_path: Path) -> None:
+    """The default engine's path for a model.pt scored before: neither torch nor model.pt is read (issue 24)."""
+    import os
+    import shutil
+
+    from trd.workflows.engine import load_model
+
+    model = tmp_path / "run" / "model.pt"
+    model.parent.mkdir()
+    shutil.copyfile(exported[0], model)
+    os.environ["TRD_CACHE"] = str(tmp_path / "cache" / "preprocess")  # the subprocess's user cache too
+    try:
+        assert load_model(model, log=lambda _: None).name == "onnxruntime"  # exports, here with torch
+        inputs = synth_root / "puck" / "test" / "crack"
+        result = _trd_without_torch("predict", "--model", str(model), "--input", str(inputs), "--out", str(tmp_path / "p"))
+    finally:
+        del os.environ["TRD_CACHE"]
+    assert result.returncode == 0, result.stderr
+    assert "TORCH_MODULES []" in result.stderr  # nothing of torch was imported
+    assert json.loads(result.stdout)["engine"] == "onnxruntime"
+    lines = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
+    assert {line["model"]["sha256"] for line in lines} == {identity_of(model)}
+    full = api.predict(None, tmp_path / "q", onnx_path=exported[1], input_dir=inputs, log=lambda _: None)
+    assert full["scored"] == 2
+    reference = [json.loads(line) for line in (tmp_path / "q" / "predictions.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["score"] for r in lines], [r["score"] for r in reference], rtol=1e-6, atol=1e-6)
+
+
+def identity_of(path: Path) -> str:
+    from trd.data.identity import files_sha256
+
+    return files_sha256(path)

@@ -17,9 +17,7 @@ import click
 from tqdm import tqdm
 
 from .config import XYZ_UNITS, load_config
-from .errors import TRDError
-
-TRAIN_EXTRA = "pip install 'trd-anomaly[train]'"
+from .errors import TRDError, training_install_needed
 
 
 def _api():  # noqa: ANN202 - the module trd.api
@@ -27,8 +25,7 @@ def _api():  # noqa: ANN202 - the module trd.api
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise TRDError(f"this command needs the training install (PyTorch), which is not installed here: "
-                       f"{TRAIN_EXTRA}") from None
+        raise training_install_needed() from None
     from . import api
 
     return api
@@ -221,9 +218,7 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
       trd predict --model runs/puck/model.pt --input line_scans/ --out preds/
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
     """
-    if model_path is not None:
-        _api()  # a model.pt needs torch (an --onnx file does not): say so in one line where it is missing
-    from .workflows.predict import predict as run_predict
+    from .workflows.predict import predict as run_predict  # a model.pt whose export is cached needs no torch
 
     summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
@@ -346,9 +341,7 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
       trd serve --model puck.onnx
       TRD_TOKEN=s3cret trd serve --model puck.onnx --host 0.0.0.0 --port 8000
     """
-    if model_path.suffix.lower() != ".onnx":
-        _api()  # a model.pt needs torch (an .onnx file does not): say so in one line where it is missing
-    from .serve.server import serve as run_serve
+    from .serve.server import serve as run_serve  # a model.pt whose export is cached needs no torch
 
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, threads=threads, engine=engine,

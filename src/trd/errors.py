@@ -63,3 +63,9 @@ def write_error(path: str | Path, exc: OSError) -> OutputError:
     """An OutputError naming ``path`` for an OSError raised while writing it."""
     advice = _WRITE_ADVICE.get(exc.errno or 0)
     return OutputError(path, f"cannot write: {advice or (exc.strerror or str(exc))}")
+
+
+def training_install_needed() -> TRDError:
+    """The error of a command that needs PyTorch where only the runtime install is present."""
+    return TRDError("this command needs the training install (PyTorch), which is not installed here: "
+                    "pip install 'trd-anomaly[train]'")

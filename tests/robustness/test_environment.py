@@ -125,3 +125,91 @@ def test_no_permission_to_write(tmp_path: Path, rob_root: Path, ref_run: Path, t
     assert result.returncode == 3 and len(lines) == 1, result.stderr
     assert f"error: {locked / 'pred'}: cannot write: permission denied; choose a folder you may write to" in lines[0]
     messages.record("output", "predict --out in a folder without write permission", lines[0])
+
+
+@pytest.fixture()
+def read_only_model(tmp_path: Path, exported: tuple[Path, Path]) -> Iterator[Path]:
+    """The tiny session model's model.pt on a read-only file system, as deployments mount models."""
+    with _tmpfs(tmp_path / "models", "size=256m") as disk:
+        shutil.copyfile(exported[0], disk / "model.pt")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        yield disk / "model.pt"
+
+
+def _serve_scores_one(model: Path, rgb: Path, xyz: Path, env: dict[str, str], drop: list[str] = ()) -> dict:
+    """Start ``trd serve --model MODEL`` on a free port, score one pair, stop it with SIGTERM."""
+    import select
+    import sys
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen([*drop, sys.executable, "-m", "trd.cli", "serve", "--model", str(model), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline, url = time.monotonic() + 240, None
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                line = proc.stdout.readline()
+                url = line.split()[2].rstrip("/") if line.startswith("trd serve: http://") else None
+        assert url is not None, proc.stderr.read() if proc.poll() is not None else "no URL printed"
+        answer = httpx.post(f"{url}/v1/score", files={"rgb": (rgb.name, rgb.read_bytes()),
+                                                      "xyz": (xyz.name, xyz.read_bytes())}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.mark.slow  # ~25 s on a quiet 2-core VM: predict, test twice, serve and export, each a new process
+def test_a_model_on_a_read_only_mount_is_scored(read_only_model: Path, synth_root: Path, exported: tuple[Path, Path],
+                                                tmp_path: Path, tools: SimpleNamespace,
+                                                monkeypatch: pytest.MonkeyPatch, messages) -> None:
+    """predict, test and serve a read-only model.pt: the export is cached in the user cache (issue 23 item 1)."""
+    monkeypatch.setenv("TRD_CACHE", str(tmp_path / "cache" / "preprocess"))
+    inputs = synth_root / "puck" / "test" / "good"
+    pred = tools.run_cli("predict", "--model", str(read_only_model), "--input", str(inputs), "--out",
+                         str(tmp_path / "p"), check=False)
+    assert pred.returncode == 0, pred.stderr  # was: an OSError traceback, exit code 1
+    assert json.loads(pred.stdout)["engine"] == "onnxruntime"
+    assert len(list((tmp_path / "cache" / "onnx").glob("model-*.onnx"))) == 1
+    tested = tools.run_cli("test", "--model", str(read_only_model), "--out", str(tmp_path / "t"), check=False)
+    assert tested.returncode == 0, tested.stderr
+    assert "i_auroc" in json.loads((tmp_path / "t" / "metrics.json").read_text())["overall"]
+    beside = tools.run_cli("test", "--model", str(read_only_model), check=False)  # the report beside the model
+    line = _one_error(tools, SimpleNamespace(code=beside.returncode, stderr=beside.stderr), read_only_model.parent,
+                      "read-only file system; choose a writable folder (--out)")
+    messages.record("output", "test of a read-only model without --out (the report goes beside the model)", line)
+    record = _serve_scores_one(read_only_model, inputs / "rgb" / "000.png", inputs / "xyz" / "000.tiff", tools.cli_env())
+    assert record["model"]["engine"] == "onnxruntime"
+    export = tools.run_cli_inprocess("export", "--model", str(exported[0]), "--out",
+                                     str(read_only_model.parent / "puck.onnx"))
+    line = _one_error(tools, export, read_only_model.parent / "puck.onnx", "read-only file system")
+    messages.record("output", "export --out on a read-only file system", line)
+
+
+def test_a_model_in_a_folder_without_write_permission_is_scored(tmp_path: Path, synth_root: Path,
+                                                                exported: tuple[Path, Path],
+                                                                tools: SimpleNamespace) -> None:
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs setpriv and root to run a process without CAP_DAC_OVERRIDE")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copyfile(exported[0], locked / "model.pt")
+    locked.chmod(0o555)
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    if subprocess.run([*drop, "python3", "-c", f"open({str(locked / 'x')!r}, 'w')"], capture_output=True).returncode == 0:
+        pytest.skip("this machine lets the process write anyway")
+    import sys
+
+    env = {**tools.cli_env(), "TRD_CACHE": str(tmp_path / "cache" / "preprocess")}
+    inputs = synth_root / "puck" / "test" / "good"
+    result = subprocess.run([*drop, sys.executable, "-m", "trd.cli", "predict", "--model", str(locked / "model.pt"),
+                             "--input", str(inputs), "--out", str(tmp_path / "p")], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "cache" / "onnx").glob("model-*.onnx")) and sorted(os.listdir(locked)) == ["model.pt"]
+    record = _serve_scores_one(locked / "model.pt", inputs / "rgb" / "000.png", inputs / "xyz" / "000.tiff", env, drop)
+    assert record["score"] == pytest.approx(
+        json.loads((tmp_path / "p" / PREDICTIONS).read_text().splitlines()[0])["score"], abs=1e-4)  # batch 2 vs 1

@@ -1,6 +1,6 @@
 """3D preprocessing of organised point clouds: plane masks, hole filling, depth and normal images.
 
-Implements docs/METHOD.md §2.3-§2.6 with numpy/scipy only. DEPARTURE (docs/METHOD_NOTES.md §3): the
+Implements docs/METHOD.md §2.3-§2.6 with numpy only. DEPARTURE (docs/METHOD_NOTES.md §3): the
 OpenCV behaviours the reference code relies on are reproduced here rather than importing OpenCV:
 
 - ``MORPH_CLOSE`` with a 3x3 ones kernel and ``iterations``: OpenCV's default border value makes
@@ -8,6 +8,13 @@ OpenCV behaviours the reference code relies on are reproduced here rather than i
 - ``Sobel(img, CV_64F, dx, dy, ksize)``: un-normalised separable kernels, reflect-101 borders;
 - ``resize`` ``INTER_NEAREST`` (source index ``floor(dst * in / out)``) and ``INTER_LINEAR``
   (half-pixel centres, clamped at the borders, no anti-aliasing).
+
+Speed (issue 24): the filters are whole-array numpy operations (`trd.data.filters`) that do
+scipy.ndimage's arithmetic in its order, so their results are bit for bit those of the scipy
+filters this module used before (tests/data/test_geometry_exact.py compares them), without importing
+scipy at start-up; and every step after the plane fit works on the smallest window around the
+object that gives the same values (`trd.data.filters.box_around`): pixels farther from the object
+than the hole filling and the Sobel kernel reach are zero in the output either way.
 
 Every image in this module is HxW (or HxWxC) with the row axis first; ``xyz`` is an organised
 HxWx3 cloud whose channel 2 is z, and z == 0 marks a missing point.
@@ -20,14 +27,15 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import MODALITIES_3D as MODALITIES
 from ..config import PLANES
+from .filters import box_around, correlate1d, count3x3, slide, sum3x3_at
 from .transforms import NORMALISED_BACKGROUND
 
 _CORNER_NAMES = ("top-left", "top-right", "bottom-left")
 _MIN_SCORE_POINTS = 2000  # RANSAC hypotheses are scored on at least this many points
+_FILL_PASSES = 2  # hole-filling passes of the depth and normal images (docs/METHOD.md §2.4)
 
 
 def _check_cloud(xyz: np.ndarray) -> np.ndarray:
@@ -41,7 +49,9 @@ def _check_cloud(xyz: np.ndarray) -> np.ndarray:
 
 def _plane_distance(xyz: np.ndarray, normal: np.ndarray, d: float) -> np.ndarray:
     """|n . p - d| for every pixel (``normal`` has unit length)."""
-    return np.abs(xyz.astype(np.float64, copy=False) @ normal - d)
+    distance = xyz.astype(np.float64, copy=False) @ normal
+    distance -= d
+    return np.abs(distance, out=distance)
 
 
 class PlaneFallback(UserWarning):
@@ -152,13 +162,22 @@ def close_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
     rectangular kernel this equals one pass with a (2*iterations+1)^2 square. Its default border
     value is -inf for dilation and +inf for erosion: pixels outside the image never switch a pixel
     on and never erode one away. (scipy's ``binary_closing`` instead erodes from the border.)
+    Only the window around the mask's pixels that the closing can change is computed.
     """
     mask = np.asarray(mask, dtype=bool)
     if iterations <= 0:
         return mask.copy()
-    size = 2 * iterations + 1
-    grown = ndimage.maximum_filter(mask.view(np.uint8), size=size, mode="constant", cval=0)
-    return ndimage.minimum_filter(grown, size=size, mode="constant", cval=1).astype(bool)
+    out = np.zeros_like(mask)
+    window = box_around(mask, 2 * iterations + 1)
+    if window is None:
+        return out
+    grown = mask[window]
+    for axis in (0, 1):
+        grown = slide(grown, iterations, axis, False, np.logical_or)
+    for axis in (0, 1):
+        grown = slide(grown, iterations, axis, True, np.logical_and)
+    out[window] = grown
+    return out
 
 
 def foreground_mask(
@@ -186,28 +205,26 @@ def foreground_mask(
     return close_mask(fg, closing_iterations)
 
 
-def _neighbour_sum(img: np.ndarray) -> np.ndarray:
-    """Sum over each pixel's 3x3 neighbourhood (zeros outside the image), per channel."""
-    out = ndimage.correlate1d(img, np.ones(3, img.dtype), axis=0, mode="constant")
-    return ndimage.correlate1d(out, np.ones(3, img.dtype), axis=1, mode="constant")
-
-
-def fill_holes(img: np.ndarray, iterations: int = 2) -> np.ndarray:
+def fill_holes(img: np.ndarray, iterations: int = _FILL_PASSES) -> np.ndarray:
     """Fill zero pixels with the mean of the strictly positive values around them (docs/METHOD.md §2.4).
 
     Each pass, every pixel that is exactly 0 takes the mean of the strictly positive values of its
     3x3 neighbourhood (stays 0 if there are none), all pixels reading the previous pass's values.
     Non-zero pixels are never changed. HxWxC images are filled per channel. Computed in floating
     point and returned in the input dtype (integer results are truncated).
+
+    Only the zero pixels next to a positive one are computed (`sum3x3_at`), each exactly as the
+    whole-image filter computed it before (tests/data/test_geometry.py compares the two).
     """
     img = np.asarray(img)
     work = img.astype(np.result_type(img.dtype, np.float32), copy=True)
     for _ in range(iterations):
         positive = work > 0
-        sums = _neighbour_sum(np.where(positive, work, 0))
-        counts = _neighbour_sum(positive.astype(work.dtype))
-        fill = (work == 0) & (counts > 0)
-        work[fill] = sums[fill] / counts[fill]
+        counts = count3x3(positive)
+        at = np.nonzero((work == 0) & (counts > 0))
+        if not at[0].size:
+            break
+        work[at] = sum3x3_at(np.where(positive, work, 0), at) / counts[at].astype(work.dtype)
     return work.astype(img.dtype, copy=False)
 
 
@@ -265,8 +282,8 @@ def sobel_xy(img: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(img)
 
     def separable(row_kernel: np.ndarray, col_kernel: np.ndarray) -> np.ndarray:
-        out = ndimage.correlate1d(img, row_kernel, axis=0, output=np.float64, mode="mirror")
-        return ndimage.correlate1d(out, col_kernel, axis=1, mode="mirror")
+        out = correlate1d(img, row_kernel, 0, "mirror", np.float64)
+        return correlate1d(out, col_kernel, 1, "mirror", np.float64)
 
     return separable(smoothing, derivative), separable(derivative, smoothing)
 
@@ -279,15 +296,34 @@ def normal_image(xyz: np.ndarray, mask: np.ndarray, sobel_k: int) -> np.ndarray:
     ``sobel_k``) give n = (-gx, -gy, 1) / (||.|| + 1e-8), encoded as (n + 1) / 2 and multiplied by
     the mask (background = 0, not the "flat" colour). Slopes are in normalised-z units per pixel
     times the Sobel gain, as in the reference.
+
+    Computed on the window around the mask that the hole filling (2 passes) and the Sobel kernel
+    reach (`box_around`): outside it the mask is 0, and so is the output.
     """
     xyz = _check_cloud(xyz)
-    gx, gy = sobel_xy(fill_holes(_minmax_nonzero(xyz[..., 2] * mask)), sobel_k)
-    scale = 1.0 / (np.sqrt(gx * gx + gy * gy + 1.0) + 1e-8)
+    mask = np.asarray(mask)
+    out = np.zeros((*xyz.shape[:2], 3), np.float32)
+    window = box_around(mask != 0, max(_FILL_PASSES + 1, sobel_kernels(sobel_k)[1].size // 2))
+    if window is None:
+        return out
+    mask = mask[window]
+    gx, gy = sobel_xy(fill_holes(_minmax_nonzero(xyz[window][..., 2] * mask)), sobel_k)
+    scale = gx * gx
+    scale += gy * gy
+    scale += 1.0
+    np.sqrt(scale, out=scale)
+    scale += 1e-8
+    np.divide(1.0, scale, out=scale)  # 1 / (sqrt(gx^2 + gy^2 + 1) + 1e-8), operation by operation
     weight = np.asarray(mask, dtype=np.float64) * 0.5
-    out = np.empty((*gx.shape, 3), np.float32)
-    out[..., 0] = (1.0 - gx * scale) * weight
-    out[..., 1] = (1.0 - gy * scale) * weight
-    out[..., 2] = (1.0 + scale) * weight
+    part = out[window]
+    for channel, slope in ((0, gx), (1, gy)):
+        slope *= scale
+        np.subtract(1.0, slope, out=slope)
+        slope *= weight
+        part[..., channel] = slope  # (1 - slope * scale) * weight
+    scale += 1.0
+    scale *= weight
+    part[..., 2] = scale  # (1 + scale) * weight
     return out
 
 
@@ -323,22 +359,36 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return low.astype(np.intp), np.minimum(low.astype(np.intp) + 1, n_in - 1), src - low
 
 
-def resize_bilinear(arr: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+def resize_bilinear(arr: np.ndarray, size: int | tuple[int, int],
+                    nonzero: tuple[slice, slice] | None = None) -> np.ndarray:
     """Bilinear resize of HxW or HxWxC without anti-aliasing, like OpenCV ``INTER_LINEAR``.
 
     Half-pixel centres, source coordinates clamped to the image (equal to torch ``interpolate``
-    with align_corners=False, antialias=False). Float32 in, float32 out.
+    with align_corners=False, antialias=False). Float32 in, float32 out. ``nonzero``: the rows and
+    columns outside which ``arr`` is +0.0 (`box_around`); output rows and columns that read nothing
+    inside them are +0.0, which they are without being computed.
     """
     arr = np.asarray(arr)
     dtype = np.result_type(arr.dtype, np.float32)
     out_h, out_w = _size_hw(size)
     extra = (None,) * (arr.ndim - 2)
+    out = np.zeros((out_h, out_w, *arr.shape[2:]), dtype)
     low, high, w = _linear_taps(arr.shape[0], out_h)
-    w = w.astype(dtype)[(slice(None), None, *extra)]
-    rows = arr[low] * (1 - w) + arr[high] * w
+    at = _reading(low, high, None if nonzero is None else nonzero[0])
+    w = w[at].astype(dtype)[(slice(None), None, *extra)]
+    rows = arr[low[at]] * (1 - w) + arr[high[at]] * w
     low, high, w = _linear_taps(arr.shape[1], out_w)
-    w = w.astype(dtype)[(slice(None), *extra)]
-    return (rows[:, low] * (1 - w) + rows[:, high] * w).astype(dtype, copy=False)
+    across = _reading(low, high, None if nonzero is None else nonzero[1])
+    w = w[across].astype(dtype)[(slice(None), *extra)]
+    out[at, across] = rows[:, low[across]] * (1 - w) + rows[:, high[across]] * w
+    return out
+
+
+def _reading(low: np.ndarray, high: np.ndarray, span: slice | None) -> slice:
+    """The output positions whose taps (``low``, ``high``: non-decreasing) touch ``span`` of the input."""
+    if span is None:
+        return slice(0, len(low))
+    return slice(int(np.searchsorted(high, span.start)), int(np.searchsorted(low, span.stop)))
 
 
 def preprocess_3d(
@@ -368,8 +418,9 @@ def preprocess_3d(
         mask = foreground_mask(small, plane, plane_threshold, closing_iterations)
         return np.repeat(depth_image(small, mask)[None], 3, axis=0)
     mask = foreground_mask(xyz, plane, plane_threshold, closing_iterations)
-    normals = resize_bilinear(normal_image(xyz, mask, sobel_k), size)
-    return np.ascontiguousarray(normals.transpose(2, 0, 1))
+    normals = normal_image(xyz, mask, sobel_k)  # +0.0 off the mask
+    window = box_around(mask, 0) or (slice(0, 0), slice(0, 0))
+    return np.ascontiguousarray(resize_bilinear(normals, size, window).transpose(2, 0, 1))
 
 
 def input_foreground(x3d: Any) -> Any:

@@ -10,7 +10,11 @@ scipy. Inputs ``rgb`` and ``x3d`` are B x 3 x S x S float32, ImageNet-normalised
 The file describes itself: ``metadata_props`` hold the resolved config, the thresholds (with what
 they promise and any warning, `trd.scoring.threshold.Thresholds.to_dict`),
 the branch names, the input normalisation and the trd version (keys :data:`META_KEYS`), so
-``trd predict --onnx`` needs nothing else.
+``trd predict --onnx`` needs nothing else. It also names the ``model.pt`` it came from by content
+(``trd.source_sha256``): a prediction folder started with the model.pt continues with its export and
+the reverse (`trd.workflows.predict`), and the engine's cached export is used without reading
+model.pt, which is why the export also carries model.pt's border check (``trd.border_check``, for
+``trd test``).
 
 Exporter: the TorchScript-based one (``dynamo=False``). It is deprecated in torch >= 2.9 but still
 shipped; it traces this model exactly (maps within 1e-5 of PyTorch), keeps the batch axis
@@ -40,8 +44,9 @@ from torch import Tensor, nn
 from .. import __version__
 from ..config import Config
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..data.identity import model_sha256
 from ..detector import Detector, load_detector
-from ..errors import ConfigError
+from ..errors import ConfigError, write_error
 from ..runtime.ort import FORMAT, FORMAT_VERSION, INPUT_NAMES, META_KEYS, output_names, require
 from ..scoring.threshold import Thresholds
 
@@ -77,8 +82,11 @@ def input_spec(image_size: int) -> dict[str, Any]:
             "mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD]}
 
 
-def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], extra: dict[str, Any]) -> dict[str, str]:
+def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], extra: dict[str, Any],
+              source_sha256: str) -> dict[str, str]:
     return {
+        META_KEYS["source_sha256"]: source_sha256,
+        META_KEYS["border_check"]: json.dumps(extra.get("border_check"), sort_keys=True),
         META_KEYS["validation_scores"]: json.dumps(extra.get("validation_scores")),
         META_KEYS["inputs_seen"]: json.dumps(extra.get("inputs"), sort_keys=True),
         META_KEYS["format"]: FORMAT,
@@ -132,7 +140,7 @@ def _attach_weights(onnx: Any, graph_file: Path, data_name: str, weights: dict[s
 
 
 def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch: int = 1,
-                log: Callable[[str], None] | None = None) -> Path:
+                log: Callable[[str], None] | None = None, source_sha256: str | None = None) -> Path:
     """Export ``model_path`` (a ``model.pt``) to ``out``, self-describing, validated, written atomically.
 
     ``batch`` is the size of the example batch that is traced; the graph accepts any batch size.
@@ -141,6 +149,8 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
     temporary folder beside ``out``, checked with ``onnx.checker``, then moved into place with
     ``os.replace``: a reader sees the old export or the complete new one. The weights are held once
     at a time (the paper model: ~40 s, peak ~3.8 GB instead of 9.2 GB, benchmarks/README.md).
+    ``source_sha256``: model_path's sha256 when the caller knows it (else it is computed). An ``out``
+    that cannot be written is an OutputError (exit code 3), before the model is loaded.
     """
     onnx = require("onnx")
     opset = DEFAULT_OPSET if opset is None else opset
@@ -148,15 +158,20 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
         raise ConfigError(f"ONNX opset {opset} is not supported; use {OPSET_RANGE.start}..{OPSET_RANGE.stop - 1}")
     if batch < 1:
         raise ConfigError(f"export batch must be >= 1, got {batch}")
+    out = Path(out)
+    try:  # a folder that cannot take the export is reported before the model is loaded
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as exc:
+        raise write_error(out, exc) from None
     detector, cfg, thresholds, extra = load_detector(model_path, "cpu")
+    source_sha256 = source_sha256 or model_sha256(Path(model_path))
     if log is not None:
         log(f"exporting {model_path} to ONNX: {out}")
     size = cfg.data.image_size
     generator = torch.Generator().manual_seed(0)
     example = (torch.randn(batch, 3, size, size, generator=generator),
                torch.randn(batch, 3, size, size, generator=generator))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     data_name = out.name + ".data"
     names = output_names(detector.branches)
     graph = _TupleOutputs(detector, names).eval()  # the exporter restores this mode afterwards
@@ -164,27 +179,30 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
     external = sum(t.numel() * t.element_size() for t in weights.values()) > EXTERNAL_DATA_FROM
     header = onnx.ModelProto(producer_name="trd", producer_version=__version__,
                              doc_string=f"TRD anomaly detector ({cfg.model.variant}, {cfg.model.backbone}, {size} px)")
-    for key, value in _metadata(cfg, thresholds, detector.branches, extra).items():
+    for key, value in _metadata(cfg, thresholds, detector.branches, extra, source_sha256).items():
         header.metadata_props.add(key=key, value=value)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as tmp:
-        staged = Path(tmp) / out.name
-        _trace(graph, names, example, staged, opset, inline=not external)
-        if external:
-            model = _attach_weights(onnx, staged, data_name, weights)
-            model.MergeFrom(header)
-            onnx.save_model(model, str(staged))
-            del model
-        else:
-            # Protobuf merges a message's fields read later into those read before: the header's
-            # strings replace the exporter's, its metadata_props are added. Appending it to the
-            # file names the export without loading the weights again.
-            with staged.open("ab") as fh:
-                fh.write(header.SerializeToString())
-        del graph, weights, detector  # the weights are freed before the checker reads the file back
-        onnx.checker.check_model(str(staged), full_check=True)  # path-based: works past 2 GiB
-        if external:
-            os.replace(Path(tmp) / data_name, out.parent / data_name)
-        os.replace(staged, out)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as tmp:
+            staged = Path(tmp) / out.name
+            _trace(graph, names, example, staged, opset, inline=not external)
+            if external:
+                model = _attach_weights(onnx, staged, data_name, weights)
+                model.MergeFrom(header)
+                onnx.save_model(model, str(staged))
+                del model
+            else:
+                # Protobuf merges a message's fields read later into those read before: the header's
+                # strings replace the exporter's, its metadata_props are added. Appending it to the
+                # file names the export without loading the weights again.
+                with staged.open("ab") as fh:
+                    fh.write(header.SerializeToString())
+            del graph, weights, detector  # the weights are freed before the checker reads the file back
+            onnx.checker.check_model(str(staged), full_check=True)  # path-based: works past 2 GiB
+            if external:
+                os.replace(Path(tmp) / data_name, out.parent / data_name)
+            os.replace(staged, out)
+    except OSError as exc:  # a full disk, or the folder turned read-only meanwhile
+        raise write_error(out, exc) from None
     if not external:
         with contextlib.suppress(FileNotFoundError):
             (out.parent / data_name).unlink()  # weights of an earlier, larger export to this path

@@ -10,13 +10,32 @@ their outputs under today's names.
 
 Sessions are sized from the CPUs this process may use (`trd.runtime.threads`): ``intra_op`` threads
 = that count, one inter-op thread, sequential execution, all graph optimisations.
+
+Start-up (issue 24): optimising the graph is most of the cost of a new session (the paper model:
+~6.4 s of CPU and 3.3 GB, against 0.65 s and 0.4 GB to load the optimised graph). Given the file's
+identity (its sha256), the first session saves its optimised graph (weights as external data, which
+onnxruntime maps rather than copies) in the user cache (`optimised_dir`) and later sessions load it
+with optimisations off. onnxruntime's documentation warns that a graph optimised at this level may
+only run where it was made (its layout transformations use this CPU's vector width), so the saved
+graph is keyed by what it depends on (`_saved_graph_key`): the file's identity, the onnxruntime
+version and build, the session settings (threads, providers, optimisation level) and this CPU
+(model and instruction-set flags); a change of any of them builds a new one. Only CPU sessions are
+saved (a graph optimised for a GPU provider holds that provider's nodes). The folder keeps the most
+recently used graphs up to :data:`KEEP_BYTES`; it can be deleted at any time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import json
-from dataclasses import dataclass
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config, legacy_branch, validate_config
+from ..data.cache import default_cache_dir
 from ..data.inputs import InputStats
 from ..errors import CheckpointError, TRDError
 from ..scoring.threshold import Thresholds
@@ -43,7 +63,14 @@ META_KEYS = {
     "input": "trd.input",
     "inputs_seen": "trd.training_inputs",  # scale and size of the training inputs (optional)
     "validation_scores": "trd.validation_scores",  # image scores the thresholds came from (optional)
+    "source_sha256": "trd.source_sha256",  # sha256 of the model.pt it was exported from (optional)
+    "border_check": "trd.border_check",  # where the validation maxima sit (optional; `trd test`)
 }
+#: Bytes of saved optimised graphs kept in `optimised_dir`: the most recently used ones up to this
+#: size (and always the newest), the others are removed. A paper-sized graph is ~1.75 GB.
+KEEP_BYTES = 8 * 2**30
+#: A half-written saved graph (a killed process) older than this is removed.
+_STALE_S = 3600
 
 
 def output_names(branches: list[str], share: str = "share", scored: bool = True) -> list[str]:
@@ -91,6 +118,11 @@ class OrtEngine:
     threads: int
     _names: list[str]
     _keys: list[str]
+    #: sha256 of the model.pt the file was exported from (None: exported by an older trd).
+    source_sha256: str | None = None
+    #: What model.pt's ``extra`` record says that scoring uses: ``validation_scores``, ``inputs``,
+    #: ``border_check`` (those the file has).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     name = "onnxruntime"
 
@@ -103,19 +135,107 @@ class OrtEngine:
         return self.session.get_providers()[0]
 
 
-def open_onnx(path: str | Path, threads: int | None = None) -> OrtEngine:
-    """Load a ``trd export`` file; CheckpointError for a missing, unreadable or foreign file."""
+def optimised_dir() -> Path:
+    """Where saved optimised graphs live: beside the preprocessing cache (``$TRD_CACHE/../ort``)."""
+    return default_cache_dir().parent / "ort"
+
+
+def _this_cpu() -> str:
+    """This machine's architecture, CPU model and instruction-set flags (what a layout-optimised graph
+    may depend on)."""
+    model = flags = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(value.split()))
+    return f"{platform.machine()}|{model}|{flags}"
+
+
+def _saved_graph_key(ort: ModuleType, identity: str, opts: Any, providers: list[str]) -> str:
+    """The name of the saved optimised graph of a file with content ``identity`` in sessions like this one."""
+    parts = [identity, ort.__version__, getattr(ort, "get_build_info", lambda: "")(), providers,
+             opts.intra_op_num_threads, opts.inter_op_num_threads, str(opts.execution_mode),
+             str(opts.graph_optimization_level), _this_cpu()]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def _tidy(folder: Path) -> None:
+    """Keep the most recently used saved graphs up to KEEP_BYTES, and no stale half-written one."""
+    with contextlib.suppress(OSError):
+        entries = [p for p in folder.iterdir() if p.is_dir()]
+        saved = sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+        stale = [p for p in entries if p.name.startswith(".") and time.time() - p.stat().st_mtime > _STALE_S]
+        total = 0
+        for entry in saved:
+            total += sum(f.stat().st_size for f in entry.iterdir())
+            if total > KEEP_BYTES and entry is not saved[0]:
+                stale.append(entry)
+        for old in stale:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _session(ort: ModuleType, path: Path, threads: int, identity: str | None) -> Any:
+    """An onnxruntime session of ``path``: from its saved optimised graph when ``identity`` (the
+    file's sha256) is given and one exists, else optimised here (and saved when ``identity``)."""
+    providers = _providers(ort)
+    opts = session_options(ort, threads)
+    if identity is None or providers != ["CPUExecutionProvider"]:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    folder = optimised_dir()
+    saved = folder / _saved_graph_key(ort, identity, opts, providers)
+    if (saved / "model.onnx").is_file():
+        fast = session_options(ort, threads)
+        fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            session = ort.InferenceSession(str(saved / "model.onnx"), sess_options=fast, providers=providers)
+            with contextlib.suppress(OSError):
+                os.utime(saved)  # recently used
+            return session
+        except Exception:  # noqa: BLE001 - damaged (disk error, hand edits): made again below
+            shutil.rmtree(saved, ignore_errors=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=".", suffix=".tmp", dir=folder))
+    except OSError:  # a read-only cache: optimise every time
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    opts.optimized_model_filepath = str(staged / "model.onnx")
+    opts.log_severity_level = 3  # not its warning that such a graph fits this machine only: the key says so
+    opts.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.onnx.data")
+    opts.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception:  # noqa: BLE001 - e.g. a full cache disk: without saving (a bad file fails there too)
+        shutil.rmtree(staged, ignore_errors=True)
+        return ort.InferenceSession(str(path), sess_options=session_options(ort, threads), providers=providers)
+    try:
+        os.replace(staged, saved)  # atomic: a reader sees a complete graph or none
+    except OSError:  # another process saved it first
+        shutil.rmtree(staged, ignore_errors=True)
+    _tidy(folder)
+    return session
+
+
+def open_onnx(path: str | Path, threads: int | None = None, identity: str | None = None) -> OrtEngine:
+    """Load a ``trd export`` file; CheckpointError for a missing, unreadable or foreign file.
+
+    ``identity``: the file's sha256 (`trd.data.identity.model_sha256` of it and its ``.data``); with
+    it, the optimised graph is saved once and loaded from then on (the module's docstring).
+    """
     ort = require("onnxruntime")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "ONNX file not found")
     n = inference_threads(threads)
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(ort, n), providers=_providers(ort))
+        session = _session(ort, path, n, identity)
     except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(path, f"not a readable ONNX model (truncated or corrupt?): {first}") from None
-    meta = read_metadata(path, session.get_modelmeta().custom_metadata_map)
+    custom = session.get_modelmeta().custom_metadata_map
+    meta = read_metadata(path, custom)
     cfg, thresholds, branches, inputs, scores = meta
     names = [o.name for o in session.get_outputs()]
     layouts = [output_names(branches, share, scored) for share in ("share", "contrib") for scored in (True, False)]
@@ -124,7 +244,19 @@ def open_onnx(path: str | Path, threads: int | None = None) -> OrtEngine:
                                     f"{output_names(branches)}")
     current = [legacy_branch(b) for b in branches]
     keys = output_names(current, scored=len(names) == len(layouts[0]))
-    return OrtEngine(path, session, cfg, thresholds, current, inputs, scores, n, names, keys)
+    source, extra = _source_record(path, custom, inputs, scores)
+    return OrtEngine(path, session, cfg, thresholds, current, inputs, scores, n, names, keys, source, extra)
+
+
+def _source_record(path: Path, meta: dict[str, str], inputs: InputStats | None,
+                   scores: list[float] | None) -> tuple[str | None, dict[str, Any]]:
+    """The model.pt an export came from (its sha256) and the part of model.pt's ``extra`` it carries."""
+    try:
+        border = json.loads(meta.get(META_KEYS["border_check"], "null"))
+    except ValueError as exc:
+        raise CheckpointError(path, f"damaged trd metadata in the ONNX file: {exc}") from None
+    extra = {"validation_scores": scores, "inputs": None if inputs is None else inputs.to_dict(), "border_check": border}
+    return meta.get(META_KEYS["source_sha256"]) or None, {k: v for k, v in extra.items() if v is not None}
 
 
 def read_metadata(path: Path, meta: dict[str, str]) -> tuple[Config, Thresholds, list[str], InputStats | None,

@@ -108,8 +108,13 @@ def _record(line: bytes, out: Path) -> dict[str, Any] | None:
     return record
 
 
-def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
-    """Make sure the folder holds only outputs of this model (or none); write its manifest."""
+def _claim(out: Path, model: LoadedModel, overwrite: bool, log: Log = print) -> None:
+    """Make sure the folder holds only outputs of this model (or none); write its manifest.
+
+    The same model in another form owns the folder too: a model.pt and its ONNX export (the export
+    names its model.pt by content, ``source_sha256``), so the Deploy steps can switch engines on
+    one ``--out``; each record says which engine scored it.
+    """
     manifest = out / MANIFEST
     owner = None
     if manifest.is_file():
@@ -119,10 +124,12 @@ def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
             owner = {}
     elif (out / PREDICTIONS).is_file():
         owner = {}  # predictions of an unknown model (an older trd)
-    if owner is not None and owner.get("sha256") != sha:
+    ours = {model.sha256, model.source_sha256} - {None}
+    theirs = set() if owner is None else {owner.get("sha256"), owner.get("source_sha256")} - {None}
+    if owner is not None and not ours & theirs:
         if not overwrite:
-            theirs = owner.get("model", "an unknown model")
-            raise OutputError(out, f"holds predictions of another model ({theirs}); use another --out, or "
+            name = owner.get("model", "an unknown model")
+            raise OutputError(out, f"holds predictions of another model ({name}); use another --out, or "
                                    "--overwrite to replace them")
         for name in _OUTPUTS:
             target = out / name
@@ -130,8 +137,13 @@ def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    if not manifest.is_file() or owner is None or owner.get("sha256") != sha:
-        atomic_write_text(manifest, json.dumps({"model": str(model_file), "sha256": sha, "trd_version": __version__,
+        owner = None
+    elif owner is not None and owner.get("sha256") != model.sha256:
+        log(f"predict: {out} holds predictions of the same model as {owner.get('model')}; continuing with "
+            f"{model.files[0]} ({model.name}); each record names the engine that scored it")
+    if owner is None:
+        atomic_write_text(manifest, json.dumps({"model": str(model.files[0]), "sha256": model.sha256,
+                                                "source_sha256": model.source_sha256, "trd_version": __version__,
                                                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
 
 
@@ -233,5 +245,5 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera,
                                            camera_optional=camera_stored(model.reference))
     with folder_lock(out_dir, "trd predict"):
-        _claim(out_dir, model.files[0], model.sha256, overwrite)
+        _claim(out_dir, model, overwrite, log)
         return predict_samples(model, samples, out_dir, batch_size, unpaired, log)
