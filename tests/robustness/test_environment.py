@@ -84,13 +84,7 @@ def test_full_disk_during_a_checkpoint_leaves_nothing_half_written(small_disk: P
 
 def test_full_disk_during_predict_keeps_consistent_lines(tmp_path: Path, rob_root: Path, ref_run: Path,
                                                          tools: SimpleNamespace, messages) -> None:
-    inputs = tmp_path / "in"
-    (inputs / "rgb").mkdir(parents=True)
-    (inputs / "xyz").mkdir()
-    for i in range(40):
-        src = rob_root / "puck" / "test" / ("good", "color", "crack", "dent")[i % 4]
-        os.link(src / "rgb" / "000.png", inputs / "rgb" / f"{i:03d}.png")
-        os.link(src / "xyz" / "000.tiff", inputs / "xyz" / f"{i:03d}.tiff")
+    inputs = tools.scans(rob_root, tmp_path / "in", 40)
     with _tmpfs(tmp_path / "disk", "size=128k") as disk:
         out = disk / "pred"
         result = tools.run_cli_inprocess("predict", "--model", str(ref_run / "model.pt"), "--input", str(inputs),

@@ -56,7 +56,7 @@ def test_a_score_is_predicts_record(served, i: int, tmp_path: Path) -> None:
     assert answer.status_code == 200, answer.text
     record, line = answer.json(), _predict_line(served, i, tmp_path / "p")
     assert set(record) - {"id"} == set(line) - {"heatmap", "mask"}  # one schema
-    assert record["schema"] == line["schema"] == "trd.record/1"
+    assert record["schema"] == line["schema"] == "trd.record/2"
     assert record["score"] == pytest.approx(line["score"], rel=1e-5, abs=1e-5)
     assert record["anomalous"] == (record["score"] > record["threshold"]["image"])
     assert {k: v for k, v in record.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}} == \
@@ -198,7 +198,7 @@ def test_no_bad_file_is_a_fault_of_the_service(served) -> None:
     cloud = tifffile.imread(served.pair(0)[1])
     bad = {
         "empty RGB": (b"", xyz, "scan.png: "),
-        "bomb header": (_png_header_only(100_000, 100_000), xyz, "scan.png: 100000x100000 = 10000.0 Mpx is over the limit"),
+        "bomb header": (_png_header_only(100_000, 100_000), xyz, "scan.png: 100000x100000 = 10000 Mpx is over the limit"),
         "empty TIFF": (rgb, b"", "scan.tiff: "),
         "NaN cloud": (rgb, _tiff(np.full_like(cloud, np.nan)), "scan.tiff: "),
         "all points missing": (rgb, _tiff(np.zeros_like(cloud)), "scan.tiff: "),

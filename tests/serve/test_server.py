@@ -171,4 +171,4 @@ def test_image_size_limit_and_bounded_recent_results(start_server, tmp_path) -> 
     answer = httpx.post(f"{server.url}/v1/score", files={"rgb": ("big.png", big.read_bytes()),
                                                           "xyz": (xyz.name, xyz.read_bytes())}, timeout=60)
     assert answer.status_code == 422
-    assert answer.json()["error"].startswith("big.png: 80x64 = 0.0 Mpx is over the limit of 0.0 Mpx")
+    assert answer.json()["error"].startswith("big.png: 80x64 = 5120 px is over the limit of 4096 px")

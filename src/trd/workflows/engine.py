@@ -82,7 +82,8 @@ def cached_export(model_path: Path, sha: str, log: Log) -> Path:
         if target.is_file():
             return target
         try:
-            export_onnx(model_path, target, log=lambda line: log(f"{line} (once per model, for onnxruntime)"))
+            export_onnx(model_path, target, log=lambda line: log(f"{line} (once per model, for onnxruntime)"),
+                        keep_paths=True)  # a stand-in for the model on this machine
         except OutputError as exc:
             log(f"cannot cache the export there ({exc.problem}); trying the user cache")
             continue
