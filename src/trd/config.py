@@ -339,11 +339,11 @@ RULES: dict[str, Check] = {
 }
 
 
-#: Settings bounded by another one (checked after every setting alone): a smoothing or a margin
-#: wider than the image means nothing, and its kernel would not fit in memory.
+#: Settings bounded by another one (checked after every setting alone): a smoothing wider than the
+#: image means nothing, and its kernel would not fit in memory (score.sigma=1e12 trained, then
+#: asked for 64 TB).
 BOUNDED_BY: dict[str, tuple[str, str]] = {
     "score.sigma": ("data.image_size", "a smoothing sigma in pixels, 0 (none) to data.image_size"),
-    "score.foreground_margin": ("data.image_size", "a margin in pixels, 0 to data.image_size"),
 }
 
 

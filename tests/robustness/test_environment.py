@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from trd.checkpoint import load_checkpoint
-from trd.workflows.predict import PREDICTIONS
+from trd.errors import OutputError
+from trd.workflows.predict import PREDICTIONS, Ledger
 
 
 @contextlib.contextmanager
@@ -119,3 +120,26 @@ def test_no_permission_to_write(tmp_path: Path, rob_root: Path, ref_run: Path, t
     assert result.returncode == 3 and len(lines) == 1, result.stderr
     assert f"error: {locked / 'pred'}: cannot write: permission denied; choose a folder you may write to" in lines[0]
     messages.record("output", "predict --out in a folder without write permission", lines[0])
+
+
+def test_a_ledger_line_is_whole_or_absent_when_the_disk_fills_mid_line(tmp_path: Path) -> None:
+    """A nearly full disk takes only part of a line (a short write): the ledger writes the rest or,
+    when the disk is full, cuts the file back to its last whole line (issue 23.5: the line was left cut)."""
+    with _tmpfs(tmp_path / "disk", "size=64k") as disk:
+        out = disk / "pred"
+        out.mkdir()
+        ledger = Ledger(out, log=lambda _: None)
+        first = {"name": "a", "key": "1" * 64, "rgb": "rgb/a.png", "xyz": "xyz/a.tiff", "score": 1.0}
+        ledger.append(first)
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # every page of the disk taken, but the ledger's first one
+            while os.write(fd, b"\0" * 4096):
+                pass
+        os.close(fd)
+        long = first | {"name": "b", "key": "2" * 64, "note": "x" * 6000}  # more than the page has left
+        with pytest.raises(OutputError, match="predictions.jsonl: cannot write: no space left on the device"):
+            ledger.append(long)
+        assert ledger.path.read_bytes() == (json.dumps(first) + "\n").encode()  # whole lines only
+        (disk / "filler").unlink()
+        ledger.append(long)  # space again: the line goes in whole
+        assert [json.loads(line)["name"] for line in ledger.path.read_text().splitlines()] == ["a", "b"]

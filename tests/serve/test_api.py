@@ -47,6 +47,7 @@ def test_health_readiness_and_model(served) -> None:
     assert info["input_rgb"] == {"files": [".png", ".jpg", ".jpeg", ".bmp"]}
     assert info["thresholds"] == json.loads(json.dumps(engine.thresholds.to_dict()))
     assert info["thresholds"]["statements"][0].startswith("image threshold ")
+    assert info["thresholds"]["source"] == "puck (validation split)"  # not the training machine's path
     assert info["validation_scores"] == pytest.approx(engine.validation_scores) and len(info["validation_scores"]) == 2
 
 
