@@ -156,27 +156,35 @@ def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
                                                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
 
 
+def _unscored(samples: list[Sample], ledger: Ledger) -> tuple[list[Sample], list[str | None], int]:
+    """The samples to score, their content keys, and how many are skipped: recorded in ``ledger``,
+    or the same content as a sample before them. A key is None where the files cannot be read now:
+    reading them reports the reader's own message."""
+    todo: list[Sample] = []
+    keys: list[str | None] = []
+    seen: set[str] = set()
+    for sample in samples:
+        try:
+            key: str | None = content_key(sample.rgb, sample.xyz, sample.camera)
+        except DataError:
+            key = None
+        if key is not None and (ledger.has(sample, key) or key in seen):
+            continue
+        todo.append(sample)
+        keys.append(key)
+        seen.add(key or "")
+    return todo, keys, len(samples) - len(todo)
+
+
 def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
                     unpaired: list[tuple[str, str]] = (), log: Log = print, base: Path | None = None) -> dict[str, Any]:
     """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed);
     records name the files relative to ``base`` (the input folder; None: by file name)."""
     ledger = Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
-    todo, keys, seen, skipped = [], [], set(), 0
-    for sample in samples:
-        try:
-            key = content_key(sample.rgb, sample.xyz, sample.camera)
-        except DataError as exc:
-            failed.append({"file": str(sample.rgb), "error": str(exc)})
-            continue
-        if ledger.has(sample, key) or key in seen:  # the same content is never scored twice
-            skipped += 1
-            continue
-        todo.append(sample)
-        keys.append(key)
-        seen.add(key)
+    todo, keys, skipped = _unscored(samples, ledger)
     if skipped:
-        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (the same content); "
+        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (same content); "
             f"scoring the other {len(todo)}")
     thresholds = model.thresholds
     vmin, vmax = map_range(thresholds.pixel)
@@ -193,7 +201,8 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
         maps = out["anomaly_map"][:, 0]
         for j, index in enumerate(batch.indices):
             written = time.perf_counter()
-            sample, key = todo[index], keys[index]
+            sample = todo[index]
+            key = keys[index] or content_key(sample.rgb, sample.xyz, sample.camera)  # unreadable when listed
             name = sample.rgb.stem
             stem = f"{name}-{key[:KEY_CHARS]}"
             heat, mask = f"heatmaps/{stem}.png", f"masks/{stem}.png"
