@@ -5,6 +5,7 @@ sockets on 127.0.0.1: the slow clients send a valid request head, then one byte 
 from __future__ import annotations
 
 import io
+import json
 import re
 import socket
 import threading
@@ -67,20 +68,25 @@ class SlowClient:
         head = self.answer.split(b"\r\n", 1)[0].split()
         return int(head[1]) if len(head) > 1 else 0
 
+    def error(self) -> str:
+        """The ``error`` of the JSON answer."""
+        return json.loads(self.answer.split(b"\r\n\r\n", 1)[1])["error"]
 
-def test_only_host_names_of_the_service_are_answered(start_server) -> None:
+
+def test_only_host_names_of_the_service_are_answered(start_server, messages) -> None:
     server = start_server("--allowed-host", "scanner.line.example")
     port = server.url.rsplit(":", 1)[1]
     for host in ("attacker.example", f"attacker.example:{port}", f"localhost.attacker.example:{port}"):
         refused = httpx.get(f"{server.url}/v1/recent", headers={"Host": host})
         assert refused.status_code == 421, (host, refused.text)  # was 200: recent results for a rebinding page
         assert refused.json()["error"].startswith(f"Host {host!r} is not a name this service answers to")
+    messages.record("serve", "a request for another Host name (DNS rebinding)", f"421: {refused.json()['error']}")
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"scanner.line.example:{port}", "[::1]:80"):
         assert httpx.get(f"{server.url}/v1/recent", headers={"Host": host}).status_code == 200, host
     assert server.score(0).status_code == 200  # httpx sends Host: 127.0.0.1:PORT
 
 
-def test_slow_clients_hold_no_queue_places_and_get_408(start_server) -> None:
+def test_slow_clients_hold_no_queue_places_and_get_408(start_server, messages) -> None:
     server = start_server("--queue", "4", "--upload-timeout-s", "4")
     slow = [SlowClient(server.url) for _ in range(4)]
     _wait_for(server, "trd_uploads_in_progress", 4)
@@ -89,11 +95,12 @@ def test_slow_clients_hold_no_queue_places_and_get_408(start_server) -> None:
         assert [a.status_code for a in pool.map(server.score, range(3))] == [200] * 3
     assert time.monotonic() - started < 4  # before the slow ones' deadline
     assert [client.status() for client in slow] == [408] * 4
+    messages.record("serve", "an upload slower than --upload-timeout-s", f"408: {slow[0].error()}")
     assert time.monotonic() - started < 15
     assert _metric(server, "trd_uploads_in_progress") == 0 and _metric(server, "trd_requests_in_flight") == 0
 
 
-def test_sigterm_with_a_slow_upload_open_exits_after_the_grace_time(start_server) -> None:
+def test_sigterm_with_a_slow_upload_open_exits_after_the_grace_time(start_server, messages) -> None:
     server = start_server("--grace-s", "2")
     slow = SlowClient(server.url)
     _wait_for(server, "trd_uploads_in_progress", 1)
@@ -101,6 +108,7 @@ def test_sigterm_with_a_slow_upload_open_exits_after_the_grace_time(start_server
     assert server.stop(timeout=20) == 0  # SIGTERM, then the exit code; was: still running 90 s later
     assert 2 <= time.monotonic() - started < 6
     assert slow.status() == 503  # told to send it again, not cut off
+    messages.record("serve", "an upload not complete when the grace time after SIGTERM ends", f"503: {slow.error()}")
     assert "uploads still coming in get 2 s, --grace-s" in server.stderr
 
 
@@ -115,7 +123,7 @@ def _large_pair(server, factor: int) -> dict[str, tuple[str, bytes]]:
 
 
 @pytest.mark.slow
-def test_pairs_decode_within_the_pixel_budget_while_small_ones_are_served(start_server) -> None:
+def test_pairs_decode_within_the_pixel_budget_while_small_ones_are_served(start_server, messages) -> None:
     """Two large pairs and a budget for one of them plus a small one: the second large pair waits
     for the first (the pixels being decoded never exceed the budget), a small pair is scored meanwhile."""
     factor = 24
@@ -145,3 +153,4 @@ def test_pairs_decode_within_the_pixel_budget_while_small_ones_are_served(start_
     assert refused.status_code == 413
     assert refused.json()["error"] == ("000.png: a pair of 4096 px is more than the service decodes at once "
                                        "(4095 px, --pixel-budget); send smaller scans or raise --pixel-budget")
+    messages.record("serve", "a pair larger than the whole --pixel-budget", f"413: {refused.json()['error']}")
