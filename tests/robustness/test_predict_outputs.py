@@ -83,10 +83,10 @@ def test_a_scan_is_its_content_not_its_path(rob_root: Path, ref_run: Path, tmp_p
     assert (tmp_path / "pred" / PREDICTIONS).read_bytes() == first
 
     # issue 23.7: a scanner rewrites 0000 under the same name: a new scan, scored beside the old one
-    tools.scans(rob_root, tmp_path / "next", 2)
+    tools.scans(rob_root, tmp_path / "next", 6)  # next/0005: the colour pair, stamped as another scan
     for folder, suffix in (("rgb", ".png"), ("xyz", ".tiff")):
         (line / folder / f"0000{suffix}").unlink()
-        os.link(tmp_path / "next" / folder / f"0001{suffix}", line / folder / f"0000{suffix}")
+        os.link(tmp_path / "next" / folder / f"0005{suffix}", line / folder / f"0000{suffix}")
     # ... and the same content appears under another name: never scored twice
     for folder, suffix in (("rgb", ".png"), ("xyz", ".tiff")):
         os.link(line / folder / f"0002{suffix}", line / folder / f"0099{suffix}")
