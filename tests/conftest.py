@@ -70,6 +70,8 @@ ERROR_SECTIONS = {
                "the Python API: `trd.errors.OutputError`."),
     "warning": ("Warnings (the run goes on)", "Inputs that are read, but probably not as their author meant; "
                 "each is printed once as `warning: ...` on stderr."),
+    "serve": ("`trd serve`: requests it refuses", "The service answers JSON `{\"error\": \"<one line>\", \"status\": N}` "
+              "(docs/SERVE.md); shown here as `N: <error>`. A bad file gets the CLI's message above with 422."),
 }
 
 
@@ -95,8 +97,8 @@ class MessageLog:
                "the others were. Images that are not 8-bit RGB are converted, not refused: greyscale, RGBA (alpha",
                "dropped) and 16-bit PNGs (scaled to 8 bits) are read as RGB.", "",
                "This page is written by the test suite from the messages it saw "
-               "(`TRD_ERRORS_DOC=docs/ERRORS.md pytest tests/robustness tests/pipeline`; temporary "
-               "folders shortened to `…/`).", ""]
+               "(`TRD_ERRORS_DOC=docs/ERRORS.md pytest tests/robustness tests/pipeline tests/serve/test_admission.py`; "
+               "temporary folders shortened to `…/`).", ""]
         for key, (title, text) in ERROR_SECTIONS.items():
             rows = self.rows[key]
             out += [f"## {title}", "", text, "", "| case | message |", "|---|---|"]

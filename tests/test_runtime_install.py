@@ -58,13 +58,17 @@ def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path]
     for args in (["fit", "--data", str(synth_root), "--category", "puck", "--out", str(tmp_path / "run")],
                  ["test", "--model", str(model)],
                  ["predict", "--model", str(model), "--input", str(synth_root / "puck" / "test" / "good"),
-                  "--out", str(tmp_path / "p")]):
+                  "--out", str(tmp_path / "p")],
+                 ["demo", "--out", str(tmp_path / "demo")],  # was a ModuleNotFoundError traceback (issue 23.12)
+                 ["calibrate", "--model", str(model)],
+                 ["export", "--model", str(model), "--out", str(tmp_path / "m.onnx")],
+                 ["reproduce", "--data", str(synth_root), "--out", str(tmp_path / "paper"), "--dry-run"]):
         result = _trd_without_torch(*args)
         lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("TORCH_MODULES")]
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert lines[0] == ("error: this command needs the training install (PyTorch), which is not installed "
                             "here: pip install 'trd-anomaly[train]'")
-    assert not (tmp_path / "run").exists()
+    assert not [p.name for p in tmp_path.iterdir()]  # nothing written by any of them
     synth = _trd_without_torch("synth", "--out", str(tmp_path / "data"), "--size", "32", "--categories", "puck",
                                "--n-train", "1", "--n-validation", "1", "--n-test-good", "1", "--n-test-per-defect", "1")
     assert synth.returncode == 0 and "TORCH_MODULES []" in synth.stderr, synth.stderr

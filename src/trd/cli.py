@@ -246,6 +246,7 @@ def demo(out, backbone_weights, variants, overrides) -> None:
     Example:
       trd demo --out runs/demo --variants trd,rd_rgb,rd_3d
     """
+    api = _api()  # before anything imports torch: one line where it is missing
     from .model.trd import VARIANTS
 
     chosen = list(VARIANTS) if variants == "all" else [v.strip() for v in variants.split(",")]
@@ -253,7 +254,7 @@ def demo(out, backbone_weights, variants, overrides) -> None:
     if unknown:  # before any data is generated or any variant trained
         raise click.BadParameter(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)} or 'all'",
                                  param_hint="--variants")
-    _api().demo(out, backbone_weights=backbone_weights, variants=chosen, overrides=list(overrides))
+    api.demo(out, backbone_weights=backbone_weights, variants=chosen, overrides=list(overrides))
 
 
 @cli.command()
@@ -327,11 +328,20 @@ def export(model_path, fmt, out) -> None:
               help="Largest request body (MiB); larger ones get 413.")
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1),
               help="Largest uploaded image or cloud, in pixels (default: the model's data.max_image_pixels).")
+@click.option("--pixel-budget", default=32_000_000, show_default=True, type=click.IntRange(min=1),
+              help="Pixels of the pairs decoded at once (memory: about 85 bytes each); larger pairs get 413, "
+                   "pairs that do not fit now wait.")
+@click.option("--upload-timeout-s", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Time an upload may take from its arrival; slower ones get 408.")
+@click.option("--grace-s", default=20.0, show_default=True, type=click.FloatRange(min=0),
+              help="After SIGTERM, time that uploads still coming in get to finish.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name this service answers to besides localhost and IP addresses (repeatable).")
 @click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
               help="Results kept in memory for GET /v1/recent.")
 @_engine_options
-def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, engine,
-          threads) -> None:
+def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, pixel_budget,
+          upload_timeout_s, grace_s, allowed_hosts, recent, engine, threads) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -344,8 +354,9 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
     from .serve.server import serve as run_serve  # a model.pt whose export is cached needs no torch
 
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
-              max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, threads=threads, engine=engine,
-              log=lambda line: click.echo(line, err=True))
+              max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,
+              upload_timeout_s=upload_timeout_s, grace_s=grace_s, allowed_hosts=allowed_hosts, recent=recent,
+              threads=threads, engine=engine, log=lambda line: click.echo(line, err=True))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

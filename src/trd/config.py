@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         p = Path(path)
         try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+            raw = tomllib.loads(p.read_text(encoding="utf-8-sig"))  # a byte-order mark (Windows editors) is read
         except FileNotFoundError:
             raise ConfigError(f"{p}: config file not found") from None
         except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
@@ -269,6 +270,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 # --- validation -------------------------------------------------------------------------------
 
 Check = tuple[Callable[[Any], bool], str]  # (accepts the value, what is allowed)
+#: Upper bounds past which a setting can only fail later (memory, hours of building) or mean nothing:
+#: the paper trains 256 px images; the deepest torchvision ResNet stage has 36 blocks; a data loader
+#: gains nothing from more worker processes than a large machine has cores.
+MAX_IMAGE_SIZE, MAX_BLOCKS, MAX_WORKERS = 2048, 64, 64
 
 
 def _finite(v: Any) -> bool:
@@ -292,7 +297,8 @@ RULES: dict[str, Check] = {
     "data.root": ((lambda v: True), "a folder"),
     "data.format": _one_of(FORMATS),
     "data.category": ((lambda v: "/" not in v and "\\" not in v), "a category folder name"),
-    "data.image_size": ((lambda v: v >= 32 and v % 32 == 0), "a multiple of 32, at least 32"),
+    "data.image_size": ((lambda v: 32 <= v <= MAX_IMAGE_SIZE and v % 32 == 0),
+                        f"a multiple of 32 in 32..{MAX_IMAGE_SIZE}"),
     "data.modality_3d": _one_of(MODALITIES_3D),
     "data.sobel_k": ((lambda v: 1 <= v <= 31 and v % 2 == 1), "an odd integer in 1..31"),
     "data.sobel_preset": _one_of(["", *SOBEL_PRESETS]),
@@ -303,13 +309,14 @@ RULES: dict[str, Check] = {
     "data.max_image_pixels": _int_at_least(1024),
     "data.degenerate_scans": _one_of(DEGENERATE_SCANS),
     "data.cache_dir": ((lambda v: True), "a folder, '' (default location) or 'none'"),
-    "data.num_workers": _int_at_least(0),
+    "data.num_workers": ((lambda v: 0 <= v <= MAX_WORKERS), f"an integer in 0..{MAX_WORKERS}"),
     "model.backbone": ((lambda v: bool(v)), "a backbone name"),
     "model.weights": ((lambda v: bool(v)), "imagenet, none or a weights file"),
     "model.variant": ((lambda v: bool(v)), "a model variant"),
     "model.fuse_stopgrad": ((lambda v: True), "true or false"),
-    "model.decoder_blocks": ((lambda v: len(v) == 3 and min(v) >= 1), "3 integers >= 1, e.g. 3,4,6"),
-    "model.bottleneck_blocks": _int_at_least(1),
+    "model.decoder_blocks": ((lambda v: len(v) == 3 and 1 <= min(v) and max(v) <= MAX_BLOCKS),
+                             f"3 integers in 1..{MAX_BLOCKS}, e.g. 3,4,6"),
+    "model.bottleneck_blocks": ((lambda v: 1 <= v <= MAX_BLOCKS), f"an integer in 1..{MAX_BLOCKS}"),
     "train.epochs": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
     "train.lr": ((lambda v: _finite(v) and v > 0), "a number > 0"),
@@ -337,9 +344,23 @@ RULES: dict[str, Check] = {
 }
 
 
+#: Settings bounded by another one (checked after every setting alone): a smoothing wider than the
+#: image means nothing, and its kernel would not fit in memory (score.sigma=1e12 trained, then
+#: asked for 64 TB).
+BOUNDED_BY: dict[str, tuple[str, str]] = {
+    "score.sigma": ("data.image_size", "a smoothing sigma in pixels, 0 (none) to data.image_size"),
+}
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, _, key = dotted.partition(".")
+    return getattr(getattr(cfg, section), key)
+
+
 def validate_config(cfg: Config, source: str = "") -> Config:
-    """Check every setting's value (types were checked when it was set); ConfigError names the first
-    bad one and what it accepts. Returns ``cfg``."""
+    """Check every setting's value (types were checked when it was set), then the bounds one setting
+    sets another (`BOUNDED_BY`); ConfigError names the first bad one and what it accepts. Returns ``cfg``."""
+    where = f"{source}: " if source else ""
     for section in dataclasses.fields(cfg):
         values = getattr(cfg, section.name)
         for f in dataclasses.fields(values):
@@ -351,8 +372,11 @@ def validate_config(cfg: Config, source: str = "") -> Config:
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                where = f"{source}: " if source else ""
                 raise ConfigError(f"{where}{dotted}={_show(value)} is out of range: expected {allowed}")
+    for dotted, (bound, allowed) in BOUNDED_BY.items():
+        value, limit = _get(cfg, dotted), _get(cfg, bound)
+        if value > limit:
+            raise ConfigError(f"{where}{dotted}={_show(value)} is out of range: expected {allowed} ({limit})")
     return cfg
 
 
@@ -408,3 +432,26 @@ def apply_input_overrides(cfg: Config, xyz_unit: str | None = None, flip_z: bool
     if flip_z is not None:
         cfg.data.flip_z = flip_z
     return validate_config(cfg)
+
+
+#: An absolute path in a text, up to its last name: POSIX (``/home/a/data/``) or Windows (``C:\\data\\``);
+#: not a URL, a ratio (``k/(n+1)``) or a date (``2026/12/06``).
+_MACHINE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^/\s\"']+/)+|\b[A-Za-z]:[\\/](?:[^\\/\s\"']+[\\/])*")
+
+
+def without_machine_paths(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings, numbers) with every absolute path in its strings
+    reduced to its last name (``/data/mvtec3d/bagel (validation split)`` -> ``bagel (validation
+    split)``): what may leave this machine (ONNX metadata, API answers) says nothing about its folders.
+
+    Example:
+        >>> without_machine_paths({"root": "/home/anna/data/synth", "rule": "P <= k/(n+1)"})
+        {'root': 'synth', 'rule': 'P <= k/(n+1)'}
+    """
+    if isinstance(value, str):
+        return _MACHINE_PATH.sub("", value)
+    if isinstance(value, dict):
+        return {k: without_machine_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_machine_paths(v) for v in value]
+    return value

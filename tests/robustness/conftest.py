@@ -115,12 +115,39 @@ def visible_lines(text: str) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
+#: The test pairs of `rob_root` that `scans` cycles through.
+SOURCES = ("good", "color", "crack", "dent")
+
+
+def scans(rob_root: Path, folder: Path, n: int) -> Path:
+    """``folder`` with ``n`` pairs ``rgb/0000.png`` + ``xyz/0000.tiff``, ... cycling through the 4 test
+    pairs: the XYZ TIFF a hard link, the RGB PNG rewritten with the pair's number in a text chunk (as
+    scanners stamp theirs), so every pair is another scan (another content key) with the same pixels."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "xyz").mkdir()
+    images = {}
+    for i in range(n):
+        src = rob_root / "puck" / "test" / SOURCES[i % len(SOURCES)]
+        if src not in images:
+            with Image.open(src / "rgb" / "000.png") as im:
+                images[src] = im.copy()
+        stamp = PngInfo()
+        stamp.add_text("scan", str(i))
+        images[src].save(folder / "rgb" / f"{i:04d}.png", pnginfo=stamp)
+        os.link(src / "xyz" / "000.tiff", folder / "xyz" / f"{i:04d}.tiff")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tools() -> SimpleNamespace:
     """The helpers of this file for the test modules (with --import-mode=importlib a conftest is not
-    importable): TINY, fit_args, run_cli, run_cli_inprocess, visible_lines, cli_env."""
+    importable): TINY, fit_args, run_cli, run_cli_inprocess, visible_lines, cli_env, scans."""
     return SimpleNamespace(TINY=TINY, EPOCHS=EPOCHS, CLI_THREADS=CLI_THREADS, fit_args=fit_args, run_cli=run_cli,
-                           run_cli_inprocess=run_cli_inprocess, visible_lines=visible_lines, cli_env=cli_env)
+                           run_cli_inprocess=run_cli_inprocess, visible_lines=visible_lines, cli_env=cli_env,
+                           scans=scans, SOURCES=SOURCES)
 
 
 @pytest.fixture(scope="session")

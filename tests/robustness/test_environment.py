@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from trd.checkpoint import load_checkpoint
-from trd.workflows.predict import PREDICTIONS
+from trd.errors import OutputError
+from trd.workflows.predict import PREDICTIONS, Ledger
 
 
 @contextlib.contextmanager
@@ -84,13 +85,7 @@ def test_full_disk_during_a_checkpoint_leaves_nothing_half_written(small_disk: P
 
 def test_full_disk_during_predict_keeps_consistent_lines(tmp_path: Path, rob_root: Path, ref_run: Path,
                                                          tools: SimpleNamespace, messages) -> None:
-    inputs = tmp_path / "in"
-    (inputs / "rgb").mkdir(parents=True)
-    (inputs / "xyz").mkdir()
-    for i in range(40):
-        src = rob_root / "puck" / "test" / ("good", "color", "crack", "dent")[i % 4]
-        os.link(src / "rgb" / "000.png", inputs / "rgb" / f"{i:03d}.png")
-        os.link(src / "xyz" / "000.tiff", inputs / "xyz" / f"{i:03d}.tiff")
+    inputs = tools.scans(rob_root, tmp_path / "in", 40)
     with _tmpfs(tmp_path / "disk", "size=128k") as disk:
         out = disk / "pred"
         result = tools.run_cli_inprocess("predict", "--model", str(ref_run / "model.pt"), "--input", str(inputs),
@@ -213,3 +208,26 @@ def test_a_model_in_a_folder_without_write_permission_is_scored(tmp_path: Path, 
     record = _serve_scores_one(locked / "model.pt", inputs / "rgb" / "000.png", inputs / "xyz" / "000.tiff", env, drop)
     assert record["score"] == pytest.approx(
         json.loads((tmp_path / "p" / PREDICTIONS).read_text().splitlines()[0])["score"], abs=1e-4)  # batch 2 vs 1
+
+
+def test_a_ledger_line_is_whole_or_absent_when_the_disk_fills_mid_line(tmp_path: Path) -> None:
+    """A nearly full disk takes only part of a line (a short write): the ledger writes the rest or,
+    when the disk is full, cuts the file back to its last whole line (issue 23.5: the line was left cut)."""
+    with _tmpfs(tmp_path / "disk", "size=64k") as disk:
+        out = disk / "pred"
+        out.mkdir()
+        ledger = Ledger(out, log=lambda _: None)
+        first = {"name": "a", "key": "1" * 64, "rgb": "rgb/a.png", "xyz": "xyz/a.tiff", "score": 1.0}
+        ledger.append(first)
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # every page of the disk taken, but the ledger's first one
+            while os.write(fd, b"\0" * 4096):
+                pass
+        os.close(fd)
+        long = first | {"name": "b", "key": "2" * 64, "note": "x" * 6000}  # more than the page has left
+        with pytest.raises(OutputError, match="predictions.jsonl: cannot write: no space left on the device"):
+            ledger.append(long)
+        assert ledger.path.read_bytes() == (json.dumps(first) + "\n").encode()  # whole lines only
+        (disk / "filler").unlink()
+        ledger.append(long)  # space again: the line goes in whole
+        assert [json.loads(line)["name"] for line in ledger.path.read_text().splitlines()] == ["a", "b"]

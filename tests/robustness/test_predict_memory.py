@@ -24,21 +24,10 @@ N_SAMPLES = 1000
 GROWTH_LIMIT_MB = 30.0
 
 
-def _inputs(rob_root: Path, folder: Path) -> None:
-    """N_SAMPLES pairs as hard links to the 4 test pairs (distinct names, so every one is processed)."""
-    (folder / "rgb").mkdir(parents=True)
-    (folder / "xyz").mkdir()
-    sources = [rob_root / "puck" / "test" / d for d in ("good", "color", "crack", "dent")]
-    for i in range(N_SAMPLES):
-        src = sources[i % len(sources)]
-        os.link(src / "rgb" / "000.png", folder / "rgb" / f"{i:04d}.png")
-        os.link(src / "xyz" / "000.tiff", folder / "xyz" / f"{i:04d}.tiff")
-
-
 @pytest.mark.slow
 def test_predict_memory_stays_flat(rob_root: Path, ref_run: Path, tmp_path: Path, tools: SimpleNamespace) -> None:
     inputs, out = tmp_path / "inputs", tmp_path / "pred"
-    _inputs(rob_root, inputs)
+    tools.scans(rob_root, inputs, N_SAMPLES)  # distinct scans: the same content is scored once
     proc = subprocess.Popen(
         [sys.executable, "-m", "trd.cli", "predict", "--model", str(ref_run / "model.pt"), "--input", str(inputs),
          "--out", str(out), "--batch-size", "16"],

@@ -21,20 +21,6 @@ import torch
 from trd.checkpoint import load_checkpoint
 from trd.workflows.predict import PREDICTIONS
 
-SOURCES = ("good", "color", "crack", "dent")
-
-
-def _inputs(rob_root: Path, folder: Path, n: int) -> Path:
-    """``n`` pairs named 0000.. as hard links to the 4 test pairs (distinct names, real files)."""
-    (folder / "rgb").mkdir(parents=True)
-    (folder / "xyz").mkdir()
-    for i in range(n):
-        src = rob_root / "puck" / "test" / SOURCES[i % 4]
-        os.link(src / "rgb" / "000.png", folder / "rgb" / f"{i:04d}.png")
-        os.link(src / "xyz" / "000.tiff", folder / "xyz" / f"{i:04d}.tiff")
-    return folder
-
-
 def _lines(out: Path) -> list[dict]:
     """Every line of predictions.jsonl, each checked: it parses and its files exist."""
     records = []
@@ -52,7 +38,7 @@ def _predict(tools: SimpleNamespace, model: Path, out: Path, *args: str):
 def test_single_pair_runs_into_one_folder_accumulate(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                       tools: SimpleNamespace) -> None:
     out = tmp_path / "pred"
-    for defect in SOURCES[:3]:
+    for defect in tools.SOURCES[:3]:
         pair = rob_root / "puck" / "test" / defect
         copy = tmp_path / defect
         copy.mkdir()
@@ -63,23 +49,63 @@ def test_single_pair_runs_into_one_folder_accumulate(rob_root: Path, ref_run: Pa
         assert result.code == 0, result.stderr
     records = _lines(out)
     assert [r["name"] for r in records] == ["good", "color", "crack"]  # was: 1 line, 3 heatmaps
-    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["color.png", "crack.png", "good.png"]
+    assert [(r["rgb"], r["xyz"]) for r in records] == [(f"{d}.png", f"{d}.tiff") for d in tools.SOURCES[:3]]
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == sorted(
+        f"{r['name']}-{r['key'][:12]}.png" for r in records)
 
-    # the same name from another file: refused for that sample (exit 1), nothing overwritten
+    # the same name from another file is another scan: scored beside the first, nothing overwritten
     other = tmp_path / "other"
     other.mkdir()
     os.link(rob_root / "puck/test/dent/rgb/000.png", other / "good.png")
     os.link(rob_root / "puck/test/dent/xyz/000.tiff", other / "good.tiff")
+    before = (out / records[0]["heatmap"]).read_bytes()
     result = _predict(tools, ref_run / "model.pt", out, "--rgb", str(other / "good.png"), "--xyz", str(other / "good.tiff"))
-    assert result.code == 1
-    assert json.loads(result.stdout)["failed"][0]["error"].endswith("already used by another sample in this folder; "
-                                                                     "use another --out")
-    assert [r["rgb"] for r in _lines(out)][0].endswith("good/good.png")
+    assert result.code == 0, result.stderr
+    goods = [r for r in _lines(out) if r["name"] == "good"]
+    assert len(goods) == 2 and goods[0]["key"] != goods[1]["key"] and goods[0]["heatmap"] != goods[1]["heatmap"]
+    assert (out / records[0]["heatmap"]).read_bytes() == before
+
+
+def test_a_scan_is_its_content_not_its_path(rob_root: Path, ref_run: Path, tmp_path: Path, tools: SimpleNamespace,
+                                            monkeypatch) -> None:
+    line, elsewhere = tmp_path / "line", tmp_path / "elsewhere"
+    tools.scans(rob_root, line, 4)
+    elsewhere.mkdir()
+    model = str(ref_run / "model.pt")
+    monkeypatch.chdir(tmp_path)  # the first run with relative paths
+    assert tools.run_cli_inprocess("predict", "--model", model, "--input", "line", "--out", "pred").code == 0
+    first = (tmp_path / "pred" / PREDICTIONS).read_bytes()
+
+    monkeypatch.chdir(elsewhere)  # issue 23.6: from another folder, with absolute paths: everything is done
+    again = tools.run_cli_inprocess("predict", "--model", model, "--input", str(line), "--out", str(tmp_path / "pred"))
+    summary = json.loads(again.stdout)
+    assert again.code == 0 and summary["failed"] == [] and summary["skipped"] == 4, again.stdout  # was: 4 failures
+    assert (tmp_path / "pred" / PREDICTIONS).read_bytes() == first
+
+    # issue 23.7: a scanner rewrites 0000 under the same name: a new scan, scored beside the old one
+    tools.scans(rob_root, tmp_path / "next", 6)  # next/0005: the colour pair, stamped as another scan
+    for folder, suffix in (("rgb", ".png"), ("xyz", ".tiff")):
+        (line / folder / f"0000{suffix}").unlink()
+        os.link(tmp_path / "next" / folder / f"0005{suffix}", line / folder / f"0000{suffix}")
+    # ... and the same content appears under another name: never scored twice
+    for folder, suffix in (("rgb", ".png"), ("xyz", ".tiff")):
+        os.link(line / folder / f"0002{suffix}", line / folder / f"0099{suffix}")
+    rewritten = tools.run_cli_inprocess("predict", "--model", model, "--input", str(line), "--out", str(tmp_path / "pred"))
+    assert rewritten.code == 0, rewritten.stderr
+    assert {k: json.loads(rewritten.stdout)[k] for k in ("scored", "skipped", "total")} == \
+        {"scored": 1, "skipped": 4, "total": 5}
+    records = _lines(tmp_path / "pred")
+    zeros = [r for r in records if r["name"] == "0000"]
+    assert len(zeros) == 2 and len({r["key"] for r in zeros}) == 2 and len({r["heatmap"] for r in zeros}) == 2
+    assert zeros[1]["score"] != zeros[0]["score"]  # the new scan's own result (another test pair)
+    for record in records:  # no path of this machine leaves it: paths relative to --input
+        assert record["rgb"] == f"rgb/{record['name']}.png" and record["xyz"] == f"xyz/{record['name']}.tiff"
+    assert str(tmp_path) not in (tmp_path / "pred" / PREDICTIONS).read_text()
 
 
 def test_rerun_skips_done_samples_and_another_model_is_refused(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                                 tools: SimpleNamespace, messages) -> None:
-    inputs, out = _inputs(rob_root, tmp_path / "in", 6), tmp_path / "pred"
+    inputs, out = tools.scans(rob_root, tmp_path / "in", 6), tmp_path / "pred"
     assert _predict(tools, ref_run / "model.pt", out, "--input", str(inputs)).code == 0
     first = (out / PREDICTIONS).read_bytes()
     again = _predict(tools, ref_run / "model.pt", out, "--input", str(inputs))
@@ -100,7 +126,7 @@ def test_rerun_skips_done_samples_and_another_model_is_refused(rob_root: Path, r
 
 def test_torn_last_line_is_dropped_and_rescored(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                 tools: SimpleNamespace) -> None:
-    inputs, out = _inputs(rob_root, tmp_path / "in", 4), tmp_path / "pred"
+    inputs, out = tools.scans(rob_root, tmp_path / "in", 4), tmp_path / "pred"
     assert _predict(tools, ref_run / "model.pt", out, "--input", str(inputs)).code == 0
     text = (out / PREDICTIONS).read_text().splitlines()
     (out / PREDICTIONS).write_text("\n".join(text[:3]) + "\n" + text[3][: len(text[3]) // 2])  # killed mid-write
@@ -115,7 +141,7 @@ def test_torn_last_line_is_dropped_and_rescored(rob_root: Path, ref_run: Path, t
 def test_sigkill_mid_predict_keeps_every_line_and_a_rerun_completes(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                                      tools: SimpleNamespace) -> None:
     n = 120
-    inputs, out = _inputs(rob_root, tmp_path / "in", n), tmp_path / "pred"
+    inputs, out = tools.scans(rob_root, tmp_path / "in", n), tmp_path / "pred"
     args = [sys.executable, "-m", "trd.cli", "predict", "--model", str(ref_run / "model.pt"), "--input", str(inputs),
             "--out", str(out), "--batch-size", "1"]
     proc = subprocess.Popen(args, env=tools.cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -142,7 +168,7 @@ def test_sigkill_mid_predict_keeps_every_line_and_a_rerun_completes(rob_root: Pa
 @pytest.mark.slow
 def test_a_second_writer_on_a_busy_folder_stops_at_once(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                         tools: SimpleNamespace, messages) -> None:
-    inputs, out = _inputs(rob_root, tmp_path / "in", 2000), tmp_path / "pred"
+    inputs, out = tools.scans(rob_root, tmp_path / "in", 2000), tmp_path / "pred"
     first = subprocess.Popen([sys.executable, "-m", "trd.cli", "predict", "--model", str(ref_run / "model.pt"),
                               "--input", str(inputs), "--out", str(out), "--batch-size", "1"],
                              env=tools.cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -174,7 +200,7 @@ def test_predict_keeps_no_preprocessing_cache(rob_root: Path, rob_cache: Path, r
     # relative to the working directory.
     monkeypatch.setenv("TRD_CACHE", str(tmp_path / "env_cache"))
     monkeypatch.chdir(tmp_path)
-    inputs = _inputs(rob_root, tmp_path / "in", 8)
+    inputs = tools.scans(rob_root, tmp_path / "in", 8)
     before = set(rob_cache.rglob("*.npy"))
     assert _predict(tools, ref_run / "model.pt", tmp_path / "pred", "--input", str(inputs)).code == 0
     assert set(rob_cache.rglob("*.npy")) == before and not list(tmp_path.rglob("*.npy"))

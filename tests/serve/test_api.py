@@ -48,6 +48,7 @@ def test_health_readiness_and_model(served) -> None:
     assert info["input_rgb"] == {"files": [".png", ".jpg", ".jpeg", ".bmp"]}
     assert info["thresholds"] == json.loads(json.dumps(engine.thresholds.to_dict()))
     assert info["thresholds"]["statements"][0].startswith("image threshold ")
+    assert info["thresholds"]["source"] == "puck (validation split)"  # not the training machine's path
     assert info["validation_scores"] == pytest.approx(engine.validation_scores) and len(info["validation_scores"]) == 2
 
 
@@ -57,7 +58,7 @@ def test_a_score_is_predicts_record(served, i: int, tmp_path: Path) -> None:
     assert answer.status_code == 200, answer.text
     record, line = answer.json(), _predict_line(served, i, tmp_path / "p")
     assert set(record) - {"id"} == set(line) - {"heatmap", "mask"}  # one schema
-    assert record["schema"] == line["schema"] == "trd.record/1"
+    assert record["schema"] == line["schema"] == "trd.record/2"
     assert record["score"] == pytest.approx(line["score"], rel=1e-5, abs=1e-5)
     assert record["anomalous"] == (record["score"] > record["threshold"]["image"])
     assert {k: v for k, v in record.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}} == \
@@ -199,7 +200,7 @@ def test_no_bad_file_is_a_fault_of_the_service(served) -> None:
     cloud = tifffile.imread(served.pair(0)[1])
     bad = {
         "empty RGB": (b"", xyz, "scan.png: "),
-        "bomb header": (_png_header_only(100_000, 100_000), xyz, "scan.png: 100000x100000 = 10000.0 Mpx is over the limit"),
+        "bomb header": (_png_header_only(100_000, 100_000), xyz, "scan.png: 100000x100000 = 10000 Mpx is over the limit"),
         "empty TIFF": (rgb, b"", "scan.tiff: "),
         "NaN cloud": (rgb, _tiff(np.full_like(cloud, np.nan)), "scan.tiff: "),
         "all points missing": (rgb, _tiff(np.zeros_like(cloud)), "scan.tiff: "),

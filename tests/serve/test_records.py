@@ -1,4 +1,4 @@
-"""The record schema trd.record/1 as `trd predict` writes it; lines of older predictions still resume."""
+"""The record schema trd.record/2 as `trd predict` writes it; lines of older predictions still resume."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 from trd import api
 from trd.runtime.ort import open_onnx
 from trd.runtime.records import SCHEMA
-from trd.data.identity import files_sha256
+from trd.data.identity import content_key, files_sha256
 
-KEYS = {"schema", "name", "rgb", "xyz", "score", "anomalous", "image_threshold", "threshold", "branch_shares",
+KEYS = {"schema", "name", "key", "rgb", "xyz", "score", "anomalous", "image_threshold", "threshold", "branch_shares",
         "timings_ms", "model", "heatmap", "mask"}
 
 
@@ -29,6 +29,9 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
         timings = line["timings_ms"]
         assert set(timings) == {"read", "score", "total"} and timings["total"] >= timings["read"] + timings["score"] > 0
     assert [line["name"] for line in lines] == ["000", "001"]
+    assert [(line["rgb"], line["xyz"]) for line in lines] == [("rgb/000.png", "xyz/000.tiff"), ("rgb/001.png", "xyz/001.tiff")]
+    assert [line["key"] for line in lines] == [content_key(inputs / "rgb" / f"{n}.png", inputs / "xyz" / f"{n}.tiff")
+                                               for n in ("000", "001")]
 
 
 def test_older_lines_without_the_schema_still_resume(exported, synth_root: Path, tmp_path: Path) -> None:
@@ -36,8 +39,9 @@ def test_older_lines_without_the_schema_still_resume(exported, synth_root: Path,
     out = tmp_path / "p"
     api.predict(None, out, input_dir=inputs, onnx_path=exported[1], log=lambda _: None)
     first, second = (json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines())
-    older = {k: first[k] for k in ("name", "rgb", "xyz", "score", "anomalous", "image_threshold", "branch_shares",
-                                   "heatmap", "mask")}  # a line as trd wrote it before trd.record/1
+    older = {k: first[k] for k in ("name", "score", "anomalous", "image_threshold", "branch_shares", "heatmap", "mask")}
+    older |= {"rgb": str(inputs / first["rgb"]), "xyz": str(inputs / first["xyz"])}  # as trd wrote it before
+    # trd.record/1: paths as typed, no content key; such lines are matched by their files' paths
     (out / "predictions.jsonl").write_text(json.dumps(older) + "\n")
     lines: list[str] = []
     again = api.predict(None, out, input_dir=inputs, onnx_path=exported[1], log=lines.append)

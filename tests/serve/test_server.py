@@ -141,6 +141,9 @@ def test_a_model_pt_is_served_with_torch(start_server, served, exported) -> None
     assert answer["score"] == pytest.approx(served.score(4).json()["score"], rel=1e-4, abs=1e-4)
     info = httpx.get(f"{server.url}/v1/model").json()
     assert info["validation_scores"] == pytest.approx(httpx.get(f"{served.url}/v1/model").json()["validation_scores"])
+    # model.pt holds the training machine's dataset path; the answer does not (issue 23.12)
+    assert info["thresholds"]["source"] == "puck (validation split)"
+    assert str(exported[0].parents[2]) not in httpx.get(f"{server.url}/v1/model").text
 
 
 def test_a_model_pt_without_torch_names_the_extra(trd_serve, exported) -> None:
@@ -171,4 +174,4 @@ def test_image_size_limit_and_bounded_recent_results(start_server, tmp_path) -> 
     answer = httpx.post(f"{server.url}/v1/score", files={"rgb": ("big.png", big.read_bytes()),
                                                           "xyz": (xyz.name, xyz.read_bytes())}, timeout=60)
     assert answer.status_code == 422
-    assert answer.json()["error"].startswith("big.png: 80x64 = 0.0 Mpx is over the limit of 0.0 Mpx")
+    assert answer.json()["error"].startswith("big.png: 80x64 = 5120 px is over the limit of 4096 px")

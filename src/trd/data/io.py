@@ -59,10 +59,38 @@ def reading(path: Path, expected: str, undecodable: str) -> Iterator[None]:
         raise DataError(path, f"{undecodable}: {exc}") from None
 
 
+def pixels(n: int) -> str:
+    """A pixel count as people read it: Mpx with the digits that tell two counts apart, else pixels
+    (a limit of 4096 pixels is not "0.0 Mpx").
+
+    Example:
+        >>> pixels(64_000_000), pixels(5120), pixels(16_040_100)
+        ('64 Mpx', '5120 px', '16.0401 Mpx')
+    """
+    return f"{n / 1e6:g} Mpx" if n >= 1_000_000 else f"{n} px"
+
+
+def over_limit(count: int, limit: int) -> str:
+    """"N is over the limit of M" with numbers that differ where the counts do."""
+    shown, allowed = pixels(count), pixels(limit)
+    if shown == allowed:
+        shown, allowed = f"{count} px", f"{limit} px"
+    return f"{shown} is over the limit of {allowed}"
+
+
 def check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
     if height * width > max_pixels:
-        raise DataError(path, f"{width}x{height} = {height * width / 1e6:.1f} Mpx is over the limit of "
-                              f"{max_pixels / 1e6:.1f} Mpx (data.max_image_pixels; raise it if such files are expected)")
+        raise DataError(path, f"{width}x{height} = {over_limit(height * width, max_pixels)} "
+                              "(data.max_image_pixels; raise it if such files are expected)")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) an image file declares in its header, read without decoding its pixels; a
+    DataError naming the file when it is not an image."""
+    path = Path(path)
+    with reading(path, "an image file", "cannot decode image (corrupt or truncated?)"), _own_size_limit():
+        with Image.open(path) as im:
+            return im.height, im.width
 
 
 def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interlace: int) -> int:

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, without_machine_paths
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..data.identity import model_sha256
 from ..detector import Detector, load_detector
@@ -83,17 +83,20 @@ def input_spec(image_size: int) -> dict[str, Any]:
 
 
 def _metadata(cfg: Config, thresholds: Thresholds, branches: list[str], extra: dict[str, Any],
-              source_sha256: str) -> dict[str, str]:
+              source_sha256: str, keep_paths: bool) -> dict[str, str]:
+    """The metadata_props; without this machine's absolute paths (the config's dataset root, the
+    thresholds' source, ...) unless ``keep_paths``."""
+    shown = (lambda value: value) if keep_paths else without_machine_paths
     return {
         META_KEYS["source_sha256"]: source_sha256,
         META_KEYS["border_check"]: json.dumps(extra.get("border_check"), sort_keys=True),
         META_KEYS["validation_scores"]: json.dumps(extra.get("validation_scores")),
-        META_KEYS["inputs_seen"]: json.dumps(extra.get("inputs"), sort_keys=True),
+        META_KEYS["inputs_seen"]: json.dumps(shown(extra.get("inputs")), sort_keys=True),
         META_KEYS["format"]: FORMAT,
         META_KEYS["format_version"]: FORMAT_VERSION,
         META_KEYS["version"]: __version__,
-        META_KEYS["config"]: json.dumps(cfg.to_dict(), sort_keys=True),
-        META_KEYS["thresholds"]: json.dumps(thresholds.to_dict(), sort_keys=True),
+        META_KEYS["config"]: json.dumps(shown(cfg.to_dict()), sort_keys=True),
+        META_KEYS["thresholds"]: json.dumps(shown(thresholds.to_dict()), sort_keys=True),
         META_KEYS["branches"]: json.dumps(branches),
         META_KEYS["input"]: json.dumps(input_spec(cfg.data.image_size), sort_keys=True),
     }
@@ -140,9 +143,13 @@ def _attach_weights(onnx: Any, graph_file: Path, data_name: str, weights: dict[s
 
 
 def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch: int = 1,
-                log: Callable[[str], None] | None = None, source_sha256: str | None = None) -> Path:
+                log: Callable[[str], None] | None = None, source_sha256: str | None = None,
+                keep_paths: bool = False) -> Path:
     """Export ``model_path`` (a ``model.pt``) to ``out``, self-describing, validated, written atomically.
 
+    An export leaves this machine: its metadata carries no absolute path of it (the dataset root
+    becomes its folder name), unless ``keep_paths`` (the export cache beside a model, which stands
+    in for the model file on this machine: `trd test` finds the dataset through it).
     ``batch`` is the size of the example batch that is traced; the graph accepts any batch size.
     ``log`` is told once the model has loaded (an unreadable model fails before any message).
     The file (and ``<out>.data`` when the weights exceed :data:`EXTERNAL_DATA_FROM`) is staged in a
@@ -179,7 +186,7 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
     external = sum(t.numel() * t.element_size() for t in weights.values()) > EXTERNAL_DATA_FROM
     header = onnx.ModelProto(producer_name="trd", producer_version=__version__,
                              doc_string=f"TRD anomaly detector ({cfg.model.variant}, {cfg.model.backbone}, {size} px)")
-    for key, value in _metadata(cfg, thresholds, detector.branches, extra, source_sha256).items():
+    for key, value in _metadata(cfg, thresholds, detector.branches, extra, source_sha256, keep_paths).items():
         header.metadata_props.add(key=key, value=value)
     try:
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as tmp:

@@ -1,10 +1,13 @@
-"""The result record of one scored sample, schema ``trd.record/1`` (torch-free).
+"""The result record of one scored sample, schema ``trd.record/2`` (torch-free).
 
 `trd predict` writes one per line of ``predictions.jsonl``; `trd serve` answers one per
 ``POST /v1/score``. Both build it here, so the two cannot drift. Keys (docs/SERVE.md)::
 
-    schema            "trd.record/1"
-    name, rgb, xyz    sample name (RGB file stem); input paths (predict) or uploaded file names (serve)
+    schema            "trd.record/2"
+    name              sample name (RGB file stem)
+    key               the scan's identity: `trd.data.identity.content_key` of its files
+    rgb, xyz          input paths relative to predict's --input (file names for --rgb/--xyz), or
+                      uploaded file names (serve): never an absolute path of this machine
     score, anomalous  image anomaly score; score > threshold.image
     image_threshold   threshold.image (the key predict wrote before the schema had a version)
     threshold         {image, pixel, target_fpr, guaranteed_fpr, validation_samples, statement}
@@ -14,11 +17,14 @@
     model             {sha256, engine, trd_version}
 
 Predict adds ``heatmap`` and ``mask`` (file paths); serve adds ``id`` and, on request, the images.
+Version 1 had no ``key`` and predict's ``rgb``/``xyz`` were the paths as typed;
+:func:`record_identity` reads both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +32,21 @@ import numpy as np
 from .. import __version__
 from ..scoring.threshold import Thresholds
 
-SCHEMA = "trd.record/1"
+SCHEMA = "trd.record/2"
+
+
+def path_identity(rgb: str | Path, xyz: str | Path) -> str:
+    """The identity of a record written before records carried a ``key``: its files' resolved paths
+    (relative ones resolved from the current folder, as trd did then)."""
+    return f"paths:{Path(rgb).resolve()}\n{Path(xyz).resolve()}"
+
+
+def record_identity(record: Mapping[str, Any]) -> str:
+    """Which scan a record is of: its content ``key``; for version-1 lines without one, `path_identity`.
+    Two records of one scan have the same identity (the question "is this scan done?" of
+    `trd.workflows.predict.Ledger`, and of any store of records)."""
+    key = record.get("key")
+    return key if isinstance(key, str) and key else path_identity(record["rgb"], record["xyz"])
 
 
 def threshold_record(thresholds: Thresholds) -> dict[str, Any]:
@@ -45,16 +65,16 @@ def _per_sample(outputs: Mapping[str, np.ndarray], prefix: str, j: int) -> dict[
     return {k[len(prefix):]: float(v[j]) for k, v in outputs.items() if k.startswith(prefix)}
 
 
-def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, rgb: str, xyz: str,
+def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, key: str, rgb: str, xyz: str,
                  thresholds: Thresholds, model: Mapping[str, str], timings_ms: Mapping[str, float]) -> dict[str, Any]:
     """The record of sample ``j`` of a batch the engine scored into ``outputs``.
 
-    ``timings_ms``: milliseconds spent on this sample (``read``, ``score``, ``total``, ...), rounded
-    here to 0.01 ms.
+    ``key``: the scan's `trd.data.identity.content_key`; ``timings_ms``: milliseconds spent on this
+    sample (``read``, ``score``, ``total``, ...), rounded here to 0.01 ms.
     """
     score = float(outputs["score"][j])
     record: dict[str, Any] = {
-        "schema": SCHEMA, "name": name, "rgb": rgb, "xyz": xyz, "score": score,
+        "schema": SCHEMA, "name": name, "key": key, "rgb": rgb, "xyz": xyz, "score": score,
         "anomalous": bool(score > thresholds.image), "image_threshold": thresholds.image,
         "threshold": threshold_record(thresholds), "branch_shares": _per_sample(outputs, "share_", j),
     }

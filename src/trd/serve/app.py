@@ -1,10 +1,12 @@
 """The HTTP API of `trd serve` (FastAPI): score, model, recent results, health, metrics, the page.
 
-Every error answers JSON ``{"error": "<one line>", "status": N}``: 401 without the token, 404, 413
-over the upload limit, 422 for a bad input (the CLI's message), 503 when the queue is full or the
-service is draining (with Retry-After), 500 only for a fault of the service itself (its traceback is
-logged, never sent). The token (when set) is checked on every request but health checks and the
-page, which holds no data.
+Every error answers JSON ``{"error": "<one line>", "status": N}``: 401 without the token, 404, 408
+an upload not in by its deadline, 413 over the upload limit or the pixel budget, 421 a Host header
+the service does not answer to, 422 for a bad input (the CLI's message), 503 when the queue is full,
+the pixels are spent or the service is draining (with Retry-After), 500 only for a fault of the
+service itself (its traceback is logged, never sent). The Host header is checked on every request
+(`trd.serve.admission`); the token (when set) on every request but health checks and the page,
+which holds no data.
 """
 
 from __future__ import annotations
@@ -27,21 +29,26 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
+from ..config import without_machine_paths
 from ..data.inputs import AspectOnce, camera_stored
+from ..data.io import pixels
 from ..data.readers import READERS
-from ..data.samples import RGB_SUFFIXES
+from ..data.samples import RGB_SUFFIXES, Sample
 from ..runtime.records import build_record, model_record
 from ..workflows.engine import LoadedModel
+from .admission import PixelBudget, host_allowed
 from .batcher import Batcher
 from .metrics import CONTENT_TYPE, Metrics
 from .results import Recent, Result, sample_maps, utc_now, with_images
-from .uploads import UploadError, read_pair, receive
+from .uploads import Deadline, UploadError, declared_pixels, pair, read_pair, receive
 
 STATIC = Path(__file__).with_name("static")
 #: Paths answered without the token: health checks and the page (no data in it).
 OPEN_PATHS = ("/healthz", "/readyz", "/")
 #: Endpoint labels of the metrics (anything else counts as "other", so labels stay few).
 ENDPOINTS = ("/v1/score", "/v1/model", "/v1/recent", "/healthz", "/readyz", "/metrics", "/")
+#: How long a request whose pixels do not fit waits for the budget before it gets 503.
+BUDGET_WAIT_S = 30.0
 log = logging.getLogger("trd.serve")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -50,15 +57,33 @@ class Service:
     """Everything the endpoints share: the model, the engine worker, limits and counters."""
 
     def __init__(self, model: LoadedModel, *, max_batch: int = 8, max_wait_s: float = 0.005, queue: int = 32,
-                 max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20) -> None:
-        self.model, self.max_upload_bytes, self.token = model, max_upload_bytes, token
+                 max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20,
+                 pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0,
+                 hosts: frozenset[str] | None = None) -> None:
+        self.model, self.max_upload_bytes, self.token, self.hosts = model, max_upload_bytes, token, hosts
+        self.upload_timeout_s = upload_timeout_s
         self.draining = False
-        self.in_flight = 0  # score requests admitted and not yet answered (touched by the event loop only)
-        self.metrics = Metrics(lambda: self.batcher.depth, lambda: self.in_flight)
+        self.stop_uploads = asyncio.Event()  # set when the grace time after a signal is over
+        # Touched by the event loop only: score requests accepted and not yet answered; uploads coming in.
+        self.in_flight = self.uploading = 0
+        self.budget = PixelBudget(pixel_budget)
+        self.metrics = Metrics({
+            "trd_queue_depth": ("Score requests admitted and waiting for the engine.", lambda: self.batcher.depth),
+            "trd_requests_in_flight": ("Score requests accepted and not yet answered.", lambda: self.in_flight),
+            "trd_uploads_in_progress": ("Score requests whose upload is coming in.", lambda: self.uploading),
+            "trd_decode_pixels": ("Pixels of the pairs being decoded now (at most the budget).",
+                                  lambda: self.budget.used),
+            "trd_pixel_budget": ("Pixels the service decodes at once at most (--pixel-budget).",
+                                 lambda: self.budget.total)})
         self.batcher = Batcher(model.engine, max_batch, max_wait_s, queue, self.metrics.batch)
         self.recent = Recent(recent)
         self.about = model_record(model.sha256, model.name)
         self.aspect = AspectOnce(model.reference)
+
+    def deadline(self) -> Deadline:
+        """The read deadline of an upload that starts now."""
+        return Deadline(asyncio.get_running_loop().time() + self.upload_timeout_s, self.upload_timeout_s,
+                        self.stop_uploads)
 
 
 class ApiError(Exception):
@@ -82,18 +107,26 @@ def endpoint_label(path: str) -> str:
 
 
 class Gate:
-    """ASGI middleware around the app: the token check and the request metrics."""
+    """ASGI middleware around the app: the Host and token checks and the request metrics."""
 
     def __init__(self, app: Any, service: Service) -> None:
         self.app, self.service = app, service
 
-    def _allowed(self, scope: dict[str, Any]) -> bool:
+    def _refusal(self, scope: dict[str, Any]) -> JSONResponse | None:
+        """The answer to a request that may not pass (None: it may)."""
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not host_allowed(host, self.service.hosts):
+            return error_response(421, f"Host {host!r} is not a name this service answers to (a guard against DNS "
+                                       "rebinding); if it names this service, start it with --allowed-host NAME")
         token = self.service.token
         if token is None or scope["path"] in OPEN_PATHS or scope["path"].startswith("/static/"):
-            return True
-        headers = dict(scope.get("headers") or [])
+            return None
         given = headers.get(b"authorization", b"")
-        return given[:7].lower() == b"bearer " and hmac.compare_digest(given[7:].strip(), token.encode())
+        if given[:7].lower() == b"bearer " and hmac.compare_digest(given[7:].strip(), token.encode()):
+            return None
+        return error_response(401, "missing or wrong token: send the header 'Authorization: Bearer <token>'",
+                              {"WWW-Authenticate": "Bearer"})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,12 +140,11 @@ class Gate:
             await send(message)
 
         try:
-            if self._allowed(scope):
+            refusal = self._refusal(scope)
+            if refusal is None:
                 await self.app(scope, receive, counted)
             else:
-                answer = error_response(401, "missing or wrong token: send the header 'Authorization: Bearer <token>'",
-                                        {"WWW-Authenticate": "Bearer"})
-                await answer(scope, receive, counted)
+                await refusal(scope, receive, counted)
         finally:
             self.service.metrics.request(endpoint_label(scope["path"]), status[0], time.perf_counter() - start)
 
@@ -156,7 +188,7 @@ def create_app(service: Service) -> Gate:
 
     @app.get("/v1/model")
     async def model() -> dict[str, Any]:
-        return model_info(service)
+        return without_machine_paths(model_info(service))
 
     @app.get("/v1/recent")
     async def recent() -> dict[str, Any]:
@@ -208,31 +240,45 @@ def model_info(service: Service) -> dict[str, Any]:
 
 
 async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str, Any]:
-    """Admit, receive, read, queue for the engine, answer (the flow of ``POST /v1/score``)."""
+    """Receive, charge the pixels, admit, read, queue for the engine, answer (``POST /v1/score``).
+
+    While its upload comes in (bounded by its deadline) and while it waits for pixels, a request
+    holds no queue place: slow clients and large pairs cannot lock small requests out. Its pixels
+    are charged from its files' headers before anything is decoded and given back once it is read.
+    """
     start = time.perf_counter()
     if service.draining:
         raise ApiError(503, "draining: the service is shutting down; send the request again (another replica)",
                        {"Retry-After": "1"})
-    if not service.batcher.admit():
-        raise ApiError(503, f"queue full ({service.batcher.capacity} requests waiting); send the request again later",
-                       {"Retry-After": "1"})
     service.in_flight += 1
-    submitted = False
+    admitted = submitted = False
     try:
         with tempfile.TemporaryDirectory(prefix="trd-serve-") as tmp:  # mode 0700: private to the service
             folder = Path(tmp)
             try:
-                files = await receive(request, folder, service.max_upload_bytes)
-                batch = await run_in_threadpool(read_pair, files, folder, service.model.config.data,
-                                                service.model.reference, service.aspect)
+                service.uploading += 1
+                try:
+                    files = await receive(request, folder, service.max_upload_bytes, service.deadline())
+                finally:
+                    service.uploading -= 1
+                sample, cost = await _charge(service, files, folder)
+                try:
+                    if not service.batcher.admit():
+                        raise ApiError(503, f"queue full ({service.batcher.capacity} requests waiting); send the "
+                                            "request again later", {"Retry-After": "1"})
+                    admitted = True
+                    batch, key = await run_in_threadpool(read_pair, sample, folder, service.model.config.data,
+                                                         service.model.reference, service.aspect)
+                finally:
+                    await service.budget.give(cost)
             except UploadError as exc:
-                raise ApiError(exc.status, str(exc)) from None
+                raise ApiError(exc.status, str(exc), exc.headers) from None
         future = service.batcher.submit(batch.rgb, batch.x3d)
         submitted = True
         scored = await asyncio.wrap_future(future)
         timings = {"read": batch.read_ms[0], "queue": scored.queue_ms, "score": scored.score_ms,
                    "total": (time.perf_counter() - start) * 1e3}
-        record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, rgb=files["rgb"].name,
+        record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, key=key, rgb=files["rgb"].name,
                               xyz=files["xyz"].name, thresholds=service.model.thresholds, model=service.about,
                               timings_ms=timings)
         record["id"] = service.recent.new_id()
@@ -243,6 +289,23 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
             return await run_in_threadpool(with_images, result, service.model.thresholds.pixel)
         return record
     finally:
-        if not submitted:
+        if admitted and not submitted:
             service.batcher.leave()
         service.in_flight -= 1
+
+
+async def _charge(service: Service, files: dict[str, Path], folder: Path) -> tuple[Sample, int]:
+    """The uploaded pair and the pixels its files declare, once those are reserved in the budget
+    (waiting up to `BUDGET_WAIT_S` for them to fit); 413 for a pair larger than the whole budget."""
+    cfg = service.model.config.data
+    sample = await run_in_threadpool(pair, files, folder, cfg)
+    cost = await run_in_threadpool(declared_pixels, sample, folder, cfg.max_image_pixels)
+    if cost > service.budget.total:
+        raise UploadError(413, f"{files['rgb'].name}: a pair of {pixels(cost)} is more than the service decodes at "
+                               f"once ({pixels(service.budget.total)}, --pixel-budget); send smaller scans or raise "
+                               "--pixel-budget")
+    if not await service.budget.take(cost, BUDGET_WAIT_S):
+        raise UploadError(503, f"busy decoding other pairs ({pixels(service.budget.used)} of the "
+                               f"{pixels(service.budget.total)} pixel budget in use); send the request again later",
+                          {"Retry-After": "5"})
+    return sample, cost

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 #: Histogram buckets: request latency (seconds) and batch size (requests).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -47,15 +47,15 @@ class Histogram:
 
 
 class Metrics:
-    """Request counts by endpoint and status code, request latency, batch sizes, queue depth."""
+    """Request counts by endpoint and status code, request latency, batch sizes, and ``gauges``
+    (name -> (help text, current value)) such as the queue depth."""
 
-    def __init__(self, queue_depth: Callable[[], int], in_flight: Callable[[], int]) -> None:
+    def __init__(self, gauges: Mapping[str, tuple[str, Callable[[], int]]]) -> None:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batches = Histogram(BATCH_BUCKETS)
-        self._queue_depth = queue_depth
-        self._in_flight = in_flight
+        self._gauges = dict(gauges)
 
     def request(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -79,8 +79,6 @@ class Metrics:
                       "# TYPE trd_request_duration_seconds histogram", *self.latency.lines("trd_request_duration_seconds"),
                       "# HELP trd_batch_size Requests scored together in one engine call.",
                       "# TYPE trd_batch_size histogram", *self.batches.lines("trd_batch_size")]
-        lines += ["# HELP trd_queue_depth Score requests admitted and waiting for the engine.",
-                  "# TYPE trd_queue_depth gauge", f"trd_queue_depth {self._queue_depth()}",
-                  "# HELP trd_requests_in_flight Score requests admitted and not yet answered.",
-                  "# TYPE trd_requests_in_flight gauge", f"trd_requests_in_flight {self._in_flight()}"]
+        for name, (text, value) in self._gauges.items():
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value()}"]
         return "\n".join(lines) + "\n"

@@ -1,10 +1,12 @@
 """Running the service: checks, the model, the listening socket, uvicorn, and a clean SIGTERM.
 
 Loopback only by default; any other address needs a token (a service on a network without one
-would score, and show the recent results of, anyone). On SIGTERM (or Ctrl+C) the service stops
-accepting connections, answers 503 to new requests on open connections, scores what is in flight at
-once (no more waiting for batches to fill), answers every such request, and exits 0; a second
-signal exits at once.
+would score, and show the recent results of, anyone), and only Host headers that name the service
+are answered (`trd.serve.admission`). On SIGTERM (or Ctrl+C) the service stops accepting
+connections, answers 503 to new requests on open connections, scores what is in flight at once (no
+more waiting for batches to fill), answers every such request, and exits 0. Uploads still coming
+in get until the grace time (``grace_s`` after the signal) to finish, then 503; whatever is still
+unanswered `BACKSTOP_S` later is dropped and the process exits. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import uvicorn
 
 from ..errors import ConfigError
 from ..workflows.engine import load_model
+from .admission import allowed_names
 from .app import Service, create_app
 
 Log = Callable[[str], None]
 TOKEN_ENV = "TRD_TOKEN"
+#: Seconds after the grace time at which requests still unanswered are dropped and the process exits.
+BACKSTOP_S = 10.0
 
 
 def is_loopback(host: str) -> bool:
@@ -65,9 +70,9 @@ def _listen(host: str, port: int) -> socket.socket:
 class _Server(uvicorn.Server):
     """uvicorn's server, printing the URL once it listens and draining on SIGTERM without re-raising it."""
 
-    def __init__(self, config: uvicorn.Config, service: Service, ready: str, log: Log) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service, ready: str, grace_s: float, log: Log) -> None:
         super().__init__(config)
-        self.service, self.ready, self.log = service, ready, log
+        self.service, self.ready, self.grace_s, self.log = service, ready, grace_s, log
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -87,17 +92,23 @@ class _Server(uvicorn.Server):
 
     def _drain(self, name: str) -> None:
         self.log(f"trd serve: {name} received; answering the {self.service.in_flight} request(s) in flight, "
-                 "then exiting")
+                 f"then exiting (uploads still coming in get {self.grace_s:g} s, --grace-s)")
         self.service.batcher.flush()
+        asyncio.get_running_loop().call_later(self.grace_s, self.service.stop_uploads.set)
 
 
 def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch: int = 8,
           max_wait_ms: float = 5.0, queue: int = 32, max_upload_mb: float = 64.0, max_pixels: int | None = None,
-          recent: int = 20, threads: int | None = None, engine: str = "auto", log: Log = print) -> None:
+          pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0, grace_s: float = 20.0,
+          allowed_hosts: tuple[str, ...] = (), recent: int = 20, threads: int | None = None, engine: str = "auto",
+          log: Log = print) -> None:
     """Serve ``model`` (an ONNX export, or a model.pt where torch is installed) until SIGTERM.
 
     Prints ``trd serve: http://HOST:PORT/ ...`` on stdout once it accepts requests. ``max_pixels``
-    caps the pixels of an uploaded image or cloud (default: the model's ``data.max_image_pixels``).
+    caps the pixels of an uploaded image or cloud (default: the model's ``data.max_image_pixels``);
+    ``pixel_budget`` the pixels of the pairs decoded at once; ``upload_timeout_s`` the time an
+    upload may take; ``grace_s`` the time uploads in flight get after SIGTERM; ``allowed_hosts`` the
+    names besides localhost and IP literals that Host headers may give (`trd.serve.admission`).
     """
     token = resolve_token(host, token)
     sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
@@ -107,15 +118,17 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     if max_pixels is not None:
         loaded.config.data.max_image_pixels = max_pixels
     service = Service(loaded, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
-                      max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent)
+                      max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent,
+                      pixel_budget=pixel_budget, upload_timeout_s=upload_timeout_s,
+                      hosts=allowed_names(host, allowed_hosts, token))
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name}, "
              f"max batch {max_batch}, queue {queue}{', token required' if token else ''})")
     _log_to_stderr()
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=None, server_header=False)
-    _Server(config, service, ready, log).run(sockets=[sock])
+                            timeout_graceful_shutdown=grace_s + BACKSTOP_S, server_header=False)
+    _Server(config, service, ready, grace_s, log).run(sockets=[sock])
     log("trd serve: stopped")
 
 

@@ -1,19 +1,25 @@
-"""The uploads of ``POST /v1/score``: received within the size limit, then read exactly as predict reads files.
+"""The uploads of ``POST /v1/score``: received within the size limit and the read deadline, then read
+exactly as predict reads files.
 
 The body is counted while it streams in (and refused at once from its Content-Length when that is
-declared), so an upload over the limit is never stored whole. Each file part is saved under its own
-name (reduced to a plain file name: clients never choose server paths) in a private temporary folder
-of the request, then paired and read by `trd.data.samples.unlabelled_samples` and
-`trd.runtime.batches.load_batch`, the code `trd predict` runs: the checks (image size from the
-header before decoding, cloud size, units, ...) and the one-line messages are the CLI's, with the
-temporary folder left out of them.
+declared), so an upload over the limit is never stored whole. It must arrive by its deadline
+(``--upload-timeout-s`` from the request's arrival; once the service is stopping, at most
+``--grace-s`` after the signal): a client that sends a byte every half second gets 408 (503 when
+the service stops) instead of holding the connection, and no queue place is taken before the upload
+is in. Each file part is saved under its own name (reduced to a plain file name: clients never
+choose server paths) in a private temporary folder of the request, then paired and read by
+`trd.data.samples.unlabelled_samples` and `trd.runtime.batches.load_batch`, the code `trd predict`
+runs: the checks (image size from the header before decoding, cloud size, units, ...) and the
+one-line messages are the CLI's, with the temporary folder left out of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -22,9 +28,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from ..config import DataConfig
+from ..data.identity import content_key
 from ..data.inputs import AspectOnce, InputStats
-from ..data.readers import READERS
-from ..data.samples import unlabelled_samples
+from ..data.io import image_size
+from ..data.readers import READERS, reader
+from ..data.samples import Sample, unlabelled_samples
 from ..errors import TRDError
 from ..runtime.batches import Batch, load_batch
 
@@ -35,11 +43,22 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
 
 
 class UploadError(Exception):
-    """A request the client must change: HTTP ``status`` (400, 413, 422) and a one-line message."""
+    """A request the client must change or send again: HTTP ``status`` (400, 408, 413, 422, 503), a
+    one-line message and the answer's extra headers."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
+
+
+@dataclass
+class Deadline:
+    """When an upload must be in: ``at`` (event-loop time, ``timeout_s`` after its arrival), or
+    earlier when ``stop`` is set (the service's grace time after a signal is over)."""
+
+    at: float
+    timeout_s: float
+    stop: asyncio.Event
 
 
 def plain_name(filename: str | None, part: str) -> str:
@@ -49,13 +68,34 @@ def plain_name(filename: str | None, part: str) -> str:
     return base or part
 
 
-async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
-    total = 0
-    async for chunk in stream:
-        total += len(chunk)
-        if total > max_bytes:
-            raise UploadError(413, f"upload larger than the limit of {max_bytes / 2**20:g} MiB (--max-upload-mb)")
-        yield chunk
+async def _limited(stream: AsyncIterator[bytes], max_bytes: int, deadline: Deadline) -> AsyncIterator[bytes]:
+    """The chunks of ``stream`` while they stay within ``max_bytes`` and arrive by ``deadline``."""
+    loop, total = asyncio.get_running_loop(), 0
+    chunks = stream.__aiter__()
+    stopped = asyncio.ensure_future(deadline.stop.wait())
+    try:
+        while True:
+            chunk = asyncio.ensure_future(anext(chunks))
+            done, _ = await asyncio.wait({chunk, stopped}, timeout=max(deadline.at - loop.time(), 0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if chunk not in done:
+                chunk.cancel()
+                if stopped in done:
+                    raise UploadError(503, "the service is shutting down and the upload was not complete within its "
+                                           "grace time (--grace-s); send it again (another replica)",
+                                      {"Retry-After": "1", "Connection": "close"})
+                raise UploadError(408, f"upload not complete within {deadline.timeout_s:g} s (--upload-timeout-s): "
+                                       "too slow a client, or a stalled connection", {"Connection": "close"})
+            try:
+                data = chunk.result()
+            except StopAsyncIteration:
+                return
+            total += len(data)
+            if total > max_bytes:
+                raise UploadError(413, f"upload larger than the limit of {max_bytes / 2**20:g} MiB (--max-upload-mb)")
+            yield data
+    finally:
+        stopped.cancel()
 
 
 def _check_declared_size(request: Request, max_bytes: int) -> None:
@@ -65,12 +105,12 @@ def _check_declared_size(request: Request, max_bytes: int) -> None:
                                f"{max_bytes / 2**20:g} MiB (--max-upload-mb)")
 
 
-async def receive(request: Request, folder: Path, max_bytes: int) -> dict[str, Path]:
+async def receive(request: Request, folder: Path, max_bytes: int, deadline: Deadline) -> dict[str, Path]:
     """Save the file parts of ``request`` under ``folder``; ``{part: saved file}``."""
     _check_declared_size(request, max_bytes)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UploadError(422, "expected a multipart/form-data upload with file parts 'rgb' and 'xyz'")
-    parser = MultiPartParser(request.headers, _limited(request.stream(), max_bytes), max_files=len(PARTS),
+    parser = MultiPartParser(request.headers, _limited(request.stream(), max_bytes, deadline), max_files=len(PARTS),
                              max_fields=len(PARTS))
     try:
         form = await parser.parse()
@@ -112,14 +152,34 @@ def client_message(message: str, folder: Path) -> str:
     return message.replace(f"{folder}/", "").replace(str(folder), "upload")
 
 
-def read_pair(files: dict[str, Path], folder: Path, cfg: DataConfig, reference: InputStats | None,
-              aspect: AspectOnce) -> Batch:
-    """The model inputs of the uploaded pair, read by predict's code; UploadError(422) for a bad file."""
+def pair(files: dict[str, Path], folder: Path, cfg: DataConfig) -> Sample:
+    """The uploaded files as the sample predict would make of them; UploadError(422) when they are no pair."""
     try:
         samples, _ = unlabelled_samples(cfg, rgb=files["rgb"], xyz=files["xyz"], camera=files.get("camera"))
-        batch = load_batch(samples, range(1), cfg, None, reference, aspect)
+    except TRDError as exc:
+        raise UploadError(422, client_message(str(exc), folder)) from None
+    return samples[0]
+
+
+def declared_pixels(sample: Sample, folder: Path, max_pixels: int) -> int:
+    """The pixels decoding ``sample`` takes, from its files' headers (nothing decoded): those of its
+    larger file. A file over ``max_pixels`` costs nothing: the reader refuses it from its header."""
+    try:
+        sizes = [image_size(sample.rgb), reader(sample.xyz_kind).size(sample.xyz)]
+    except TRDError as exc:
+        raise UploadError(422, client_message(str(exc), folder)) from None
+    return max((h * w for h, w in sizes if h * w <= max_pixels), default=0)
+
+
+def read_pair(sample: Sample, folder: Path, cfg: DataConfig, reference: InputStats | None,
+              aspect: AspectOnce) -> tuple[Batch, str]:
+    """The model inputs of the uploaded pair, read by predict's code, and its content key;
+    UploadError(422) for a bad file."""
+    try:
+        batch = load_batch([sample], range(1), cfg, None, reference, aspect)
+        key = content_key(sample.rgb, sample.xyz, sample.camera)
     except TRDError as exc:
         raise UploadError(422, client_message(str(exc), folder)) from None
     if batch.errors:
         raise UploadError(422, client_message(batch.errors[0][1], folder))
-    return batch
+    return batch, key

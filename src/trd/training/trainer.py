@@ -18,6 +18,7 @@ repeating the first samples of the permutation, so the last step sees up to N - 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,6 +76,15 @@ def checkpoint_due(epoch: int, minutes_since_write: float, t: TrainConfig) -> bo
     if epoch >= t.epochs:
         return True
     return epoch % t.checkpoint_every == 0 and minutes_since_write >= t.checkpoint_minutes
+
+
+def diverged(cfg: Config, student: str, loss: float, epoch: int) -> str:
+    """Why training stopped at a non-finite loss, naming the settings that cause it."""
+    causes = [f"train.lr={cfg.train.lr:g} is probably too high (default {TrainConfig.lr:g})"]
+    if cfg.train.precision != "fp32":
+        causes.append(f"train.precision={cfg.train.precision} may overflow (fp32 does not)")
+    return (f"training stopped in epoch {epoch}: the {student} student's loss is {loss} (diverged); "
+            f"{'; '.join(causes)}. Nothing of this epoch was saved")
 
 
 #: Entries of an epoch's history record that measure time, so differ between identical runs.
@@ -170,9 +180,11 @@ class Trainer:
             with autocast(self.device, self.dtype):
                 out = student(main, assist)
             loss = student_loss(out, targets[name])
+            losses[name] = float(loss.detach())
+            if not math.isfinite(losses[name]):  # every later step would be NaN too: stop before stepping
+                raise ConfigError(diverged(self.cfg, name, losses[name], self.epoch + 1))
             loss.backward()
             opt.step()
-            losses[name] = float(loss.detach())
         return losses
 
     def fit(self, dataset: PairDataset, state_path: Path, progress: bool = True) -> None:

@@ -134,7 +134,7 @@ def cached_export(model_path: Path, sha: str, log: Log) -> Path:
         target = folder / name
         try:
             export_onnx(model_path, target, log=lambda line: log(f"{line} (once per model, for onnxruntime)"),
-                        source_sha256=sha)
+                        source_sha256=sha, keep_paths=True)  # a stand-in for the model on this machine
         except OutputError as exc:
             log(f"{folder}: {exc.problem.split(';')[0]}; caching the export in the user cache instead")
             continue

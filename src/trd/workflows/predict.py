@@ -2,19 +2,23 @@
 
 The output folder holds::
 
-    predictions.jsonl   one JSON line per scored sample (schema ``trd.record/1``,
+    predictions.jsonl   one JSON line per scored sample (schema ``trd.record/2``,
                         `trd.runtime.records`; docs/SERVE.md), appended and synced to disk as soon as the
                         sample is scored, after its heatmap and mask are in place (so a line never
                         points at a missing file)
-    heatmaps/<name>.png overlay of the anomaly map on the RGB image
-    masks/<name>.png    pixels above the validation pixel threshold
+    heatmaps/<name>-<key>.png  overlay of the anomaly map on the RGB image (``key``: the first 12
+                        hex digits of the scan's content key, so a rewritten ``latest.png`` gets new files)
+    masks/<name>-<key>.png     pixels above the validation pixel threshold
     predict.json        the model that wrote the folder (path, sha256, trd version)
 
-A killed run loses at most the sample in flight. Running again with the same model skips the
-samples already in ``predictions.jsonl`` (and says how many); another model is refused unless
-``overwrite`` removes the earlier outputs first. A second writer on a busy folder is refused at once
-(`trd.runfolder.folder_lock`). Memory stays flat over any number of samples, and predict keeps no
-preprocessing cache (a line scores each scan once; the cache would only grow).
+A scan is its content (`trd.data.identity.content_key` of its files), not its path: running again
+with the same model skips the scans already in ``predictions.jsonl`` (and says how many) from any
+working directory and however the paths are written, scores a file rewritten under the same name
+as the new scan it is, and never scores the same content twice. A killed run loses at most the
+sample in flight. Another model is refused unless ``overwrite`` removes the earlier outputs first.
+A second writer on a busy folder is refused at once (`trd.runfolder.folder_lock`). Memory stays
+flat over any number of samples, and predict keeps no preprocessing cache (a line scores each scan
+once; the cache would only grow).
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import apply_input_overrides
+from ..data.identity import content_key
 from ..data.inputs import camera_stored
 from ..data.samples import Sample, unlabelled_samples
 from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
 from ..runtime.heatmap import map_range, overlay, png_bytes
-from ..runtime.records import build_record, model_record
+from ..runtime.records import build_record, model_record, path_identity, record_identity
 from .engine import LoadedModel, load_model
 
 Log = Callable[[str], None]
@@ -46,21 +51,23 @@ PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
 _OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks")
 
 
-def _source_key(sample: Sample) -> str:
-    return f"{sample.rgb.resolve()}\n{sample.xyz.resolve()}"
+#: Hex digits of the content key in output file names (48 bits: names of one folder never collide).
+KEY_CHARS = 12
 
 
 class Ledger:
-    """``predictions.jsonl`` of an output folder: which samples are done, and appending new ones.
+    """``predictions.jsonl`` of an output folder: the one place that says which scans are done, and
+    appending new ones.
 
     Opening it drops lines a killed run left incomplete (a torn last line, or a line whose heatmap
-    or mask is gone), rewriting the file atomically. ``done`` maps each output name to the sample
-    source it came from.
+    or mask is gone), rewriting the file atomically. ``done`` holds the identity of every recorded
+    scan (`trd.runtime.records.record_identity`: its content key; for lines of trd before keys,
+    the resolved paths of its files).
     """
 
     def __init__(self, out: Path, log: Log) -> None:
         self.path = out / PREDICTIONS
-        self.done: dict[str, str] = {}
+        self.done: set[str] = set()
         if not self.path.is_file():
             return
         kept, dropped = [], 0
@@ -70,14 +77,19 @@ class Ledger:
                 dropped += bool(line.strip())
                 continue
             kept.append(line + b"\n")
-            self.done[record["name"]] = f"{Path(record['rgb']).resolve()}\n{Path(record['xyz']).resolve()}"
+            self.done.add(record_identity(record))
         if dropped:
             atomic_write_bytes(self.path, b"".join(kept))
             log(f"predict: dropped {dropped} incomplete line(s) of {self.path} (an interrupted run); "
                 "those samples are scored again")
 
+    def has(self, sample: Sample, key: str) -> bool:
+        """Whether the scan ``sample`` (content key ``key``) is recorded (lines of older trd: by path)."""
+        return key in self.done or path_identity(sample.rgb, sample.xyz) in self.done
+
     def append(self, record: dict[str, Any]) -> None:
-        """Append one line and sync it; on failure the file is cut back to its previous end."""
+        """Append one line and sync it; the line is whole or absent: on failure the file is cut back
+        to its previous end."""
         data = (json.dumps(record) + "\n").encode()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -85,14 +97,24 @@ class Ledger:
             raise write_error(self.path, exc) from None
         size = os.fstat(fd).st_size
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # a write may take only part of the line (a nearly full disk): write the rest
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         except OSError as exc:
             os.ftruncate(fd, size)
             raise write_error(self.path, exc) from None
         finally:
             os.close(fd)
-        self.done[record["name"]] = f"{Path(record['rgb']).resolve()}\n{Path(record['xyz']).resolve()}"
+        self.done.add(record_identity(record))
+
+
+def shown_path(path: Path, base: Path | None) -> str:
+    """How a record names an input file: relative to the input folder ``base`` (else its file name),
+    never as an absolute path of this machine."""
+    if base is not None and path.is_relative_to(base):
+        return path.relative_to(base).as_posix()
+    return path.name
 
 
 def _record(line: bytes, out: Path) -> dict[str, Any] | None:
@@ -147,22 +169,36 @@ def _claim(out: Path, model: LoadedModel, overwrite: bool, log: Log = print) -> 
                                                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
 
 
+def _unscored(samples: list[Sample], ledger: Ledger) -> tuple[list[Sample], list[str | None], int]:
+    """The samples to score, their content keys, and how many are skipped: recorded in ``ledger``,
+    or the same content as a sample before them. A key is None where the files cannot be read now:
+    reading them reports the reader's own message."""
+    todo: list[Sample] = []
+    keys: list[str | None] = []
+    seen: set[str] = set()
+    for sample in samples:
+        try:
+            key: str | None = content_key(sample.rgb, sample.xyz, sample.camera)
+        except DataError:
+            key = None
+        if key is not None and (ledger.has(sample, key) or key in seen):
+            continue
+        todo.append(sample)
+        keys.append(key)
+        seen.add(key or "")
+    return todo, keys, len(samples) - len(todo)
+
+
 def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
-                    unpaired: list[tuple[str, str]] = (), log: Log = print) -> dict[str, Any]:
-    """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed)."""
+                    unpaired: list[tuple[str, str]] = (), log: Log = print, base: Path | None = None) -> dict[str, Any]:
+    """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed);
+    records name the files relative to ``base`` (the input folder; None: by file name)."""
     ledger = Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
-    todo = []
-    for sample in samples:
-        name, key = sample.rgb.stem, _source_key(sample)
-        if name not in ledger.done:
-            todo.append(sample)
-        elif ledger.done[name] != key:
-            failed.append({"file": str(sample.rgb), "error": f"{out_dir}: the output name {name!r} is already used "
-                                                            "by another sample in this folder; use another --out"})
-    skipped = len(samples) - len(todo) - (len(failed) - len(unpaired))
+    todo, keys, skipped = _unscored(samples, ledger)
     if skipped:
-        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path}; scoring the other {len(todo)}")
+        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (same content); "
+            f"scoring the other {len(todo)}")
     thresholds = model.thresholds
     vmin, vmax = map_range(thresholds.pixel)
     about = model_record(model.sha256, model.name)
@@ -179,15 +215,18 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
         for j, index in enumerate(batch.indices):
             written = time.perf_counter()
             sample = todo[index]
+            key = keys[index] or content_key(sample.rgb, sample.xyz, sample.camera)  # unreadable when listed
             name = sample.rgb.stem
-            heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
+            stem = f"{name}-{key[:KEY_CHARS]}"
+            heat, mask = f"heatmaps/{stem}.png", f"masks/{stem}.png"
             atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
             atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
             write_ms = (time.perf_counter() - written) * 1e3
             timings = {"read": batch.read_ms[j], "score": score_ms,
                        "total": batch.read_ms[j] + score_ms + write_ms}
-            record = build_record(out, j, name=name, rgb=str(sample.rgb), xyz=str(sample.xyz), thresholds=thresholds,
-                                  model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask}
+            record = build_record(out, j, name=name, key=key, rgb=shown_path(sample.rgb, base),
+                                  xyz=shown_path(sample.xyz, base), thresholds=thresholds, model=about,
+                                  timings_ms=timings) | {"heatmap": heat, "mask": mask}
             ledger.append(record)
             n_scored += 1
             n_anomalous += record["anomalous"]
@@ -246,4 +285,4 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
                                            camera_optional=camera_stored(model.reference))
     with folder_lock(out_dir, "trd predict"):
         _claim(out_dir, model, overwrite, log)
-        return predict_samples(model, samples, out_dir, batch_size, unpaired, log)
+        return predict_samples(model, samples, out_dir, batch_size, unpaired, log, base=input_dir)

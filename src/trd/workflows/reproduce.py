@@ -122,6 +122,10 @@ def reproduce(cfg: Config, out: str | Path, categories: list[str] | None = None,
     """
     out = Path(out)
     categories = list(categories or MVTEC3D_CATEGORIES)
+    unknown = [c for c in categories if c not in MVTEC3D_CATEGORIES]
+    if unknown:  # the tables compare with the paper's numbers per category: refused before any work
+        raise ConfigError(f"--categories: {', '.join(unknown)} is not an MVTec 3D-AD category (known: "
+                          f"{', '.join(MVTEC3D_CATEGORIES)}); train your own data with trd fit")
     results = _load_progress(out, cfg)
     work = _work(cfg, out, categories, results)
     device = resolve_device(cfg.train.device)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..io import image_size
+
 if TYPE_CHECKING:
     from .depth_png import Camera
 
@@ -37,7 +39,9 @@ class Reader:
     accepts (lower case, matched in any case; the usual one first); ``formats`` the dataset formats
     (``data.format``) whose 3D files it reads; ``unit`` where the unit of the values is stated:
     "xyz_unit" (the values are in ``data.xyz_unit``) or "camera" (``depth_scale`` in camera.json:
-    the reader returns metres); ``camera``: needs camera.json.
+    the reader returns metres); ``camera``: needs camera.json. ``size(path)`` is the (height, width)
+    the file declares in its header, read without decoding it (what `trd serve` charges a request
+    against its pixel budget before reading it); the default reads an image header.
     """
 
     kind: str
@@ -49,3 +53,4 @@ class Reader:
     cloud: bool = True
     unit: str = "xyz_unit"
     camera: bool = False
+    size: Callable[[Path], tuple[int, int]] = image_size

@@ -82,5 +82,15 @@ def read_xyz(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     return xyz
 
 
+def tiff_size(path: Path) -> tuple[int, int]:
+    """(height, width) of the cloud a TIFF declares, from its header (nothing decoded)."""
+    with reading(path, "a TIFF file", "cannot read TIFF (corrupt or truncated?)"), _tifffile_log():
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape if tif.series else ()
+    if len(shape) < 2:
+        raise DataError(path, "cannot read TIFF: no image data (empty or corrupt file)")
+    return int(shape[0]), int(shape[1])
+
+
 READER = Reader(kind="xyz_tiff", folder="xyz", suffixes=(".tiff", ".tif"), formats=("mvtec3d", "folder"),
-                description="XYZ TIFF", read=lambda path, options: read_xyz(path, options.max_pixels))
+                description="XYZ TIFF", read=lambda path, options: read_xyz(path, options.max_pixels), size=tiff_size)
