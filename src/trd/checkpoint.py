@@ -163,13 +163,13 @@ class FileKind:
 
 #: Where a wrong-kind file goes instead, after "..., not a trd checkpoint".
 _WHERE = {
-    "onnx": ": an ONNX export runs with `trd predict --onnx FILE` or `trd serve --model FILE`; this "
+    "onnx": ": an ONNX export runs with 'trd predict --onnx FILE' or 'trd serve --model FILE'; this "
             "command needs the model.pt it was exported from",
     "torch": " (no trd header); another tool's checkpoint or a plain state dict? ImageNet teacher weights go to "
-             "--backbone-weights or `trd weights import`; a model.pt is written by `trd fit`",
-    "pickle": " (trd model files are PyTorch zip files written by `trd fit`)",
-    "safetensors": " (another tool's weights; a model.pt is written by `trd fit`)",
-    "hdf5": " (another tool's model, e.g. Keras; a model.pt is written by `trd fit`)",
+             "--backbone-weights or 'trd weights import'; a model.pt is written by 'trd fit'",
+    "pickle": " (trd model files are PyTorch zip files written by 'trd fit')",
+    "safetensors": " (another tool's weights; a model.pt is written by 'trd fit')",
+    "hdf5": " (another tool's model, e.g. Keras; a model.pt is written by 'trd fit')",
 }
 _IMAGES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"II*\x00": "a TIFF file",
            b"MM\x00*": "a TIFF file", b"BM": "a BMP image"}
@@ -219,13 +219,13 @@ def _sniff_zip(path: Path) -> FileKind:
                 header = _leading_strings(fh.read(4096))
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return FileKind("broken", "is a zip file that cannot be read (truncated or corrupt?)")
-    if header[:2] == ["format", FORMAT] and "kind" in header[2:-1]:
-        kind = header[header.index("kind", 2) + 1]
+    if FORMAT in header:  # trd writes the header first: format, version, kind
+        kind = header[header.index("kind") + 1] if "kind" in header[:-1] else "?"
         return FileKind("trd", f"is a trd {kind!r} checkpoint", kind)
     return FileKind("torch", "is a PyTorch file")
 
 
-def _leading_strings(data: bytes, limit: int = 8) -> list[str]:
+def _leading_strings(data: bytes, limit: int = 12) -> list[str]:
     """The first ``limit`` strings a pickle holds (the trd header: format, its value, version, kind, its value)."""
     out: list[str] = []
     with contextlib.suppress(Exception):  # a cut-off pickle ends the walk; what was read is kept
@@ -290,10 +290,11 @@ def check_model_file(path: str | Path, flag: str) -> FileKind:
         if found.kind == "trd":
             raise CheckpointError(path, f"{found.what}, not an ONNX export: give it to --model, or export it "
                                         f"first (trd export --model {path} --out {path.with_suffix('.onnx')})")
-        if found.kind != "onnx":
+        if found.kind not in ("onnx", "unknown"):  # unknown bytes: onnxruntime says what is wrong with them
             raise CheckpointError(path, f"{found.what}, not an ONNX export (trd export writes one)")
         return found
-    if found.kind == "onnx" and flag == "--model-or-onnx":
+    named_onnx = found.kind == "unknown" and path.suffix.lower() == ".onnx"  # onnxruntime says what is wrong
+    if flag == "--model-or-onnx" and (found.kind == "onnx" or named_onnx):  # trd serve takes either
         return found
     if found.kind == "onnx" and flag == "--model":
         raise CheckpointError(path, f"{found.what}, not a trd model.pt: give it to --onnx (trd predict), or "
@@ -302,7 +303,7 @@ def check_model_file(path: str | Path, flag: str) -> FileKind:
         raise CheckpointError(path, _not_a_checkpoint(found))
     if found.checkpoint == "train_state":
         raise CheckpointError(path, "is a 'train_state' checkpoint, expected 'model' (a state.pt resumes "
-                                    "`trd fit`; the finished model is model.pt in the same run folder)")
+                                    "'trd fit'; the finished model is model.pt in the same run folder)")
     return found
 
 

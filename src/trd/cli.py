@@ -36,13 +36,13 @@ def _api():  # noqa: ANN202 - the module trd.api
 def _config_options(f):
     """Options shared by every command that builds a config."""
     f = click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="TOML config file ([data] [model] [train] [score] sections; `trd settings` lists them).")(f)
+                     help="TOML config file ([data] [model] [train] [score] sections; 'trd settings' lists them).")(f)
     f = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                     help="Override one setting, e.g. --set train.epochs=50 (repeatable; `trd settings` lists "
+                     help="Override one setting, e.g. --set train.epochs=50 (repeatable; 'trd settings' lists "
                           "every setting).")(f)
     f = click.option("--backbone-weights", default=None,
                      help="Teacher weights: imagenet (torchvision's file, downloaded on first use; offline: "
-                          "`trd weights`), none (random, tests only) or a file.")(f)
+                          "'trd weights'), none (random, tests only) or a file.")(f)
     return f
 
 

@@ -199,11 +199,11 @@ def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
     section_name, _, key = dotted.partition(".")
     section = getattr(cfg, section_name, None)
     if section_name not in SECTIONS or not key:
-        raise ConfigError(f"{source}: unknown setting {dotted!r}{_suggest(dotted)} (`trd settings` lists them all)")
+        raise ConfigError(f"{source}: unknown setting {dotted!r}{_suggest(dotted)} ('trd settings' lists them all)")
     fields = {f.name: f for f in dataclasses.fields(section)}
     if key not in fields:
         hint = _suggest(dotted) or f"; known in [{section_name}]: {', '.join(fields)}"
-        raise ConfigError(f"{source}: unknown setting {dotted!r}{hint} (`trd settings` lists them all)")
+        raise ConfigError(f"{source}: unknown setting {dotted!r}{hint} ('trd settings' lists them all)")
     current = getattr(section, key)
     setattr(section, key, _coerce(value, current, dotted, source))
 

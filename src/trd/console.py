@@ -9,12 +9,14 @@ the only one).
 sensor's dead edge columns give every scan the same warning): the first warning of a kind is
 printed at once as ``warning: ...``, the others of that kind are counted, and at the end of the run
 one line per repeated kind gives the count and the first few files. A kind is the warning's
-category when trd defines it (every file of a `trd.data.inputs.PlaneFallbackWarning` is one kind),
-else the category and the message with its file and numbers left out.
+category with its message, the file and the numbers left out: "FILE: corner patches ... widened
+(top-left 5x5)" is one kind for every file and patch size, while a mask that looks inverted and one
+with grey levels (both `trd.data.io.MaskWarning`) stay two kinds, each printed once.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -27,8 +29,16 @@ from typing import Any
 from tqdm import tqdm
 
 Log = Callable[[str], None]
-#: Seconds between two plain progress lines (stderr not a terminal).
+#: Seconds between two plain progress lines (stderr not a terminal); TRD_PROGRESS_SECONDS sets it
+#: (0: a line for every batch).
 PLAIN_EVERY_S = 10.0
+
+
+def _every_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get("TRD_PROGRESS_SECONDS", PLAIN_EVERY_S)))
+    except ValueError:
+        return PLAIN_EVERY_S
 
 
 def duration(seconds: float) -> str:
@@ -57,14 +67,17 @@ class Progress:
     """
 
     def __init__(self, what: str, total: int, unit: str, log: Log, *, bar: bool | None = None,
-                 every_s: float = PLAIN_EVERY_S) -> None:
-        self.what, self.total, self.unit, self.log, self.every_s = what, total, unit, log, every_s
+                 every_s: float | None = None) -> None:
+        self.what, self.total, self.unit, self.log = what, total, unit, log
+        self.every_s = _every_s() if every_s is None else every_s
         self.done = 0
         self.start = self.last = time.monotonic()
         use_bar = sys.stderr.isatty() if bar is None else bar
         self.bar = tqdm(total=total, desc=what, unit=unit, leave=False, file=sys.stderr) if use_bar else None
 
     def advance(self, n: int = 1) -> None:
+        if n <= 0:
+            return
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -91,8 +104,9 @@ class Ticker:
     line that counts the seconds; elsewhere a line through ``log`` every ``every_s`` seconds; when
     the step ends without an error, one line says how long it took."""
 
-    def __init__(self, what: str, log: Log, *, bar: bool | None = None, every_s: float = PLAIN_EVERY_S) -> None:
-        self.what, self.log, self.every_s = what, log, every_s
+    def __init__(self, what: str, log: Log, *, bar: bool | None = None, every_s: float | None = None) -> None:
+        self.what, self.log = what, log
+        self.every_s = max(_every_s() if every_s is None else every_s, 1.0)
         use_bar = sys.stderr.isatty() if bar is None else bar
         self.bar = tqdm(desc=what, bar_format="{desc}: {elapsed}", leave=False, file=sys.stderr) if use_bar else None
         self.stop = threading.Event()
@@ -157,8 +171,7 @@ class WarningTally:
         lines = str(message).strip().splitlines()
         text = lines[0] if lines else category.__name__
         path, problem = split_file(text)
-        own = category.__module__.startswith("trd.")
-        key = category if own else (category, _NUMBER.sub("#", problem))
+        key = (category, _NUMBER.sub("#", problem))
         kind = self.kinds.get(key)
         if kind is None:
             kind = self.kinds[key] = _Kind(problem, category.__name__)

@@ -30,7 +30,7 @@ MEANINGS: dict[str, str] = {
     "data.cache_dir": "Preprocessing cache folder ('' = $TRD_CACHE or ~/.cache/trd/preprocess; 'none' = off).",
     "data.num_workers": "DataLoader worker processes that read and preprocess samples (0 = in the main process).",
     "model.backbone": "Frozen ImageNet teacher: wide_resnet50_2 (the paper), resnet50, resnet34 or resnet18.",
-    "model.weights": "Teacher weights: imagenet (torchvision's file; `trd weights` for offline PCs), none "
+    "model.weights": "Teacher weights: imagenet (torchvision's file; 'trd weights' for offline PCs), none "
                      "(random, tests only) or a state-dict file (--backbone-weights).",
     "model.variant": "trd, its ablations (trd_no_filter, trd_no_amplifier) or a baseline (rd_rgb, rd_3d, "
                      "rd_fused_teacher).",

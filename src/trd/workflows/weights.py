@@ -83,7 +83,7 @@ def render_weights(rows: list[WeightsStatus]) -> str:
     missing = [r for r in rows if r.state in ("missing", "damaged")]
     if missing:
         out += ["", "Without internet here: download on another machine, copy the file to this PC and run "
-                    "`trd weights import FILE` (it checks the file's sha256 and puts it in the cache):"]
+                    "'trd weights import FILE' (it checks the file's sha256 and puts it in the cache):"]
         out += [f"  {r.published.backbone:16} {r.published.url}" for r in missing]
     return "\n".join(out)
 
@@ -127,7 +127,7 @@ def import_weights(file: str | Path, *, backbone: str | None = None, sha256: str
     given = None if sha256 is None else sha256.strip().lower()
     if given is not None and not _HEX.match(given):
         raise ConfigError(f"--sha256 {sha256!r}: expected 8 to 64 hex digits (the file's sha256, e.g. from "
-                          "`sha256sum FILE`)")
+                          "'sha256sum FILE')")
     sha = files_sha256(file)
     if given is not None and not sha.startswith(given):
         raise DataError(file, f"sha256 {sha} does not match the given {given}: a damaged copy? nothing was imported")
