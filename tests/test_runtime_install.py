@@ -58,7 +58,8 @@ def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path]
     for args in (["fit", "--data", str(synth_root), "--category", "puck", "--out", str(tmp_path / "run")],
                  ["test", "--model", str(model)],
                  ["predict", "--model", str(model), "--input", str(synth_root / "puck" / "test" / "good"),
-                  "--out", str(tmp_path / "p")]):
+                  "--out", str(tmp_path / "p")],
+                 ["weights", "list"]):
         result = _trd_without_torch(*args)
         lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("TORCH_MODULES")]
         assert result.returncode == 2 and len(lines) == 1, result.stderr
@@ -68,3 +69,5 @@ def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path]
     synth = _trd_without_torch("synth", "--out", str(tmp_path / "data"), "--size", "32", "--categories", "puck",
                                "--n-train", "1", "--n-validation", "1", "--n-test-good", "1", "--n-test-per-defect", "1")
     assert synth.returncode == 0 and "TORCH_MODULES []" in synth.stderr, synth.stderr
+    listing = _trd_without_torch("settings", "train.epochs")
+    assert listing.returncode == 0 and "train.epochs = " in listing.stdout and "TORCH_MODULES []" in listing.stderr

@@ -405,6 +405,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except SystemExit:  # a command's own exit code (predict: 1 when some samples failed)
+        _finish(tally)
+        raise
     else:
         _finish(tally)
     finally:

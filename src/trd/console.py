@@ -1,9 +1,10 @@
 """What a long run shows on the console: the progress of its steps and the warnings it met.
 
 `Progress`: a tqdm bar on stderr when stderr is a terminal; otherwise (a pipe, a log file) plain
-lines through the caller's ``log``, at most one every `PLAIN_EVERY_S` seconds and one when the step
-ends, so a log stays readable and nothing is printed before an early error (its one line stays
-the only one).
+lines through the caller's ``log``, at most one every `PLAIN_EVERY_S` seconds. A step that took
+that long ends with one line saying how long it took; a shorter one prints nothing, so a log stays
+readable, a quick command stays quiet and nothing is printed before an early error (its one line
+stays the only one).
 
 `WarningTally`: the CLI's ``warnings.showwarning``. A run may warn about hundreds of files (a
 sensor's dead edge columns give every scan the same warning): the first warning of a kind is
@@ -62,8 +63,9 @@ class Progress:
     """Progress of one step over ``total`` items (``with Progress(...) as p: ... p.advance(n)``).
 
     On a terminal a bar (tqdm, cleared when the step ends); elsewhere plain lines through ``log``
-    (``test: scoring 16/60 samples (27 %), 12 s, ~33 s left``), at most one every ``every_s`` seconds.
-    When the step ends without an error, one line says how long it took.
+    (``test: scoring: 16/60 samples (27 %), 12 s, ~33 s left``), at most one every ``every_s``
+    seconds. When a step of at least ``every_s`` seconds ends without an error, one line says how
+    long it took.
     """
 
     def __init__(self, what: str, total: int, unit: str, log: Log, *, bar: bool | None = None,
@@ -86,7 +88,7 @@ class Progress:
         if now - self.last >= self.every_s and self.done < self.total:
             self.last = now
             left = estimate_left(self.done, self.total, now - self.start)
-            self.log(f"{self.what}: {self.done}/{self.total} {self.unit} ({100 * self.done // max(self.total, 1)} %), "
+            self.log(f"{self.what}: {self.done}/{self.total} {self.unit} ({100 * self.done // self.total} %), "
                      f"{duration(now - self.start)}" + (f", {left}" if left else ""))
 
     def __enter__(self) -> Progress:
@@ -95,18 +97,20 @@ class Progress:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self.bar is not None:
             self.bar.close()
-        if kind is None:
-            self.log(f"{self.what}: {self.done} {self.unit} in {duration(time.monotonic() - self.start)}")
+        took = time.monotonic() - self.start
+        if kind is None and self.done and took >= self.every_s:
+            self.log(f"{self.what}: {self.done} {self.unit} in {duration(took)}")
 
 
 class Ticker:
     """A long step without countable items (an ONNX export is one library call): on a terminal a
-    line that counts the seconds; elsewhere a line through ``log`` every ``every_s`` seconds; when
-    the step ends without an error, one line says how long it took."""
+    line that counts the seconds; elsewhere a line through ``log`` every ``every_s`` seconds (at
+    least 1); when a step of at least ``every_s`` seconds ends without an error, one line says how
+    long it took."""
 
     def __init__(self, what: str, log: Log, *, bar: bool | None = None, every_s: float | None = None) -> None:
         self.what, self.log = what, log
-        self.every_s = max(_every_s() if every_s is None else every_s, 1.0)
+        self.every_s = _every_s() if every_s is None else every_s
         use_bar = sys.stderr.isatty() if bar is None else bar
         self.bar = tqdm(desc=what, bar_format="{desc}: {elapsed}", leave=False, file=sys.stderr) if use_bar else None
         self.stop = threading.Event()
@@ -114,7 +118,7 @@ class Ticker:
         self.start = time.monotonic()
 
     def _tick(self) -> None:
-        interval = 1.0 if self.bar is not None else self.every_s
+        interval = 1.0 if self.bar is not None else max(self.every_s, 1.0)
         while not self.stop.wait(interval):
             if self.bar is not None:
                 self.bar.refresh()
@@ -130,8 +134,9 @@ class Ticker:
         self.thread.join()
         if self.bar is not None:
             self.bar.close()
-        if kind is None:
-            self.log(f"{self.what}: done in {duration(time.monotonic() - self.start)}")
+        took = time.monotonic() - self.start
+        if kind is None and took >= self.every_s:
+            self.log(f"{self.what}: done in {duration(took)}")
 
 
 # --- warnings -------------------------------------------------------------------------------------

@@ -118,11 +118,18 @@ def test_every_readme_step_exits_0(walk: SimpleNamespace) -> None:
     assert (walk.home / "preds" / "predictions.jsonl").is_file()
 
 
+class SameModelRefused(AssertionError):
+    """Issue 19 item 3, as it stands: the export's predictions are refused as another model's."""
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 19 item 3: `predict --onnx` into a folder written by the same "
-                                       "model's model.pt is refused as another model (the 'speed' branch fixes it)")
+@pytest.mark.xfail(strict=True, raises=SameModelRefused,
+                   reason="issue 19 item 3: `predict --onnx` into a folder written by the same model's model.pt is "
+                          "refused as another model (the 'speed' branch fixes it; remove this mark then)")
 def test_readme_onnx_predict_after_model_predict_into_one_folder(walk: SimpleNamespace) -> None:
     assert walk.later, "the README no longer has this step: remove this test"
     for command in walk.later:
         proc = subprocess.run(_argv(command), capture_output=True, text=True, env=walk.env, cwd=walk.home, timeout=600)
+        if proc.returncode == 3 and "holds predictions of another model" in proc.stderr:
+            raise SameModelRefused(proc.stderr)
         assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"

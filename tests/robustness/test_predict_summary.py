@@ -81,7 +81,9 @@ def test_predict_and_test_show_progress_in_a_pipe(rob_root: Path, ref_run: Path,
     assert not (tmp_path / "eval" / LOCK_NAME).exists()
 
 
-def test_export_says_what_it_does_and_how_long_it_took(ref_run: Path, tmp_path: Path, tools: SimpleNamespace) -> None:
+def test_export_says_what_it_does_and_how_long_it_took(ref_run: Path, tmp_path: Path, tools: SimpleNamespace,
+                                                       monkeypatch) -> None:
+    monkeypatch.setenv("TRD_PROGRESS_SECONDS", "0")  # the closing line also for a step under 10 s
     result = tools.run_cli_inprocess("export", "--model", str(ref_run / "model.pt"), "--out", str(tmp_path / "m.onnx"))
     lines = tools.visible_lines(result.stderr)
     assert result.code == 0 and lines[0].startswith(f"export: exporting {ref_run / 'model.pt'} to ONNX"), lines
@@ -97,7 +99,7 @@ def test_a_terminal_gets_a_progress_bar(rob_root: Path, ref_run: Path, tmp_path:
     fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
     proc = subprocess.Popen([sys.executable, "-m", "trd.cli", "predict", "--onnx", str(onnx), "--input", str(scans),
                              "--out", str(tmp_path / "p"), "--batch-size", "1"], stdout=subprocess.PIPE,
-                            stderr=side, env=tools.cli_env())
+                            stderr=side, env={**tools.cli_env(), "TRD_PROGRESS_SECONDS": "0"})
     os.close(side)
     seen = b""
     while True:
