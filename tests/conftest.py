@@ -68,10 +68,12 @@ ERROR_SECTIONS = {
                "a read-only or full disk, or a folder without write permission. Nothing half-written is left "
                "behind: files are written atomically and `predictions.jsonl` only ever holds whole lines. From "
                "the Python API: `trd.errors.OutputError`."),
-    "warning": ("Warnings (the run goes on)", "Inputs that are read, but probably not as their author meant; "
-                "each is printed once as `warning: ...` on stderr."),
     "serve": ("`trd serve`: requests it refuses", "The service answers JSON `{\"error\": \"<one line>\", \"status\": N}` "
               "(docs/SERVE.md); shown here as `N: <error>`. A bad file gets the CLI's message above with 422."),
+    "warning": ("Warnings (the run goes on)", "Inputs that are read, but probably not as their author meant. "
+                "Each kind is printed once, when it first appears, as `warning: ...` on stderr; when the same kind "
+                "comes again (for other files: a kind is the warning without its file and numbers), it is "
+                "counted, and at the end of the run one line gives the count and the first files."),
 }
 
 

@@ -62,7 +62,8 @@ def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path]
                  ["demo", "--out", str(tmp_path / "demo")],  # was a ModuleNotFoundError traceback (issue 23.12)
                  ["calibrate", "--model", str(model)],
                  ["export", "--model", str(model), "--out", str(tmp_path / "m.onnx")],
-                 ["reproduce", "--data", str(synth_root), "--out", str(tmp_path / "paper"), "--dry-run"]):
+                 ["reproduce", "--data", str(synth_root), "--out", str(tmp_path / "paper"), "--dry-run"],
+                 ["weights", "list"]):
         result = _trd_without_torch(*args)
         lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("TORCH_MODULES")]
         assert result.returncode == 2 and len(lines) == 1, result.stderr
@@ -72,6 +73,8 @@ def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path]
     synth = _trd_without_torch("synth", "--out", str(tmp_path / "data"), "--size", "32", "--categories", "puck",
                                "--n-train", "1", "--n-validation", "1", "--n-test-good", "1", "--n-test-per-defect", "1")
     assert synth.returncode == 0 and "TORCH_MODULES []" in synth.stderr, synth.stderr
+    listing = _trd_without_torch("settings", "train.epochs")
+    assert listing.returncode == 0 and "train.epochs = " in listing.stdout and "TORCH_MODULES []" in listing.stderr
 
 
 def test_a_model_pt_whose_export_is_cached_needs_no_torch(exported: tuple[Path, Path], synth_root: Path,

@@ -1,5 +1,5 @@
 """Python API mirroring the CLI: ``synth``, ``fit``, ``evaluate``, ``calibrate``, ``predict``, ``export``,
-``reproduce``, ``demo``.
+``reproduce``, ``demo``, and ``import_weights`` / ``list_weights`` (``trd weights``).
 
 Each job is a plain function in `trd.workflows` that runs the stages in an explicit order (data ->
 model -> training -> scoring -> evaluation -> reporting); nothing happens in hidden callbacks::
@@ -16,6 +16,7 @@ model -> training -> scoring -> evaluation -> reporting); nothing happens in hid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from .workflows.evaluate import decision_summary, evaluate, summary_line
 from .workflows.fit import fit
 from .workflows.predict import predict
 from .workflows.reproduce import reproduce
+from .workflows.weights import import_weights, list_weights
 
-__all__ = ["calibrate", "decision_summary", "demo", "evaluate", "export", "fit", "predict", "reproduce",
-           "summary_line", "synth"]
+__all__ = ["calibrate", "decision_summary", "demo", "evaluate", "export", "fit", "import_weights", "list_weights",
+           "predict", "reproduce", "summary_line", "synth"]
 
 
 def synth(out: str | Path, **kwargs: Any) -> dict:
@@ -52,13 +54,14 @@ def synth(out: str | Path, **kwargs: Any) -> dict:
     return generate(Path(out), **kwargs)
 
 
-def export(model_path: str | Path, out: str | Path, fmt: str = "onnx") -> Path:
+def export(model_path: str | Path, out: str | Path, fmt: str = "onnx", log: Callable[[str], None] | None = None) -> Path:
     """Export the detector of a ``model.pt`` for deployment (needs the ``onnx`` extra).
 
     Args:
         model_path: a ``model.pt`` written by `fit`.
         out: the ONNX file to write (atomically; weights over 2 GiB go to ``<out>.data``).
         fmt: "onnx", the only format.
+        log: told once the model has loaded and the export starts (None: silent).
 
     Returns:
         ``out`` as a Path. The file carries its config and thresholds in its metadata, so
@@ -73,4 +76,4 @@ def export(model_path: str | Path, out: str | Path, fmt: str = "onnx") -> Path:
         raise ConfigError(f"unknown export format {fmt!r}; supported: onnx")
     from .export.onnx import export_onnx
 
-    return export_onnx(Path(model_path), Path(out))
+    return export_onnx(Path(model_path), Path(out), log=log)

@@ -2,8 +2,11 @@
 `trd.errors`).
 
 Commands import what they need when they run: ``trd predict --onnx``, ``trd serve --model X.onnx``,
-``synth`` and ``prepare-eyecandies`` work with the runtime install alone (no torch); the others need the training
-install and say so in one line where it is missing.
+``synth``, ``settings`` and ``prepare-eyecandies`` work with the runtime install alone (no torch); the others
+need the training install and say so in one line where it is missing. Argument and path errors (a
+missing --data folder, a wrong --category, a missing or wrong-kind --model file, a bad --input) are
+found before torch is imported, so they are reported in about a second. Warnings are aggregated per
+run (`trd.console.WarningTally`).
 """
 
 from __future__ import annotations
@@ -14,18 +17,17 @@ import warnings
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
-from .config import XYZ_UNITS, load_config
-from .errors import TRDError, training_install_needed
+from .checkpoint import check_model_file
+from .cli_setup import FORMAT_HELP, check_folder, log as _log, settings, weights
+from .config import FORMATS, XYZ_UNITS, load_config
+from .console import WarningTally
+from .errors import ConfigError, TRDError, require_torch
 
 
 def _api():  # noqa: ANN202 - the module trd.api
     """The full toolkit (`trd.api`), or a one-line TRDError where torch is not installed."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise training_install_needed() from None
+    require_torch()
     from . import api
 
     return api
@@ -34,11 +36,13 @@ def _api():  # noqa: ANN202 - the module trd.api
 def _config_options(f):
     """Options shared by every command that builds a config."""
     f = click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="TOML config file ([data] [model] [train] [score] sections).")(f)
+                     help="TOML config file ([data] [model] [train] [score] sections; 'trd settings' lists them).")(f)
     f = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                     help="Override one setting, e.g. --set train.epochs=50 (repeatable).")(f)
+                     help="Override one setting, e.g. --set train.epochs=50 (repeatable; 'trd settings' lists "
+                          "every setting).")(f)
     f = click.option("--backbone-weights", default=None,
-                     help="Teacher weights: imagenet (torchvision download), none (random, tests only) or a file.")(f)
+                     help="Teacher weights: imagenet (torchvision's file, downloaded on first use; offline: "
+                          "'trd weights'), none (random, tests only) or a file.")(f)
     return f
 
 
@@ -56,7 +60,7 @@ def cli() -> None:
     """Multimodal (RGB + 3D) industrial anomaly detection with Tuned Reverse Distillation."""
 
 
-@cli.command()
+@cli.command(short_help="Write a synthetic dataset in MVTec 3D-AD layout.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--size", default=128, show_default=True, help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True)
@@ -81,10 +85,13 @@ def synth(out, size, seed, categories, n_train, n_validation, n_test_good, n_tes
     click.echo(json.dumps(counts, indent=2))
 
 
-@cli.command()
-@click.option("--data", "root", type=click.Path(path_type=Path), default=None, help="Dataset root.")
-@click.option("--category", default=None, help="Category (folder) to train on.")
-@click.option("--format", "fmt", type=click.Choice(["mvtec3d", "eyecandies", "folder"]), default=None)
+@cli.command(short_help="Train on good samples, calibrate thresholds, save RUN/model.pt, then test.")
+@click.option("--data", "root", type=click.Path(path_type=Path), default=None,
+              help="Dataset root.  [required here or as data.root in --config]")
+@click.option("--category", default=None,
+              help="Category (folder) to train on.  [required for mvtec3d and eyecandies, here or as "
+                   "data.category in --config]")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
 @click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a training state.")
 @click.option("--test/--no-test", "then_test", default=True, show_default=True,
@@ -93,20 +100,27 @@ def synth(out, size, seed, categories, n_train, n_validation, n_test_good, n_tes
 def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, backbone_weights) -> None:
     """Train both students, calibrate on the validation split, save RUN/model.pt.
 
-    Then (unless --no-test) evaluate on the test split and write RUN/report.html. Run again with
-    the same --out to resume a killed run.
+    Then (unless --no-test) evaluate on the test split and write RUN/report.html; a dataset without
+    a test split is trained and the evaluation is skipped. After each epoch it prints the time left.
+    Run again with the same --out to resume a killed run.
 
     \b
     Example:
       trd fit --data data/synth --category puck --out runs/puck --set train.epochs=20
     """
+    from .data.samples import check_splits  # numpy only: before torch, a wrong --data/--category stops at once
+
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, category=category, format=fmt)
+    no_test_split = check_splits(cfg.data, test=then_test)
     model_path = _api().fit(cfg, out, resume=not no_resume)
     if model_path is None:  # a non-zero torchrun rank
         return
     click.echo(f"model: {model_path}")
-    if then_test:
-        result = _api().evaluate(model_path, out_dir=out, log=lambda line: click.echo(line, err=True))
+    if no_test_split is not None:
+        click.echo(f"evaluation skipped: no test split ({no_test_split} not found); the model is ready. To evaluate "
+                   f"it later on labelled samples: trd test --model {model_path} --data ROOT")
+    elif then_test:
+        result = _api().evaluate(model_path, out_dir=out, log=_log)
         click.echo(_api().summary_line(result))
         click.echo(_api().decision_summary(result))
         click.echo(f"report: {out / 'report.html'}")
@@ -131,7 +145,7 @@ def _input_options(f):
     return f
 
 
-@cli.command("test")
+@cli.command("test", short_help="Evaluate a model on a labelled split: metrics and an HTML report.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="RUN/model.pt")
 @click.option("--data", "root", type=click.Path(path_type=Path), default=None, help="Dataset root (default: as trained).")
 @click.option("--split", default="test", show_default=True)
@@ -155,19 +169,21 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
     Example:
       trd test --model runs/puck/model.pt --pro thresholds --explain
     """
+    check_model_file(model_path, "--model")
+    check_folder(root)
     result = _api().evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
-                          explain=explain, xyz_unit=xyz_unit, flip_z=flip_z, engine=engine, threads=threads,
-                          log=lambda line: click.echo(line, err=True))
+                             explain=explain, xyz_unit=xyz_unit, flip_z=flip_z, engine=engine, threads=threads,
+                             log=_log)
     click.echo(_api().summary_line(result))
     click.echo(_api().decision_summary(result))
 
 
-@cli.command()
+@cli.command(short_help="New thresholds for a model from (new) good samples, without retraining.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="RUN/model.pt")
 @click.option("--data", "root", type=click.Path(path_type=Path), default=None,
               help="Dataset root holding the new good samples (default: the model's own).")
 @click.option("--category", default=None, help="Category (default: the model's own).")
-@click.option("--format", "fmt", type=click.Choice(["mvtec3d", "eyecandies", "folder"]), default=None)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help=FORMAT_HELP)
 @click.option("--split", default="validation", show_default=True, help="Split whose good samples are used.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="New model file (default: MODEL.calibrated.pt beside the model).")
@@ -184,13 +200,16 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
     Example:
       trd calibrate --model runs/puck/model.pt --data line/good_scans --out runs/puck/model.v2.pt
     """
+    check_model_file(model_path, "--model")
+    check_folder(root)
     _api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
                   target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite)
 
 
-@cli.command()
+@cli.command(short_help="Score new scans: decisions, heatmaps, predictions.jsonl and a summary.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, help="RUN/model.pt")
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None, help="Use an exported ONNX file.")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
+              help="An exported ONNX file (trd export), instead of --model.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=None,
               help="Folder with rgb/ and the model's 3D folder (xyz/, depth/ or normals/), files paired by name.")
 @click.option("--rgb", type=click.Path(path_type=Path), default=None, help="One RGB image.")
@@ -209,27 +228,32 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Each sample's line is appended as soon as it is scored; running again on the same --out with
-    the same model continues where it stopped. Prints a JSON summary; exit code 1 when some samples
-    could not be scored (they are listed), 2 on bad input or settings, 3 when --out cannot be
-    written (busy, read-only, full).
+    the same model continues where it stopped. Prints a JSON summary (counts, the flagged scans with
+    their heatmaps, the failed ones); exit code 1 when some samples could not be scored (they are
+    listed), 2 on bad input or settings, 3 when --out cannot be written (busy, read-only, full).
 
     \b
     Examples:
       trd predict --model runs/puck/model.pt --input line_scans/ --out preds/
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
     """
+    from .data.samples import check_input_paths  # numpy only
+
+    if (model_path is None) == (onnx_path is None):
+        raise ConfigError("give exactly one of --model (model.pt) or --onnx (an exported file)")
+    check_model_file(model_path or onnx_path, "--model" if model_path is not None else "--onnx")
+    check_input_paths(input_dir, rgb, xyz, camera)
     from .workflows.predict import predict as run_predict  # a model.pt whose export is cached needs no torch
 
     summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
-                          flip_z=flip_z, explain=explain, engine=engine, threads=threads,
-                          log=lambda line: click.echo(line, err=True))
+                          flip_z=flip_z, explain=explain, engine=engine, threads=threads, log=_log)
     click.echo(json.dumps(summary, indent=2))
     if summary.get("failed"):
         sys.exit(1)
 
 
-@cli.command()
+@cli.command(short_help="Synthetic data, fit, test and reports with a small backbone (minutes on a CPU).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--backbone-weights", default=None,
               help="Teacher weights; default: imagenet if torchvision can get them, else random (with a warning).")
@@ -257,7 +281,7 @@ def demo(out, backbone_weights, variants, overrides) -> None:
     api.demo(out, backbone_weights=backbone_weights, variants=chosen, overrides=list(overrides))
 
 
-@cli.command()
+@cli.command(short_help="The paper protocol on MVTec 3D-AD: every category, tables beside the paper's.")
 @click.option("--data", "root", type=click.Path(path_type=Path), required=True, help="MVTec 3D-AD root.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--categories", default=None, help="Comma-separated subset (default: all 10).")
@@ -280,7 +304,7 @@ def reproduce(root, out, categories, dry_run, config_file, overrides, backbone_w
         click.echo(text)
 
 
-@cli.command("prepare-eyecandies")
+@cli.command("prepare-eyecandies", short_help="Convert raw Eyecandies into the layout --format eyecandies reads.")
 @click.option("--raw", type=click.Path(path_type=Path), required=True, help="The Eyecandies download.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def prepare_eyecandies(raw, out) -> None:
@@ -295,10 +319,11 @@ def prepare_eyecandies(raw, out) -> None:
     click.echo(json.dumps(prepare(raw, out), indent=2))
 
 
-@cli.command()
-@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True)
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@cli.command(short_help="Export a model.pt to ONNX for onnxruntime (line PCs, trd serve).")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="RUN/model.pt")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="Export format (ONNX, run by onnxruntime).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The ONNX file to write.")
 def export(model_path, fmt, out) -> None:
     """Export the detector (two inputs; fused map, per-branch maps, score) for deployment.
 
@@ -308,10 +333,16 @@ def export(model_path, fmt, out) -> None:
     Example:
       trd export --model runs/puck/model.pt --out puck.onnx
     """
-    click.echo(str(_api().export(model_path, out, fmt=fmt)))
+    from .console import Ticker
+
+    check_model_file(model_path, "--model")
+    api = _api()
+    with Ticker("export", _log):
+        written = api.export(model_path, out, fmt=fmt, log=lambda line: _log(f"export: {line}"))
+    click.echo(str(written))
 
 
-@cli.command()
+@cli.command(short_help="Serve a model over HTTP, with a review page at /.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="An exported .onnx file (runtime install) or a model.pt (needs the training install).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -351,34 +382,49 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
       trd serve --model puck.onnx
       TRD_TOKEN=s3cret trd serve --model puck.onnx --host 0.0.0.0 --port 8000
     """
+    check_model_file(model_path, "--model-or-onnx")
     from .serve.server import serve as run_serve  # a model.pt whose export is cached needs no torch
 
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,
               upload_timeout_s=upload_timeout_s, grace_s=grace_s, allowed_hosts=allowed_hosts, recent=recent,
-              threads=threads, engine=engine, log=lambda line: click.echo(line, err=True))
+              threads=threads, engine=engine, log=_log)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """Warnings as one line each (``warning: ...``), like errors, without source locations; written
-    above any progress bar rather than into it."""
-    text = str(message).strip().splitlines()
-    tqdm.write(f"warning: {text[0] if text else category.__name__}", file=sys.stderr)
+cli.add_command(settings)
+cli.add_command(weights)
 
 
 def main() -> None:
-    warnings.showwarning = _show_warning
+    tally = WarningTally(_log)
+    shown = warnings.showwarning
+    warnings.showwarning = tally.show
     try:
         cli(standalone_mode=False)
     except TRDError as exc:
+        _finish(tally)
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
+        _finish(tally)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except SystemExit:  # a command's own exit code (predict: 1 when some samples failed)
+        _finish(tally)
+        raise
+    else:
+        _finish(tally)
+    finally:
+        warnings.showwarning = shown
+
+
+def _finish(tally: WarningTally) -> None:
+    """The warnings summary of the run: one line per kind that came more than once."""
+    for line in tally.summary():
+        _log(line)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ with one line naming the setting and what it accepts, before anything is read or
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import tomllib
@@ -160,7 +161,9 @@ class Config:
         cfg = cls()
         for section, values in raw.items():
             if not hasattr(cfg, section) or not isinstance(values, dict):
-                raise ConfigError(f"{source}: unknown section [{section}]; known: data, model, train, score")
+                hint = difflib.get_close_matches(section, SECTIONS, n=1)
+                maybe = f"did you mean [{hint[0]}]? " if hint else ""
+                raise ConfigError(f"{source}: unknown section [{section}]; {maybe}known: {', '.join(SECTIONS)}")
             for key, value in values.items():
                 _set(cfg, f"{section}.{key}", value, source)
         _apply_dataset_defaults(cfg, {f"{s}.{k}" for s, values in raw.items() for k in values})
@@ -173,14 +176,39 @@ def _apply_dataset_defaults(cfg: Config, explicit: set[str]) -> None:
         cfg.train.epochs = PAPER_EPOCHS[cfg.data.format]
 
 
+SECTIONS = ("data", "model", "train", "score")
+
+
+def setting_names() -> list[str]:
+    """Every setting as ``section.key``, in the order of the dataclasses."""
+    defaults = Config()
+    return [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(defaults, s))]
+
+
+def _suggest(dotted: str) -> str:
+    """" did you mean X?" for a mistyped ``section.key`` (difflib), or "" when nothing is close."""
+    names = setting_names()
+    section, _, key = dotted.rpartition(".")
+    if section in SECTIONS:  # a known section: only its own keys
+        keys = [name.split(".", 1)[1] for name in names if name.startswith(section + ".")]
+        close = [f"{section}.{k}" for k in difflib.get_close_matches(key, keys, n=1, cutoff=0.6)]
+    else:  # a mistyped section, or none: the whole name, else the key alone
+        close = difflib.get_close_matches(dotted, names, n=1, cutoff=0.75)
+        if not close:
+            by_key = {name.split(".", 1)[1]: name for name in names}
+            close = [by_key[k] for k in difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.75)]
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
     section_name, _, key = dotted.partition(".")
     section = getattr(cfg, section_name, None)
-    if section is None or not dataclasses.is_dataclass(section) or not key:
-        raise ConfigError(f"{source}: unknown setting {dotted!r}")
+    if section_name not in SECTIONS or not key:
+        raise ConfigError(f"{source}: unknown setting {dotted!r}{_suggest(dotted)} ('trd settings' lists them all)")
     fields = {f.name: f for f in dataclasses.fields(section)}
     if key not in fields:
-        raise ConfigError(f"{source}: unknown setting {dotted!r}; known in [{section_name}]: {sorted(fields)}")
+        hint = _suggest(dotted) or f"; known in [{section_name}]: {', '.join(fields)}"
+        raise ConfigError(f"{source}: unknown setting {dotted!r}{hint} ('trd settings' lists them all)")
     current = getattr(section, key)
     setattr(section, key, _coerce(value, current, dotted, source))
 
@@ -281,7 +309,7 @@ def _finite(v: Any) -> bool:
 
 
 def _one_of(choices: Any) -> Check:
-    return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
+    return (lambda v: v in choices), f"one of {', '.join(str(c) if c != '' else repr(c) for c in choices)}"
 
 
 def _int_at_least(low: int) -> Check:

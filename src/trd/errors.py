@@ -69,3 +69,11 @@ def training_install_needed() -> TRDError:
     """The error of a command that needs PyTorch where only the runtime install is present."""
     return TRDError("this command needs the training install (PyTorch), which is not installed here: "
                     "pip install 'trd-anomaly[train]'")
+
+
+def require_torch() -> None:
+    """`training_install_needed` where torch cannot be imported (torch is imported here only to ask)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise training_install_needed() from None

@@ -35,7 +35,7 @@ OVERRIDES = [
     "model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1", "model.bottleneck_blocks=1",
     "data.image_size=64", "train.epochs=2", "train.batch_size=4",
 ]
-RUN_FILES = {".trd.lock", "config.toml", "model.pt"}  # rank 0 removes state.pt once model.pt is written
+RUN_FILES = {"config.toml", "model.pt"}  # rank 0 removes state.pt once model.pt is written, and its lock
 
 
 def _fit_args(root: Path, out: Path, cache: Path) -> list[str]:

@@ -130,6 +130,27 @@ def split_samples(cfg: DataConfig, split: str, camera_optional: bool = False) ->
     return list_samples(cfg.format, Path(cfg.root), cfg.category, split, camera_optional)
 
 
+def split_folder(cfg: DataConfig, split: str) -> Path:
+    """Where ``split`` lives for a run's data settings (it may be missing: ``test/`` is optional)."""
+    root = Path(cfg.root)
+    return root / split if cfg.format == "folder" else root / cfg.category / split
+
+
+def check_splits(cfg: DataConfig, test: bool = True) -> Path | None:
+    """List and check the splits ``trd fit`` reads (train, validation and, with ``test``, the test
+    split it evaluates) before any training: files only, no image is decoded. Returns the test
+    split's folder when it does not exist (``test/`` is optional: the evaluation is skipped), else None."""
+    for split in ("train", "validation"):
+        split_samples(cfg, split)
+    if not test:
+        return None
+    folder = split_folder(cfg, "test")
+    if not folder.is_dir():
+        return folder
+    split_samples(cfg, "test")
+    return None
+
+
 def _known(fmt: str, root: Path) -> str:
     try:
         return ", ".join(list_categories(fmt, root))
@@ -233,6 +254,17 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> tuple[dict[s
         else:
             found[p.stem] = p
     return found, problems
+
+
+def check_input_paths(input_dir: Path | None = None, rgb: Path | None = None, xyz: Path | None = None,
+                      camera: Path | None = None) -> None:
+    """DataError for a given input path that does not exist (cheap: `trd predict` checks it before
+    it loads a model, the CLI before its heavy imports)."""
+    for given in (input_dir, rgb, xyz, camera):
+        if given is not None and not given.exists():
+            raise DataError(given, "folder not found" if given is input_dir else "file not found")
+    if input_dir is not None and not input_dir.is_dir():
+        raise DataError(input_dir, "is a file; --input expects a folder with rgb/ and the model's 3D folder")
 
 
 def unlabelled_samples(cfg: DataConfig, input_dir: Path | None = None, rgb: Path | None = None,

@@ -5,6 +5,7 @@ Student widths are derived from :data:`BACKBONES` so that no dry run is needed t
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Mapping
@@ -107,18 +108,74 @@ def _read_state_dict(file: str) -> Mapping[str, Tensor]:
     return state
 
 
+@dataclass(frozen=True)
+class PublishedWeights:
+    """torchvision's ImageNet file (IMAGENET1K_V1) of a backbone: where it is downloaded from, and
+    the first hex digits of its sha256, which its name carries (torch.hub's ``check_hash`` rule)."""
+
+    backbone: str
+    url: str
+
+    @property
+    def file_name(self) -> str:
+        return os.path.basename(self.url)
+
+    @property
+    def hash_prefix(self) -> str:
+        match = torch.hub.HASH_REGEX.search(self.file_name)
+        return match.group(1) if match else ""
+
+    @property
+    def cached(self) -> Path:
+        """Where torchvision looks for the file before it downloads it (`weights_folder`)."""
+        return weights_folder() / self.file_name
+
+
+def published_weights(name: str) -> PublishedWeights:
+    """The ImageNet weights file of backbone ``name`` as torchvision publishes it."""
+    feature_info(name)  # validates the name
+    return PublishedWeights(name, torchvision.models.get_model_weights(name).IMAGENET1K_V1.url)
+
+
+def weights_folder() -> Path:
+    """torchvision's weights cache: ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/...``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+#: Beside the cached files: the files imported with their own sha256 (`trd weights import --sha256`),
+#: which therefore are not torchvision's published files (written by trd.workflows.weights).
+OWN_WEIGHTS_RECORD = "trd-own-weights.json"
+
+
+def own_weights(folder: Path) -> dict[str, dict[str, str]]:
+    """The record of files imported with their own sha256 in ``folder`` ({} when there is none)."""
+    try:
+        record = json.loads((folder / OWN_WEIGHTS_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _imagenet_state_dict(name: str) -> tuple[Mapping[str, Tensor], Path]:
     """torchvision's IMAGENET1K_V1 weights (cached under torch.hub's dir) and the cache path."""
+    published = published_weights(name)
     enum = torchvision.models.get_model_weights(name).IMAGENET1K_V1
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+    cached = published.cached
     try:
-        return enum.get_state_dict(progress=True, check_hash=True), cached
+        state = enum.get_state_dict(progress=True, check_hash=True)
     except (OSError, RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"cannot download the ImageNet weights of {name} from {enum.url} ({type(exc).__name__}: {exc}). "
-            f"Without internet, download that file elsewhere and either pass it with "
-            f"`--backbone-weights FILE` / `model.weights=FILE`, or copy it to {cached} (torchvision's cache)"
+            f"Without internet, download that file on another machine, copy it here and run "
+            f"'trd weights import {published.file_name}' (it checks the file and puts it in {cached.parent}; "
+            f"'trd weights list' shows every file), or pass it with --backbone-weights FILE"
         ) from exc
+    own = own_weights(cached.parent).get(published.file_name)
+    if own:
+        warnings.warn(f"{cached}: not torchvision's published {name} weights but a file imported with its own "
+                      f"sha256 {own.get('sha256', '?')[:16]}... (trd weights import --sha256); the teachers are "
+                      "what that file holds", UserWarning, stacklevel=3)
+    return state, cached
 
 
 def _load_teacher_state(teacher: Teacher, state: Mapping[str, Tensor], source: str | Path) -> None:

@@ -33,6 +33,7 @@ from ..config import Config, TrainConfig, resume_differences
 from ..data.dataset import PairDataset, SkipBad, collate_skipping_bad
 from ..errors import CheckpointError, ConfigError, DataError
 from ..model.trd import TRDModel, build_model
+from ..console import duration
 from ..checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from .loss import student_loss
 from .device import DistInfo, autocast, barrier, mean_over_ranks, rank0_value, resolve_precision, sync_batchnorm
@@ -227,8 +228,12 @@ class Trainer:
                       **{f"loss_{k}": v for k, v in means.items()}}
             self.history.append(record)
             if self.info.is_main:
-                self.log("epoch {epoch}/{total}: {losses}  {seconds:.1f}s  {rate:.1f} pairs/s".format(
-                    epoch=self.epoch, total=t.epochs, seconds=seconds, rate=record["pairs_per_s"],
+                # The estimate: the epochs still to run times the last epoch's time (the first
+                # epoch also fills the teacher cache, so the next ones are faster), updated each epoch.
+                todo = t.epochs - self.epoch
+                left = f"  ~{duration(seconds * todo)} of training left" if todo else ""
+                self.log("epoch {epoch}/{total}: {losses}  {seconds:.1f}s  {rate:.1f} pairs/s{left}".format(
+                    epoch=self.epoch, total=t.epochs, seconds=seconds, rate=record["pairs_per_s"], left=left,
                     losses="  ".join(f"loss_{k}={v:.4f}" for k, v in means.items())))
             # Every rank takes rank 0's clock, so all of them agree on whether to write.
             minutes = rank0_value((time.monotonic() - last_write) / 60, self.info, self.device)

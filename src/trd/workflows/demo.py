@@ -76,7 +76,7 @@ def demo(out: str | Path, backbone_weights: str | None = None, variants: list[st
                 model_path = fit(cfg, run, log=log, progress=False)
                 if model_path is None:  # a non-zero torchrun rank
                     continue
-                result = evaluate(model_path, explain=True)
+                result = evaluate(model_path, explain=True, log=log)
                 results.setdefault(category, {})[variant] = result
                 log(f"demo: {category}/{variant}: {summary_line(result)}   report: {run / 'report.html'}")
     if not results:

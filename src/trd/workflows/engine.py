@@ -33,7 +33,7 @@ from ..config import Config
 from ..data.cache import default_cache_dir
 from ..data.identity import model_sha256
 from ..data.inputs import InputStats
-from ..errors import ConfigError, OutputError, TRDError, training_install_needed
+from ..errors import ConfigError, OutputError, TRDError, require_torch
 from ..runtime.ort import OrtEngine, open_onnx
 from ..runtime.threads import inference_threads
 from ..scoring.threshold import Thresholds
@@ -146,14 +146,6 @@ def cached_export(model_path: Path, sha: str, log: Log) -> Path:
                                          "use --engine torch")
 
 
-def _require_torch() -> None:
-    """The one-line TRDError naming the training install, where torch cannot be imported."""
-    try:
-        importlib.import_module("torch")
-    except ImportError:
-        raise training_install_needed() from None
-
-
 def load_model(model_path: Path | None = None, onnx_path: Path | None = None, *, engine: str = "auto",
                device: str = "auto", threads: int | None = None, explain: bool = False,
                log: Log = print) -> LoadedModel:
@@ -194,7 +186,7 @@ def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, e
         ort = _open_cached(model_path, sha, threads) if onnxruntime_available(export=False) else None
         if ort is not None:  # neither torch nor model.pt is read
             return _onnx_model(ort, (model_path,), sha, sha)
-        _require_torch()
+        require_torch()
         if engine == "onnx" and not onnxruntime_available():
             raise ConfigError("--engine onnx needs onnxruntime and onnx: pip install 'trd-anomaly[train]'")
         if onnxruntime_available():
@@ -206,7 +198,7 @@ def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, e
                 log(f"{exc}; scoring with torch")
                 return _load_torch(model_path, "torch", "cpu", threads, explain, log)
             return _onnx_model(open_onnx(export, threads, _export_identity(export)), (model_path,), sha, sha)
-    _require_torch()
+    require_torch()
     return _load_torch(model_path, engine, device, threads, explain, log)
 
 

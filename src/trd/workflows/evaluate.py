@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..config import Config, apply_input_overrides
+from ..console import Progress
 from ..data.cache import build_cache
 from ..data.dataset import PairDataset
 from ..data.inputs import camera_stored
@@ -37,6 +38,10 @@ PRO_NOTES = {
 }
 
 
+def _silent(line: str) -> None:
+    """A log that drops its lines."""
+
+
 def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
     """A colour scale shared by every image of a run: 0 up to the 99.9th percentile (at least ``floor``)."""
     top = float(np.percentile(values, 99.9)) if values.size else floor
@@ -46,13 +51,15 @@ def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
 def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset, cfg: Config, thresholds: Thresholds,
                       out_dir: Path, *, pro_method: str = "exact", panels: bool = True,
                       title: str = "TRD evaluation", batch_size: int = 8, explain: bool = False,
-                      validation_border: BorderCheck | None = None, split: str = "test") -> dict[str, Any]:
+                      validation_border: BorderCheck | None = None, split: str = "test",
+                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``engine`` over ``dataset``, compute every metric, write metrics/panels/report to ``out_dir``.
 
     ``engine``: numpy in, numpy out (`trd.workflows.engine`), returning the detector's outputs
     including ``scored_<branch>``, and with ``explain`` its modality attribution
     (`Detector.explain`, three model passes per sample); ``validation_border`` is the border
-    check stored with the model (None for older models).
+    check stored with the model (None for older models); ``log`` receives the progress lines
+    (`trd.console.Progress`: a bar instead on a terminal).
     """
     n, size = len(dataset), cfg.data.image_size
     fused = np.empty((n, size, size), np.float32)
@@ -64,16 +71,18 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
     def run(rgb: torch.Tensor, x3d: torch.Tensor) -> dict[str, np.ndarray]:
         return engine(rgb.numpy(), x3d.numpy())
 
-    for batch, out in iterate_outputs(run, dataset, torch.device("cpu"), batch_size, cfg.data.num_workers):
-        idx = batch["index"].numpy()
-        fused[idx] = out["anomaly_map"][:, 0]
-        gts[idx] = batch["mask"][:, 0].numpy() > 0.5
-        scores[idx] = out["score"]
-        for b in branches:
-            per_branch[b][idx] = out[f"scored_{b}"][:, 0]
-            shares[b][idx] = out[f"share_{b}"]
-        for m in attribution or {}:
-            attribution[m][idx] = out[f"attribution_{m}"]
+    with Progress("test: scoring", n, "samples", log) as progress:
+        for batch, out in iterate_outputs(run, dataset, torch.device("cpu"), batch_size, cfg.data.num_workers):
+            idx = batch["index"].numpy()
+            fused[idx] = out["anomaly_map"][:, 0]
+            gts[idx] = batch["mask"][:, 0].numpy() > 0.5
+            scores[idx] = out["score"]
+            for b in branches:
+                per_branch[b][idx] = out[f"scored_{b}"][:, 0]
+                shares[b][idx] = out[f"share_{b}"]
+            for m in attribution or {}:
+                attribution[m][idx] = out[f"attribution_{m}"]
+            progress.advance(len(idx))
     samples = dataset.samples
     labels = np.array([s.label for s in samples])
     defects = [s.defect for s in samples]
@@ -95,21 +104,25 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
     decisions = scores > thresholds.image
     vmin, vmax = _display_range(fused, thresholds.pixel * 1.5)
     ranges = {b: _display_range(per_branch[b], 1.0) for b in branches}
-    for i, sample in enumerate(samples):
-        branch_share = {b: float(shares[b][i]) for b in branches}
-        explained = None if attribution is None else {m: float(v[i]) for m, v in attribution.items()}
-        panel = None
-        if panels:
-            rgb, x3d, _ = dataset.load_raw(i)
-            panel = f"panels/{sample.defect}/{sample.rgb.stem}.png"
-            parts = ", ".join(f"{b} {v:+.2f}" for b, v in branch_share.items())
-            save_panel_png(out_dir / panel, rgb=rgb, x3d=x3d, gt=gts[i] if sample.label else None,
-                           anomaly_map=fused[i], branch_maps={b: per_branch[b][i] for b in branches},
-                           vmin=vmin, vmax=vmax, branch_ranges=ranges,
-                           title=f"{sample.defect}/{sample.rgb.stem}  score {scores[i]:.2f} (branch shares {parts})")
-        rows.append(SampleRow(name=f"{sample.defect}/{sample.rgb.stem}", category=sample.category, defect=sample.defect,
-                              label=sample.label, score=float(scores[i]), decision=bool(decisions[i]),
-                              branch_shares=branch_share, panel=panel, attribution=explained))
+    # Panels are the slow part of a report (one figure per sample): shown as a step of its own.
+    with Progress("test: panels", n, "panels", log if panels else _silent, bar=None if panels else False) as drawing:
+        for i, sample in enumerate(samples):
+            branch_share = {b: float(shares[b][i]) for b in branches}
+            explained = None if attribution is None else {m: float(v[i]) for m, v in attribution.items()}
+            panel = None
+            if panels:
+                rgb, x3d, _ = dataset.load_raw(i)
+                panel = f"panels/{sample.defect}/{sample.rgb.stem}.png"
+                parts = ", ".join(f"{b} {v:+.2f}" for b, v in branch_share.items())
+                save_panel_png(out_dir / panel, rgb=rgb, x3d=x3d, gt=gts[i] if sample.label else None,
+                               anomaly_map=fused[i], branch_maps={b: per_branch[b][i] for b in branches},
+                               vmin=vmin, vmax=vmax, branch_ranges=ranges,
+                               title=f"{sample.defect}/{sample.rgb.stem}  score {scores[i]:.2f} "
+                                     f"(branch shares {parts})")
+            rows.append(SampleRow(name=f"{sample.defect}/{sample.rgb.stem}", category=sample.category,
+                                  defect=sample.defect, label=sample.label, score=float(scores[i]), decision=bool(decisions[i]),
+                                  branch_shares=branch_share, panel=panel, attribution=explained))
+            drawing.advance()
     notes = [
         f"Normalisation statistics come from the validation split; thresholds from {thresholds.source or 'it too'}.",
         f"AU-PRO: {PRO_NOTES[pro_method]}.",
@@ -179,7 +192,8 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
     with folder_lock(out, "trd test"):  # the report folder has one writer, like a run folder
         return evaluate_detector(model.engine, model.branches, dataset, cfg, model.thresholds, out,
                                  pro_method=pro_method, panels=panels, title=title, explain=explain, split=split,
-                                 validation_border=None if border is None else BorderCheck.from_dict(border))
+                                 validation_border=None if border is None else BorderCheck.from_dict(border),
+                                 log=log)
 
 
 SUMMARY_KEYS = (("i_auroc", "I-AUROC"), ("p_auroc", "P-AUROC"), ("aupro@0.3", "AUPRO@30%"), ("aupro@0.01", "AUPRO@1%"))

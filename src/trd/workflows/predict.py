@@ -36,9 +36,10 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import apply_input_overrides
+from ..console import Progress
 from ..data.identity import content_key
 from ..data.inputs import camera_stored
-from ..data.samples import Sample, unlabelled_samples
+from ..data.samples import Sample, check_input_paths, unlabelled_samples
 from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
@@ -169,24 +170,28 @@ def _claim(out: Path, model: LoadedModel, overwrite: bool, log: Log = print) -> 
                                                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
 
 
-def _unscored(samples: list[Sample], ledger: Ledger) -> tuple[list[Sample], list[str | None], int]:
-    """The samples to score, their content keys, and how many are skipped: recorded in ``ledger``,
-    or the same content as a sample before them. A key is None where the files cannot be read now:
-    reading them reports the reader's own message."""
+def _unscored(samples: list[Sample], ledger: Ledger) -> tuple[list[Sample], list[str | None], int, set[str]]:
+    """The samples to score, their content keys, how many are skipped (recorded in ``ledger``, or
+    the same content as a sample before them), and the identities of every readable sample given
+    (`record_identity`; with the path identity of older lines). A key is None where the files
+    cannot be read now: reading them reports the reader's own message."""
     todo: list[Sample] = []
     keys: list[str | None] = []
     seen: set[str] = set()
+    given: set[str] = set()
     for sample in samples:
         try:
             key: str | None = content_key(sample.rgb, sample.xyz, sample.camera)
         except DataError:
             key = None
-        if key is not None and (ledger.has(sample, key) or key in seen):
-            continue
+        if key is not None:
+            given |= {key, path_identity(sample.rgb, sample.xyz)}
+            if ledger.has(sample, key) or key in seen:
+                continue
         todo.append(sample)
         keys.append(key)
         seen.add(key or "")
-    return todo, keys, len(samples) - len(todo)
+    return todo, keys, len(samples) - len(todo), given
 
 
 def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
@@ -195,43 +200,68 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
     records name the files relative to ``base`` (the input folder; None: by file name)."""
     ledger = Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
-    todo, keys, skipped = _unscored(samples, ledger)
+    todo, keys, skipped, given = _unscored(samples, ledger)
     if skipped:
         log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (same content); "
             f"scoring the other {len(todo)}")
     thresholds = model.thresholds
     vmin, vmax = map_range(thresholds.pixel)
     about = model_record(model.sha256, model.name)
-    n_scored = n_anomalous = 0
+    n_scored = 0
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
-    for batch in iterate_batches(todo, model.config.data, batch_size, reference=model.reference):
-        failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch.errors]
-        if not batch.indices:
-            continue
-        start = time.perf_counter()
-        out = model.engine(batch.rgb, batch.x3d)
-        score_ms = (time.perf_counter() - start) * 1e3 / len(batch.indices)
-        maps = out["anomaly_map"][:, 0]
-        for j, index in enumerate(batch.indices):
-            written = time.perf_counter()
-            sample = todo[index]
-            key = keys[index] or content_key(sample.rgb, sample.xyz, sample.camera)  # unreadable when listed
-            name = sample.rgb.stem
-            stem = f"{name}-{key[:KEY_CHARS]}"
-            heat, mask = f"heatmaps/{stem}.png", f"masks/{stem}.png"
-            atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
-            atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
-            write_ms = (time.perf_counter() - written) * 1e3
-            timings = {"read": batch.read_ms[j], "score": score_ms,
-                       "total": batch.read_ms[j] + score_ms + write_ms}
-            record = build_record(out, j, name=name, key=key, rgb=shown_path(sample.rgb, base),
-                                  xyz=shown_path(sample.xyz, base), thresholds=thresholds, model=about,
-                                  timings_ms=timings) | {"heatmap": heat, "mask": mask}
-            ledger.append(record)
-            n_scored += 1
-            n_anomalous += record["anomalous"]
-    return {"scored": n_scored, "skipped": skipped, "anomalous": n_anomalous, "failed": failed,
-            "total": len(ledger.done), "predictions": str(ledger.path), "engine": model.name}
+    with Progress("predict", len(todo), "scans", log) as progress:
+        for batch in iterate_batches(todo, model.config.data, batch_size, reference=model.reference):
+            failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch.errors]
+            progress.advance(len(batch.errors))
+            if not batch.indices:
+                continue
+            start = time.perf_counter()
+            out = model.engine(batch.rgb, batch.x3d)
+            score_ms = (time.perf_counter() - start) * 1e3 / len(batch.indices)
+            maps = out["anomaly_map"][:, 0]
+            for j, index in enumerate(batch.indices):
+                written = time.perf_counter()
+                sample = todo[index]
+                key = keys[index] or content_key(sample.rgb, sample.xyz, sample.camera)  # unreadable when listed
+                name = sample.rgb.stem
+                stem = f"{name}-{key[:KEY_CHARS]}"
+                heat, mask = f"heatmaps/{stem}.png", f"masks/{stem}.png"
+                atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
+                atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
+                write_ms = (time.perf_counter() - written) * 1e3
+                timings = {"read": batch.read_ms[j], "score": score_ms,
+                           "total": batch.read_ms[j] + score_ms + write_ms}
+                record = build_record(out, j, name=name, key=key, rgb=shown_path(sample.rgb, base),
+                                      xyz=shown_path(sample.xyz, base), thresholds=thresholds, model=about,
+                                      timings_ms=timings) | {"heatmap": heat, "mask": mask}
+                ledger.append(record)
+                given.add(key)
+                n_scored += 1
+            progress.advance(len(batch.indices))
+    flagged = _flagged(out_dir, given)
+    return {"scored": n_scored, "skipped": skipped, "anomalous": len(flagged), "failed": failed,
+            "total": len(samples) + len(unpaired), "lines": len(ledger.done), "flagged": flagged,
+            "predictions": str(ledger.path), "heatmaps": str(out_dir / "heatmaps"), "engine": model.name}
+
+
+def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
+    """The anomalous scans among ``given`` (their identities, `record_identity`) that
+    ``predictions.jsonl`` holds, scored in this run or an earlier one: name, score and where the
+    heatmap and mask are, highest score first. Read from the file, so a rerun reports the same as
+    the run that scored them."""
+    flagged = []
+    path = out_dir / PREDICTIONS
+    if not path.is_file():
+        return flagged
+    with path.open("rb") as fh:
+        for line in fh:
+            record = _record(line, out_dir)
+            if record is None or not record.get("anomalous"):
+                continue
+            if record_identity(record) in given:
+                flagged.append({"name": record["name"], "score": record.get("score"),
+                                "heatmap": str(out_dir / record["heatmap"]), "mask": str(out_dir / record["mask"])})
+    return sorted(flagged, key=lambda r: -(r["score"] or 0.0))
 
 
 def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
@@ -265,19 +295,21 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         log: where progress lines go.
 
     Returns:
-        ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "predictions",
-        "engine"}``: counts of this run, the samples that could not be scored, the number of lines
-        now in ``predictions.jsonl`` and the engine that scored.
+        ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "lines",
+        "flagged": [{"name", "score", "heatmap", "mask"}, ...], "predictions", "heatmaps", "engine"}``:
+        the given samples scored in this run, those already in ``out_dir`` (skipped), how many of the
+        given samples are anomalous (scored now or earlier), those that could not be scored, how many
+        were given in all (``total`` = scored + skipped + failed, a scan without its 3D file
+        included), the lines now in ``predictions.jsonl``, the anomalous ones by name (highest score
+        first, with their heatmap and mask), and the engine that scored.
 
     Example:
         >>> from trd import api
         >>> api.predict("runs/puck/model.pt", "preds", input_dir=Path("line_scans"))  # doctest: +SKIP
-        {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, ...}
+        {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, 'lines': 60, 'flagged': [...], ...}
     """
     out_dir = Path(out_dir)
-    for given in (input_dir, rgb, xyz, camera):  # before the (slow) model load
-        if given is not None and not given.exists():
-            raise DataError(given, "folder not found" if given is input_dir else "file not found")
+    check_input_paths(input_dir, rgb, xyz, camera)  # before the (slow) model load
     model = load_model(None if model_path is None else Path(model_path), None if onnx_path is None else Path(onnx_path),
                        engine=engine, device=device, threads=threads, explain=explain, log=log)
     apply_input_overrides(model.config, xyz_unit, flip_z)

@@ -151,7 +151,7 @@ def reproduce(cfg: Config, out: str | Path, categories: list[str] | None = None,
         model_path = fit(c, out / category, log=log)
         if model_path is None:  # a non-zero torchrun rank: rank 0 evaluates and writes
             continue
-        results[category] = evaluate(model_path, out_dir=out / category, pro_method="both")["overall"]
+        results[category] = evaluate(model_path, out_dir=out / category, pro_method="both", log=log)["overall"]
         text = _save_progress(out, cfg, results, categories)
         log(f"{category}: {summary_line({'overall': results[category]})}  (tables: {out / 'reproduction.md'})")
     return text
