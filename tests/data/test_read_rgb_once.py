@@ -88,7 +88,7 @@ def test_pngs_cut_short_are_refused_as_before(tmp_path: Path) -> None:
 def test_a_declared_size_over_the_limit_is_refused_before_decoding(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     path.write_bytes(_png(b"", 100_000, 100_000, compressed=zlib.compress(b"\0" * 1000)))
-    with pytest.raises(DataError, match=r"bomb.png: 100000x100000 = 10000.0 Mpx is over the limit"):
+    with pytest.raises(DataError, match=r"bomb.png: 100000x100000 = 10000 Mpx is over the limit"):
         read_rgb(path, max_pixels=64_000_000)
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(buffer, "PNG")
