@@ -68,17 +68,9 @@ def _user_files(home: Path) -> None:
     shutil.copy(test / "dent" / "xyz" / "000.tiff", home / "scan.tiff")
 
 
-def _is_item_3(command: str, earlier: list[str]) -> bool:
-    """``predict --onnx ... --out X`` after a ``predict --model ... --out X`` of the same model:
-    issue 19 item 3 (the prediction folder's model identity surviving export), another branch's fix."""
-    out = re.search(r"--out (\S+)", command)
-    return "predict --onnx" in command and out is not None and any(
-        "predict --model" in c and f"--out {out.group(1)}" in c for c in earlier)
-
-
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """Every README step but item 3's, in order, in one folder; the results of each step."""
+    """Every README step, in order, in one folder; the results of each step."""
     import torch
     import torchvision
 
@@ -95,16 +87,13 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     assert imported.returncode == 0, imported.stderr
     commands = readme_commands()
     assert all(any(old in c for c in commands) for old in TINY), "the README's fit no longer sets these: update TINY"
-    done, later = [], []
+    done = []
     for command in commands:
-        if _is_item_3(command, [c for c, _ in done]):
-            later.append(command)
-            continue
         proc = subprocess.run(_argv(command), capture_output=True, text=True, env=env, cwd=home, timeout=600)
         done.append((command, proc))
         if command.startswith(".venv/bin/trd synth"):
             _user_files(home)
-    return SimpleNamespace(home=home, env=env, done=done, later=later, commands=commands)
+    return SimpleNamespace(home=home, env=env, done=done, commands=commands)
 
 
 @pytest.mark.slow
@@ -118,18 +107,14 @@ def test_every_readme_step_exits_0(walk: SimpleNamespace) -> None:
     assert (walk.home / "preds" / "predictions.jsonl").is_file()
 
 
-class SameModelRefused(AssertionError):
-    """Issue 19 item 3, as it stands: the export's predictions are refused as another model's."""
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=SameModelRefused,
-                   reason="issue 19 item 3: `predict --onnx` into a folder written by the same model's model.pt is "
-                          "refused as another model (the 'speed' branch fixes it; remove this mark then)")
-def test_readme_onnx_predict_after_model_predict_into_one_folder(walk: SimpleNamespace) -> None:
-    assert walk.later, "the README no longer has this step: remove this test"
-    for command in walk.later:
-        proc = subprocess.run(_argv(command), capture_output=True, text=True, env=walk.env, cwd=walk.home, timeout=600)
-        if proc.returncode == 3 and "holds predictions of another model" in proc.stderr:
-            raise SameModelRefused(proc.stderr)
-        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+def test_onnx_predict_continues_the_folder_of_its_model_pt(walk: SimpleNamespace) -> None:
+    """Deploy in order: ``predict --onnx`` into the ``--out`` of ``predict --model`` of the same
+    model continues it (issue 19 item 3: it was refused as another model's folder)."""
+    pairs = [(c, p) for c, p in walk.done if c.startswith(".venv/bin/trd predict")]
+    outs = [re.search(r"--out (\S+)", c).group(1) for c, _ in pairs]
+    shared = [out for out in set(outs) if any("--onnx" in c and f"--out {out}" in c for c, _ in pairs)
+              and any("--model" in c and f"--out {out}" in c for c, _ in pairs)]
+    assert shared, "the README no longer predicts with both forms into one folder: remove this test"
+    for command, proc in pairs:
+        assert proc.returncode == 0 and "another model" not in proc.stderr, f"{command}\n{proc.stderr}"
