@@ -177,7 +177,10 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
 @click.option("--target-fpr", type=float, default=None, help="Requested image false-positive rate (default: the model's).")
 @click.option("--pixel-fpr", type=float, default=None, help="Requested share of flagged pixels per good image (default: the model's).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never the input model).")
-def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite) -> None:
+@click.option("--force", is_flag=True,
+              help="Calibrate on the model's own training split or a test split anyway (refused otherwise: the "
+                   "promise would not hold).")
+def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite, force) -> None:
     """Re-derive a trained model's thresholds from (new) good samples, without retraining.
 
     Keeps the normalisation statistics (scores stay comparable); writes a NEW model file
@@ -188,7 +191,7 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
       trd calibrate --model runs/puck/model.pt --data line/good_scans --out runs/puck/model.v2.pt
     """
     _api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
-                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite)
+                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite, force=force)
 
 
 @cli.command()
