@@ -19,7 +19,9 @@ from PIL import Image
 from trd import api
 from trd.runtime.ort import open_onnx
 
-NO_PAIR = {"rgb", "xyz", "heatmap", "mask", "timings_ms", "id"}  # keys whose values differ by design
+NO_PAIR = {"rgb", "xyz", "heatmap", "mask", "outline", "timings_ms", "id"}  # keys whose values differ by design
+#: Keys computed from the score (equal to ~1e-5 between a batch of one and a micro-batch).
+FROM_SCORE = {"score", "branch_shares", "anomalous", "score_above_threshold", "decided_by", "regions", "heatmap_range"}
 
 
 def _predict_line(served, i: int, out: Path) -> dict:
@@ -55,16 +57,19 @@ def test_a_score_is_predicts_record(served, i: int, tmp_path: Path) -> None:
     answer = served.score(i)
     assert answer.status_code == 200, answer.text
     record, line = answer.json(), _predict_line(served, i, tmp_path / "p")
-    assert set(record) - {"id"} == set(line) - {"heatmap", "mask"}  # one schema
-    assert record["schema"] == line["schema"] == "trd.record/1"
+    assert set(record) - {"id"} == set(line) - {"heatmap", "mask", "outline"}  # one schema
+    assert record["schema"] == line["schema"] == "trd.record/2"
     assert record["score"] == pytest.approx(line["score"], rel=1e-5, abs=1e-5)
     assert record["anomalous"] == (record["score"] > record["threshold"]["image"])
-    assert {k: v for k, v in record.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}} == \
-        {k: v for k, v in line.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}}
+    assert {k: v for k, v in record.items() if k not in NO_PAIR | FROM_SCORE} == \
+        {k: v for k, v in line.items() if k not in NO_PAIR | FROM_SCORE}
     assert record["branch_shares"] == pytest.approx(line["branch_shares"], rel=1e-5, abs=1e-5)
+    # the same regions, measured by the same code
+    assert [(r["pixels"], r["box"]) for r in record["regions"]] == [(r["pixels"], r["box"]) for r in line["regions"]]
+    assert [r["area_mm2"] for r in record["regions"]] == pytest.approx([r["area_mm2"] for r in line["regions"]])
     rgb, xyz = served.pair(i)
     assert (record["rgb"], record["xyz"], record["name"]) == (rgb.name, xyz.name, rgb.stem)  # names, not paths
-    assert set(record["timings_ms"]) == {"read", "queue", "score", "total"}
+    assert set(record["timings_ms"]) == {"read", "queue", "score", "regions", "total"}
     assert record["timings_ms"]["total"] >= record["timings_ms"]["read"] + record["timings_ms"]["score"]
 
 
@@ -73,7 +78,7 @@ def test_heatmaps_on_request_and_recent_results(served, tmp_path: Path) -> None:
     assert set(answer["heatmaps"]) == {"fused", "rgb", "geo"} and set(answer["images"]) == {"rgb", "3d"}
     for url in (*answer["heatmaps"].values(), *answer["images"].values()):
         assert _png(url).shape == (64, 64, 3)
-    assert answer["heatmap_range"]["vmin"] == 0.0 and answer["heatmap_range"]["vmax"] >= 1.0
+    assert answer["heatmap_range"]["vmin"] == 0.0 and answer["heatmap_range"]["vmax"] >= max(1.0, answer["score"])
     line = _predict_line(served, 2, tmp_path / "p")  # predict draws the same fused overlay
     np.testing.assert_array_equal(_png(answer["heatmaps"]["fused"]),
                                   np.asarray(Image.open(tmp_path / "p" / line["heatmap"])))

@@ -1,4 +1,4 @@
-"""The record schema trd.record/1 as `trd predict` writes it; lines of older predictions still resume."""
+"""The record schema trd.record/2 as `trd predict` writes it; lines of older predictions still resume."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from trd.runtime.ort import open_onnx
 from trd.runtime.records import SCHEMA
 from trd.data.identity import files_sha256
 
-KEYS = {"schema", "name", "rgb", "xyz", "score", "anomalous", "image_threshold", "threshold", "branch_shares",
-        "timings_ms", "model", "heatmap", "mask"}
+KEYS = {"schema", "name", "rgb", "xyz", "score", "anomalous", "score_above_threshold", "decided_by", "image_threshold",
+        "threshold", "image_px", "regions", "regions_omitted", "heatmap_range", "branch_shares", "timings_ms", "model",
+        "heatmap", "mask", "outline"}
+REGION_KEYS = {"pixels", "box", "centre_px", "peak_score", "area_mm2", "depth_mm", "height_mm", "centre_mm", "outline",
+               "passes_rules"}
 
 
 def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_path: Path) -> None:
@@ -23,11 +26,21 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
         assert set(line) == KEYS and line["schema"] == SCHEMA
         assert line["threshold"] == {"image": thresholds.image, "pixel": thresholds.pixel,
                                      "target_fpr": thresholds.target_fpr, "guaranteed_fpr": thresholds.guaranteed_fpr,
-                                     "validation_samples": 2, "statement": thresholds.image_statement()}
-        assert line["image_threshold"] == thresholds.image and line["anomalous"] == (line["score"] > thresholds.image)
+                                     "fpr_bound_90": thresholds.fpr_bound_90(), "validation_samples": 2,
+                                     "approximate": True, "statement": thresholds.image_statement()}
+        assert "with 90 % confidence" in line["threshold"]["statement"]
+        above = line["score"] > thresholds.image
+        assert line["image_threshold"] == thresholds.image and line["anomalous"] == line["score_above_threshold"] == above
+        assert line["decided_by"].startswith(f"image score {line['score']:.4f} is {'above' if above else 'not above'}")
+        assert line["image_px"] == {"width": 64, "height": 64} and "rules" not in line  # no reject rules set
+        assert line["heatmap_range"]["vmin"] == 0 and line["heatmap_range"]["vmax"] >= line["score"]
+        for region in line["regions"]:  # measured in the scan's cloud (metres in the file, mm here)
+            assert set(region) == REGION_KEYS and region["passes_rules"] and region["area_mm2"] > 0
+        assert (tmp_path / "p" / line["outline"]).is_file()
         assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
         timings = line["timings_ms"]
-        assert set(timings) == {"read", "score", "total"} and timings["total"] >= timings["read"] + timings["score"] > 0
+        assert set(timings) == {"read", "score", "regions", "total"}
+        assert timings["total"] >= timings["read"] + timings["score"] + timings["regions"] > 0
     assert [line["name"] for line in lines] == ["000", "001"]
 
 

@@ -1,19 +1,30 @@
-"""The result record of one scored sample, schema ``trd.record/1`` (torch-free).
+"""The result record of one scored sample, schema ``trd.record/2`` (torch-free).
 
 `trd predict` writes one per line of ``predictions.jsonl``; `trd serve` answers one per
 ``POST /v1/score``. Both build it here, so the two cannot drift. Keys (docs/SERVE.md)::
 
-    schema            "trd.record/1"
+    schema            "trd.record/2"
     name, rgb, xyz    sample name (RGB file stem); input paths (predict) or uploaded file names (serve)
-    score, anomalous  image anomaly score; score > threshold.image
+    score             image anomaly score
+    anomalous         the decision: score > threshold.image and, with reject rules, a region passes them
+    score_above_threshold  score > threshold.image (the decision of trd.record/1)
+    decided_by        why, in words
+    rules             {min_area_mm2, min_depth_mm} (only when set)
     image_threshold   threshold.image (the key predict wrote before the schema had a version)
-    threshold         {image, pixel, target_fpr, guaranteed_fpr, validation_samples, statement}
+    threshold         {image, pixel, target_fpr, guaranteed_fpr, fpr_bound_90, validation_samples,
+                       approximate, statement}
+    image_px          {width, height} of the RGB image: regions are in its pixels
+    regions           [{pixels, box, centre_px, peak_score, area_mm2, depth_mm, height_mm, centre_mm,
+                        outline, passes_rules}], region 1 (the first) holds the highest score
+    regions_omitted   regions beyond the first MAX_REGIONS
+    heatmap_range     {vmin, vmax}: the colour scale of the heatmaps (it covers the score)
     branch_shares     {branch: share of the score}
     modality_attribution  {modality: score drop} (only with --explain)
     timings_ms        {read, score, total} (+ queue in serve)
     model             {sha256, engine, trd_version}
 
-Predict adds ``heatmap`` and ``mask`` (file paths); serve adds ``id`` and, on request, the images.
+Predict adds ``heatmap``, ``mask`` and ``outline`` (file paths); serve adds ``id`` and, on request,
+the images. Version 2 changed the meaning of ``anomalous`` (reject rules may narrow it).
 """
 
 from __future__ import annotations
@@ -25,15 +36,33 @@ import numpy as np
 
 from .. import __version__
 from ..scoring.threshold import Thresholds
+from .findings import Findings
+from .heatmap import map_range
 
-SCHEMA = "trd.record/1"
+SCHEMA = "trd.record/2"
 
 
 def threshold_record(thresholds: Thresholds) -> dict[str, Any]:
     """The thresholds a decision was taken at, with the guarantee in numbers and in words."""
     return {"image": thresholds.image, "pixel": thresholds.pixel, "target_fpr": thresholds.target_fpr,
-            "guaranteed_fpr": thresholds.guaranteed_fpr, "validation_samples": thresholds.n_validation,
+            "guaranteed_fpr": thresholds.guaranteed_fpr, "fpr_bound_90": thresholds.fpr_bound_90(),
+            "validation_samples": thresholds.n_validation, "approximate": thresholds.approximate,
             "statement": thresholds.image_statement()}
+
+
+def findings_record(findings: Findings, score: float, pixel_threshold: float) -> dict[str, Any]:
+    """The decision, the regions and the heatmaps' colour scale, as record keys."""
+    decision = findings.decision
+    vmin, vmax = map_range(pixel_threshold, score)
+    h, w = findings.hw
+    out: dict[str, Any] = {"anomalous": decision.anomalous, "score_above_threshold": decision.above_threshold,
+                           "decided_by": decision.reason}
+    if findings.rules.active:
+        out["rules"] = findings.rules.to_dict()
+    return out | {
+        "image_px": {"width": w, "height": h},
+        "regions": [r.to_dict() | {"passes_rules": findings.rules.failure(r) is None} for r in findings.regions],
+        "regions_omitted": findings.omitted, "heatmap_range": {"vmin": vmin, "vmax": vmax}}
 
 
 def model_record(sha256: str, engine: str) -> dict[str, str]:
@@ -46,8 +75,10 @@ def _per_sample(outputs: Mapping[str, np.ndarray], prefix: str, j: int) -> dict[
 
 
 def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, rgb: str, xyz: str,
-                 thresholds: Thresholds, model: Mapping[str, str], timings_ms: Mapping[str, float]) -> dict[str, Any]:
-    """The record of sample ``j`` of a batch the engine scored into ``outputs``.
+                 thresholds: Thresholds, findings: Findings, model: Mapping[str, str],
+                 timings_ms: Mapping[str, float]) -> dict[str, Any]:
+    """The record of sample ``j`` of a batch the engine scored into ``outputs``, with its
+    ``findings`` (`trd.runtime.findings.find`).
 
     ``timings_ms``: milliseconds spent on this sample (``read``, ``score``, ``total``, ...), rounded
     here to 0.01 ms.
@@ -55,7 +86,7 @@ def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, rgb: s
     score = float(outputs["score"][j])
     record: dict[str, Any] = {
         "schema": SCHEMA, "name": name, "rgb": rgb, "xyz": xyz, "score": score,
-        "anomalous": bool(score > thresholds.image), "image_threshold": thresholds.image,
+        **findings_record(findings, score, thresholds.pixel), "image_threshold": thresholds.image,
         "threshold": threshold_record(thresholds), "branch_shares": _per_sample(outputs, "share_", j),
     }
     explained = _per_sample(outputs, "attribution_", j)

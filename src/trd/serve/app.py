@@ -30,6 +30,7 @@ from .. import __version__
 from ..data.inputs import AspectOnce
 from ..data.readers import READERS
 from ..data.samples import RGB_SUFFIXES
+from ..runtime.findings import find
 from ..runtime.records import build_record, model_record
 from ..workflows.engine import LoadedModel
 from .batcher import Batcher
@@ -167,7 +168,7 @@ def create_app(service: Service) -> Gate:
         result = service.recent.get(result_id)
         if result is None:
             raise ApiError(404, f"no recent result {result_id!r} (only the last {service.recent.capacity} are kept)")
-        return JSONResponse(await run_in_threadpool(with_images, result, service.model.thresholds.pixel))
+        return JSONResponse(await run_in_threadpool(with_images, result))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -227,17 +228,22 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
         future = service.batcher.submit(batch.rgb, batch.x3d)
         submitted = True
         scored = await asyncio.wrap_future(future)
+        measured = time.perf_counter()
+        model = service.model
+        found = await run_in_threadpool(find, scored.outputs["anomaly_map"][scored.row, 0],
+                                        float(scored.outputs["score"][scored.row]), batch.images[0].shape[:2],
+                                        batch.clouds[0], model.config, model.thresholds)
         timings = {"read": batch.read_ms[0], "queue": scored.queue_ms, "score": scored.score_ms,
-                   "total": (time.perf_counter() - start) * 1e3}
+                   "regions": (time.perf_counter() - measured) * 1e3, "total": (time.perf_counter() - start) * 1e3}
         record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, rgb=files["rgb"].name,
-                              xyz=files["xyz"].name, thresholds=service.model.thresholds, model=service.about,
+                              xyz=files["xyz"].name, thresholds=model.thresholds, findings=found, model=service.about,
                               timings_ms=timings)
         record["id"] = service.recent.new_id()
         result = Result(record, batch.display[0], batch.display_3d[0], sample_maps(scored.outputs, scored.row),
                         utc_now())
         service.recent.add(result)
         if heatmaps:
-            return await run_in_threadpool(with_images, result, service.model.thresholds.pixel)
+            return await run_in_threadpool(with_images, result)
         return record
     finally:
         if not submitted:

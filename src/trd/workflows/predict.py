@@ -2,12 +2,13 @@
 
 The output folder holds::
 
-    predictions.jsonl   one JSON line per scored sample (schema ``trd.record/1``,
+    predictions.jsonl   one JSON line per scored sample (schema ``trd.record/2``,
                         `trd.runtime.records`; docs/SERVE.md), appended and synced to disk as soon as the
-                        sample is scored, after its heatmap and mask are in place (so a line never
-                        points at a missing file)
-    heatmaps/<name>.png overlay of the anomaly map on the RGB image
-    masks/<name>.png    pixels above the validation pixel threshold
+                        sample is scored, after its heatmap, mask and outline are in place (so a line
+                        never points at a missing file)
+    heatmaps/<name>.png overlay of the anomaly map on the RGB image (model resolution)
+    masks/<name>.png    pixels above the validation pixel threshold (model resolution)
+    outlines/<name>.png the RGB image as read with its defect regions outlined (`trd.runtime.findings`)
     predict.json        the model that wrote the folder (path, sha256, trd version)
 
 A killed run loses at most the sample in flight. Running again with the same model skips the
@@ -36,13 +37,14 @@ from ..data.samples import Sample, unlabelled_samples
 from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
-from ..runtime.heatmap import map_range, overlay, png_bytes
+from ..runtime.findings import find
+from ..runtime.heatmap import draw_outlines, map_range, overlay, png_bytes
 from ..runtime.records import build_record, model_record
 from .engine import LoadedModel, load_model
 
 Log = Callable[[str], None]
 PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
-_OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks")
+_OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks", "outlines")
 
 
 def _source_key(sample: Sample) -> str:
@@ -151,7 +153,6 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
     if skipped:
         log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path}; scoring the other {len(todo)}")
     thresholds = model.thresholds
-    vmin, vmax = map_range(thresholds.pixel)
     about = model_record(model.sha256, model.name)
     n_scored = n_anomalous = 0
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
@@ -167,14 +168,21 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
             written = time.perf_counter()
             sample = todo[index]
             name = sample.rgb.stem
-            heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
+            score = float(out["score"][j])
+            found = find(maps[j], score, batch.images[j].shape[:2], batch.clouds[j], model.config, thresholds)
+            regions_ms = (time.perf_counter() - written) * 1e3
+            vmin, vmax = map_range(thresholds.pixel, score)
+            heat, mask, outline = f"heatmaps/{name}.png", f"masks/{name}.png", f"outlines/{name}.png"
             atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
             atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
+            drawn = [(r.outline, found.rules.failure(r) is None) for r in found.regions]
+            atomic_write_bytes(out_dir / outline, png_bytes(draw_outlines(batch.images[j], drawn)))
             write_ms = (time.perf_counter() - written) * 1e3
-            timings = {"read": batch.read_ms[j], "score": score_ms,
+            timings = {"read": batch.read_ms[j], "score": score_ms, "regions": regions_ms,
                        "total": batch.read_ms[j] + score_ms + write_ms}
             record = build_record(out, j, name=name, rgb=str(sample.rgb), xyz=str(sample.xyz), thresholds=thresholds,
-                                  model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask}
+                                  findings=found, model=about, timings_ms=timings) | {
+                "heatmap": heat, "mask": mask, "outline": outline}
             ledger.append(record)
             n_scored += 1
             n_anomalous += record["anomalous"]
