@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config
 from .data.cache import build_cache
 from .data.dataset import PairDataset
@@ -334,3 +335,17 @@ def _save(out: Path, detector: Detector, cfg: Config, cal: Calibration, extra: d
     save_detector(out, detector, cfg, cal.thresholds,
                   extra=extra | {"border_check": cal.border.to_dict(), "calibrations": history,
                                  "validation_scores": cal.summary_scores()})
+
+
+def write_image_threshold(model_path: Path, out: Path, thresholds: Thresholds) -> None:
+    """A copy of the ``model.pt`` at ``model_path`` with ``thresholds`` (an image threshold set by
+    hand, `Thresholds.with_image`), its previous ones in the history of calibrations; written to
+    ``out`` atomically (the caller picks a new name)."""
+    blob = load_checkpoint(model_path, "model")
+    old = Thresholds.from_dict(blob["thresholds"])
+    extra = dict(blob["extra"])
+    extra["calibrations"] = [*extra.get("calibrations", []), {
+        "from": str(model_path), "source": thresholds.source, "samples": thresholds.n_validation,
+        "previous": old.to_dict(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    payload = {k: v for k, v in blob.items() if k not in ("format", "version", "kind")}
+    save_checkpoint(out, "model", payload | {"thresholds": thresholds.to_dict(), "extra": extra})

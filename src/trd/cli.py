@@ -337,9 +337,12 @@ def export(model_path, fmt, out) -> None:
               help="Largest uploaded image or cloud, in pixels (default: the model's data.max_image_pixels).")
 @click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
               help="Results kept in memory for GET /v1/recent.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where POST /v1/threshold (the page's 'write a model file') writes new model files "
+                   "(default: beside the served model).")
 @_engine_options
-def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, engine,
-          threads) -> None:
+def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, models_dir,
+          engine, threads) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -354,8 +357,8 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
     from .serve.server import serve as run_serve
 
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
-              max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, threads=threads, engine=engine,
-              log=lambda line: click.echo(line, err=True))
+              max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, models_dir=models_dir,
+              threads=threads, engine=engine, log=lambda line: click.echo(line, err=True))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -2,8 +2,8 @@
 
 Every error answers JSON ``{"error": "<one line>", "status": N}``: 401 without the token, 404, 413
 over the upload limit, 422 for a bad input (the CLI's message), 503 when the queue is full or the
-service is draining (with Retry-After), 500 only for a fault of the service itself (its traceback is
-logged, never sent). The token (when set) is checked on every request but health checks and the
+service is draining (with Retry-After), 507 when a new model file cannot be written, 500 only for a
+fault of the service itself (its traceback is logged, never sent). The token (when set) is checked on every request but health checks and the
 page, which holds no data.
 """
 
@@ -19,9 +19,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
@@ -30,9 +32,12 @@ from .. import __version__
 from ..data.inputs import AspectOnce
 from ..data.readers import READERS
 from ..data.samples import RGB_SUFFIXES
+from ..errors import ConfigError, OutputError
 from ..runtime.findings import find
 from ..runtime.records import build_record, model_record
+from ..scoring.threshold import bound_90
 from ..workflows.engine import LoadedModel
+from ..workflows.threshold import write_threshold
 from .batcher import Batcher
 from .metrics import CONTENT_TYPE, Metrics
 from .results import Recent, Result, sample_maps, utc_now, with_images
@@ -42,7 +47,7 @@ STATIC = Path(__file__).with_name("static")
 #: Paths answered without the token: health checks and the page (no data in it).
 OPEN_PATHS = ("/healthz", "/readyz", "/")
 #: Endpoint labels of the metrics (anything else counts as "other", so labels stay few).
-ENDPOINTS = ("/v1/score", "/v1/model", "/v1/recent", "/healthz", "/readyz", "/metrics", "/")
+ENDPOINTS = ("/v1/score", "/v1/model", "/v1/threshold", "/v1/recent", "/healthz", "/readyz", "/metrics", "/")
 log = logging.getLogger("trd.serve")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -51,8 +56,10 @@ class Service:
     """Everything the endpoints share: the model, the engine worker, limits and counters."""
 
     def __init__(self, model: LoadedModel, *, max_batch: int = 8, max_wait_s: float = 0.005, queue: int = 32,
-                 max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20) -> None:
+                 max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20,
+                 models_dir: Path | None = None) -> None:
         self.model, self.max_upload_bytes, self.token = model, max_upload_bytes, token
+        self.models_dir = models_dir  # where POST /v1/threshold writes (None: beside the model)
         self.draining = False
         self.in_flight = 0  # score requests admitted and not yet answered (touched by the event loop only)
         self.metrics = Metrics(lambda: self.batcher.depth, lambda: self.in_flight)
@@ -159,6 +166,19 @@ def create_app(service: Service) -> Gate:
     async def model() -> dict[str, Any]:
         return model_info(service)
 
+    @app.post("/v1/threshold")
+    async def threshold(choice: ThresholdChoice) -> dict[str, Any]:
+        try:
+            path, thresholds = await run_in_threadpool(write_threshold, service.model, choice.image,
+                                                       service.models_dir)
+        except ConfigError as exc:
+            raise ApiError(422, str(exc)) from None
+        except OutputError as exc:
+            raise ApiError(507, str(exc)) from None
+        log.info("wrote %s (image threshold %s set on the page)", path, choice.image)
+        return {"file": path.name, "folder": str(path.parent), "thresholds": thresholds.to_dict(),
+                "served": service.model.files[0].name}
+
     @app.get("/v1/recent")
     async def recent() -> dict[str, Any]:
         return {"results": service.recent.summary()}
@@ -192,17 +212,27 @@ def create_app(service: Service) -> Gate:
     return Gate(app, service)
 
 
+class ThresholdChoice(BaseModel):
+    """``POST /v1/threshold``: the image threshold to write a new model file with."""
+
+    image: float
+
+
 def model_info(service: Service) -> dict[str, Any]:
-    """``GET /v1/model``: what the loaded model is and promises."""
+    """``GET /v1/model``: what the loaded model is and promises; with the validation scores, the
+    90 % bound of every rank k = 1..n (for the page's explorer: `trd.scoring.threshold.bound_90`)."""
     m = service.model
     data = m.config.data
     kinds = [r for r in READERS.values() if data.format in r.formats]
+    scores = m.validation_scores
+    n = len(scores or [])
     input_3d = {"modality": data.modality_3d, "format": data.format,
                 "files": sorted({s for r in kinds for s in r.suffixes}),
                 "kinds": [r.description for r in kinds], "camera": any(r.camera for r in kinds)}
     return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "branches": list(m.branches),
             "image_size": data.image_size, "input_rgb": {"files": list(RGB_SUFFIXES)}, "input_3d": input_3d,
-            "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": m.validation_scores}
+            "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": scores,
+            "fpr_bound_90_by_rank": None if not scores else [float(b) for b in bound_90(np.arange(1, n + 1), n)]}
 
 
 async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str, Any]:
