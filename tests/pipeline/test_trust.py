@@ -178,6 +178,27 @@ def test_calibrate_on_the_own_validation_split_leaves_out_the_statistics_samples
     assert thresholds.n_validation == 1 and not thresholds.approximate
 
 
+def test_a_typed_threshold_on_a_model_pt_is_a_new_file(trained, tmp_path, messages) -> None:
+    """What the review page's "write a new model file" does for a served model.pt: a new checkpoint
+    with the typed image threshold, its promise and the previous thresholds in its history."""
+    from trd.workflows.engine import load_model
+    from trd.workflows.threshold import write_threshold
+
+    model = load_model(trained[0], engine="torch", device="cpu")
+    (score,) = model.validation_scores
+    path, thresholds = write_threshold(model, score + 0.5, tmp_path)
+    assert path.parent == tmp_path and path.name.startswith("model.threshold-") and path.suffix == ".pt"
+    _, _, stored, extra = load_detector(path)
+    assert stored == thresholds and stored.image == score + 0.5 and stored.rank == 1 and stored.n_validation == 1
+    assert extra["calibrations"][-1]["previous"] == load_checkpoint(trained[0], "model")["thresholds"]
+    assert extra["validation_scores"] == [score]
+    with pytest.raises(ConfigError, match="below the lowest validation score") as low:
+        write_threshold(model, score - 1.0, tmp_path)
+    messages.record("setting", "a typed threshold below every validation score (review page, POST /v1/threshold)",
+                    f"error: {low.value}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def test_calibrate_needs_good_samples(trained, synth_root, tmp_path) -> None:
     root = tmp_path / "data"
     shutil.copytree(synth_root / "puck" / "test" / "dent", root / "puck" / "test" / "dent")
