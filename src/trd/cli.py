@@ -151,7 +151,7 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
 
     Prints the headline metrics and the decisions at the deployment thresholds (promised and
     realised false-positive rate with its 95 % interval, recall per defect type); writes
-    metrics.json, metrics.csv, report.md, report.html and panels/ to --out (default: the model's
+    metrics.json, metrics.csv, report.md, report.html and samples/ to --out (default: the model's
     folder).
 
     \b
