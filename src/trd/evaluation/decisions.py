@@ -59,7 +59,8 @@ def operating_point(scores: np.ndarray, defects: Sequence[str], maps: np.ndarray
     recall = {str(d): _rate(int(flagged[defects == d].sum()), int((defects == d).sum()))
               for d in sorted(set(defects[~good]))}
     image = {"threshold": thresholds.image, "target_fpr": thresholds.target_fpr,
-             "guaranteed_fpr": thresholds.guaranteed_fpr, "n_validation": thresholds.n_validation,
+             "guaranteed_fpr": thresholds.guaranteed_fpr, "fpr_bound_90": thresholds.fpr_bound_90(),
+             "n_validation": thresholds.n_validation,
              "false_positives": _rate(int(flagged[good].sum()), int(good.sum())), "recall": recall}
 
     n_pixels = int(np.prod(maps.shape[1:]))
