@@ -3,9 +3,9 @@
 At fit (:func:`calibrate`, on the validation split; never the test split):
 
 1. Per-branch mean/std over all pixels of the raw maps (docs/METHOD.md §5.2) -> Scorer (also with
-   ``score.foreground_only``, which restricts only where scores may come from). DEPARTURE
-   (docs/METHOD_NOTES.md §15): from ``score.stats_share`` of the validation samples (evenly spread),
-   not all of them, when the detector has two branches.
+   ``score.foreground_only``, which restricts only where scores may come from).
+   DEPARTURE (docs/METHOD_NOTES.md §15): from ``score.stats_share`` of the validation samples
+   (evenly spread), not all of them, when the detector has two branches.
 2. Deployment thresholds by the order-statistic rule (`trd.scoring.threshold`) on the OTHER
    validation samples: the image threshold from the image scores, the pixel threshold from each
    image's own ``score.pixel_fpr`` quantile. Their scores are then computed exactly as a new
