@@ -201,21 +201,22 @@ def find_regions(amap: np.ndarray, threshold: float, *, xyz: np.ndarray | None =
     # per region within its box (ndimage.maximum sorts the whole image: 0.6 s at 800 x 800)
     peaks = np.array([amap[box][labels[box] == i].max() for i, box in enumerate(slices, start=1)])
     order = 1 + np.argsort(-peaks, kind="stable")[:MAX_REGIONS]
-    geometry = _Geometry(xyz, flagged) if xyz is not None else None
+    geometry = _Geometry(xyz, flagged, on_object) if xyz is not None else None
     regions = [_region(labels, int(i), slices[i - 1], float(peaks[i - 1]), geometry) for i in order]
     return regions, count - len(regions)
 
 
 class _Geometry:
-    """The cloud, where it has points, and the flagged pixels (rings avoid them)."""
+    """The cloud, where it has points, and where a ring may lie: on the object, not flagged."""
 
-    def __init__(self, xyz: np.ndarray, flagged: np.ndarray) -> None:
+    def __init__(self, xyz: np.ndarray, flagged: np.ndarray, on_object: np.ndarray | None) -> None:
         self.xyz = np.asarray(xyz)  # windows are taken to float64 when measured (no full-size copy)
         if self.xyz.shape[:2] != flagged.shape:
             raise ValueError(f"point cloud is {self.xyz.shape[:2]} but the map is {flagged.shape}")
         z = self.xyz[..., 2]
         self.valid = np.isfinite(z) & (z != 0) & np.isfinite(self.xyz[..., :2]).all(axis=2)
         self.flagged = flagged
+        self.surroundings = self.valid & ~flagged if on_object is None else self.valid & ~flagged & on_object
 
 
 def _region(labels: np.ndarray, label: int, box: tuple[slice, slice], peak: float,
@@ -246,7 +247,7 @@ def _measure(g: _Geometry, window: tuple[slice, slice], region: np.ndarray, widt
         return {}
     centre = points.mean(axis=0)
     inner = ndimage.binary_dilation(region, _EIGHT, iterations=_RING_GAP)
-    ring = ndimage.binary_dilation(inner, _EIGHT, iterations=width) & ~inner & valid & ~g.flagged[window]
+    ring = ndimage.binary_dilation(inner, _EIGHT, iterations=width) & ~inner & g.surroundings[window]
     ring_points = xyz[ring][:: max(1, int(ring.sum()) // _RING_POINTS)]
     surface = ring_points if len(ring_points) >= 3 else points  # without surroundings: the region's own plane
     if len(surface) < 3:

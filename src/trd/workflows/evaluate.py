@@ -118,7 +118,8 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
                               "this_split": test_border.to_dict()}
     write_metrics(out_dir, result)
     notes = [
-        f"Normalisation statistics come from the validation split; thresholds from {thresholds.source or 'it too'}.",
+        "Normalisation statistics come from the validation split (a part of it that the thresholds do not use, "
+        f"unless the statements say approximate); thresholds from {thresholds.source or 'the validation split'}.",
         f"AU-PRO: {PRO_NOTES[pro_method]}.",
         "Parts of the score: how much of each sample's score came from the colour student and how much from the "
         "shape student. Each student also sees the other input, so this is not which input caused the score"
