@@ -69,7 +69,7 @@ def timing(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="Scans per category, defect type and size.")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[128, 256], help="Scan sizes (none: timing only).")
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n")
