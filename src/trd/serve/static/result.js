@@ -60,7 +60,7 @@ function colourBar(record, id) {
     bar.append(mark);
   }
   const legend = make("div", "bar-legend", make("span", "", short(range.vmin)),
-    make("span", "", `flagged above ${short(record.threshold?.pixel)}`), make("span", "", short(range.vmax)));
+    make("span", "", `flagged > ${short(record.threshold?.pixel)}`), make("span", "", short(range.vmax)));
   const box = make("div", "colour-bar", bar, legend);
   box.id = id;
   box.dataset.vmin = String(range.vmin);
@@ -91,7 +91,7 @@ function regionList(record) {
   const regions = record.regions || [];
   const items = regions.map((r, i) => {
     const depth = r.depth_mm === null ? "depth unknown" :
-      `${short(r.depth_mm, 2)} mm ${r.height_mm > 0 ? "high (a bump)" : "deep (a dent or scratch)"}`;
+      `at most ${short(r.depth_mm, 2)} mm ${r.height_mm > 0 ? "above" : "below"} the surface around it`;
     const size = r.area_mm2 === null ? `${r.pixels} px` : `${short(r.area_mm2)} mm², ${depth}`;
     const c = r.centre_mm;
     const centre = c ? `centre x ${short(c.x, 4)}, y ${short(c.y, 4)}, z ${short(c.z, 4)} mm (scanner axes)` : "";
