@@ -108,17 +108,17 @@ def object_pixels(xyz: np.ndarray, *, object_only: bool = False, plane: str = "c
 
 
 def _step(xyz: np.ndarray, valid: np.ndarray, axis: int) -> np.ndarray:
-    """Per pixel, the vector to its neighbour along ``axis``: the shorter of the forward and backward
-    differences between valid points (NaN where neither exists)."""
-    pts = np.where(valid[..., None], xyz.astype(np.float64), np.nan)
+    """Per pixel, the vector to its neighbour along ``axis`` (1: columns, 0: rows): the shorter of
+    the forward and backward differences between valid points (NaN where neither exists). In the
+    cloud's own precision (float32 resolves 0.1 um steps at 1 m)."""
+    pts = np.where(valid[..., None], xyz, np.nan)
     ahead = np.full_like(pts, np.nan)
     behind = np.full_like(pts, np.nan)
-    inner = [slice(None)] * 3
-    lo, hi = list(inner), list(inner)
+    lo, hi = [slice(None)] * 3, [slice(None)] * 3
     lo[axis], hi[axis] = slice(None, -1), slice(1, None)
     ahead[tuple(lo)] = pts[tuple(hi)] - pts[tuple(lo)]
     behind[tuple(hi)] = ahead[tuple(lo)]
-    la, lb = np.linalg.norm(ahead, axis=2), np.linalg.norm(behind, axis=2)
+    la, lb = np.einsum("...k,...k->...", ahead, ahead), np.einsum("...k,...k->...", behind, behind)
     use_behind = np.isnan(la) | (lb < la)
     return np.where(use_behind[..., None], behind, ahead)
 
@@ -241,20 +241,20 @@ def _region(labels: np.ndarray, label: int, box: tuple[slice, slice], peak: floa
 
 def _measure(g: _Geometry, window: tuple[slice, slice], region: np.ndarray, width: int) -> dict[str, Any]:
     """Area, depth and centre of one region (a mask of ``window``) from the cloud."""
-    xyz, valid = g.xyz[window].astype(np.float64), g.valid[window]
-    points = xyz[region & valid]
+    xyz, valid = g.xyz[window], g.valid[window]
+    points = xyz[region & valid].astype(np.float64)
     if len(points) == 0:
         return {}
     centre = points.mean(axis=0)
     inner = ndimage.binary_dilation(region, _EIGHT, iterations=_RING_GAP)
     ring = ndimage.binary_dilation(inner, _EIGHT, iterations=width) & ~inner & g.surroundings[window]
-    ring_points = xyz[ring][:: max(1, int(ring.sum()) // _RING_POINTS)]
+    ring_points = xyz[ring][:: max(1, int(ring.sum()) // _RING_POINTS)].astype(np.float64)
     surface = ring_points if len(ring_points) >= 3 else points  # without surroundings: the region's own plane
     if len(surface) < 3:
         return {"centre_mm": tuple(float(v) * 1e3 for v in centre)}
     origin, normal, axes, coef = _fit_surface(surface, centre)
     du, dv = _step(xyz, valid, axis=1)[region], _step(xyz, valid, axis=0)[region]  # the window has a margin
-    patch = np.abs(np.cross(du, dv) @ normal)
+    patch = np.abs(np.cross(du.astype(np.float64), dv.astype(np.float64)) @ normal)
     known = np.isfinite(patch)
     area = float(patch[known].sum() + (~known).sum() * (np.median(patch[known]) if known.any() else 0.0)) * 1e6
     out: dict[str, Any] = {"area_mm2": area, "centre_mm": tuple(float(v) * 1e3 for v in centre)}
@@ -264,17 +264,20 @@ def _measure(g: _Geometry, window: tuple[slice, slice], region: np.ndarray, widt
     rel = points - origin
     deviation[region & valid] = rel @ normal - _quadratic(rel @ axes.T) @ coef
     thickness = float(ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1].max())
-    smooth = _local_mean(deviation, max(SMOOTH_MIN_PX, SMOOTH_SHARE * thickness))[region & valid]
+    sigma = min(max(SMOOTH_MIN_PX, SMOOTH_SHARE * thickness), SMOOTH_MAX_PX)
+    smooth = _local_mean(deviation, sigma)[region & valid]
     peak = float(smooth[np.nanargmax(np.abs(smooth))])
     out |= {"depth_mm": abs(peak) * 1e3, "height_mm": peak * 1e3}
     return out
 
 
 #: The deviations are averaged with a Gaussian of this share of the region's thickness (its largest
-#: inscribed radius), at least SMOOTH_MIN_PX: sensor noise would otherwise add itself to the largest
-#: deviation; a narrow groove is measured shallower than it is (docs/REGIONS.md gives the figures).
+#: inscribed radius), at least SMOOTH_MIN_PX and at most SMOOTH_MAX_PX (a wider one averages no more
+#: noise away that matters, and costs time on large regions): sensor noise would otherwise add itself
+#: to the largest deviation; a narrow groove is measured shallower than it is (docs/REGIONS.md).
 SMOOTH_SHARE = 0.25
 SMOOTH_MIN_PX = 0.7
+SMOOTH_MAX_PX = 4.0
 
 
 def _local_mean(values: np.ndarray, sigma: float) -> np.ndarray:
