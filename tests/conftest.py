@@ -27,7 +27,9 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(model.pt, its ONNX export) of a tiny model (resnet18 teachers, 64 px, 1 epoch) of ``puck``;
-    treat both as read-only. Needs the training install (torch, onnx)."""
+    treat both as read-only. Needs the training install (torch, onnx). Both validation samples give
+    the normalisation statistics and the thresholds (``score.stats_share=1``: approximate thresholds,
+    but two validation scores to explore)."""
     import warnings
 
     pytest.importorskip("onnx")
@@ -37,7 +39,8 @@ def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     run = tmp_path_factory.mktemp("tiny-export")
     cfg = load_config(None, ["model.backbone=resnet18", "model.weights=none", "model.decoder_blocks=1,1,1",
                              "model.bottleneck_blocks=1", "data.image_size=64", "train.epochs=1", "train.batch_size=2",
-                             "data.cache_dir=none", f"data.root={synth_root}", "data.category=puck"])
+                             "data.cache_dir=none", f"data.root={synth_root}", "data.category=puck",
+                             "score.stats_share=1"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = api.fit(cfg, run / "run", progress=False, log=lambda _: None)

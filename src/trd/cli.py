@@ -162,7 +162,7 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
 
     Prints the headline metrics and the decisions at the deployment thresholds (promised and
     realised false-positive rate with its 95 % interval, recall per defect type); writes
-    metrics.json, metrics.csv, report.md, report.html and panels/ to --out (default: the model's
+    metrics.json, metrics.csv, report.md, report.html and samples/ to --out (default: the model's
     folder).
 
     \b
@@ -190,7 +190,10 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
 @click.option("--target-fpr", type=float, default=None, help="Requested image false-positive rate (default: the model's).")
 @click.option("--pixel-fpr", type=float, default=None, help="Requested share of flagged pixels per good image (default: the model's).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never the input model).")
-def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite) -> None:
+@click.option("--force", is_flag=True,
+              help="Calibrate on the model's own training split or a test split anyway (refused otherwise: the "
+                   "promise would not hold).")
+def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite, force) -> None:
     """Re-derive a trained model's thresholds from (new) good samples, without retraining.
 
     Keeps the normalisation statistics (scores stay comparable); writes a NEW model file
@@ -203,7 +206,7 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
     check_model_file(model_path, "--model")
     check_folder(root)
     _api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
-                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite)
+                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite, force=force)
 
 
 @cli.command(short_help="Score new scans: decisions, heatmaps, predictions.jsonl and a summary.")
@@ -370,9 +373,12 @@ def export(model_path, fmt, out) -> None:
               help="A Host name this service answers to besides localhost and IP addresses (repeatable).")
 @click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
               help="Results kept in memory for GET /v1/recent.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where POST /v1/threshold (the page's 'write a model file') writes new model files "
+                   "(default: beside the served model).")
 @_engine_options
 def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, pixel_budget,
-          upload_timeout_s, grace_s, allowed_hosts, recent, engine, threads) -> None:
+          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, engine, threads) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -388,7 +394,7 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,
               upload_timeout_s=upload_timeout_s, grace_s=grace_s, allowed_hosts=allowed_hosts, recent=recent,
-              threads=threads, engine=engine, log=_log)
+              models_dir=models_dir, threads=threads, engine=engine, log=_log)
 
 
 cli.add_command(settings)

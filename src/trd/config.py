@@ -142,6 +142,15 @@ class ScoreConfig:
     # margin in px); normalisation statistics still use every pixel. Off = the paper protocol.
     foreground_only: bool = False
     foreground_margin: int = 2
+    # DEPARTURE (docs/METHOD_NOTES.md §15): share of the validation samples whose maps give the
+    # normalisation statistics; the others choose the thresholds, so their promise is exact (1.0: all
+    # give both, as the reference normalises; the thresholds are then approximate).
+    stats_share: float = 0.2
+    # Reject rules in physical units (0: off): a flagged image counts as defective only when one of
+    # its regions is at least this large (mm^2) and this deep or high (mm). They can only narrow the
+    # decision, so the false-positive promise still holds (trd.scoring.decision).
+    min_area_mm2: float = 0.0
+    min_depth_mm: float = 0.0
 
 
 @dataclass
@@ -369,6 +378,9 @@ RULES: dict[str, Check] = {
                            "one or more numbers in (0, 1]"),
     "score.foreground_only": ((lambda v: True), "true or false"),
     "score.foreground_margin": _int_at_least(0),
+    "score.stats_share": ((lambda v: _finite(v) and 0.0 < v <= 1.0), "a share in (0, 1]"),
+    "score.min_area_mm2": ((lambda v: _finite(v) and v >= 0), "an area in mm^2 >= 0 (0: no rule)"),
+    "score.min_depth_mm": ((lambda v: _finite(v) and v >= 0), "a depth in mm >= 0 (0: no rule)"),
 }
 
 
@@ -405,6 +417,10 @@ def validate_config(cfg: Config, source: str = "") -> Config:
         value, limit = _get(cfg, dotted), _get(cfg, bound)
         if value > limit:
             raise ConfigError(f"{where}{dotted}={_show(value)} is out of range: expected {allowed} ({limit})")
+    rules = [k for k in ("min_area_mm2", "min_depth_mm") if getattr(cfg.score, k) > 0]
+    if rules and cfg.data.format == "eyecandies":
+        raise ConfigError(f"{where}score.{rules[0]} needs point clouds to measure regions in mm, but "
+                          "data.format=eyecandies reads normal maps, which have none; set it to 0")
     return cfg
 
 

@@ -29,12 +29,12 @@ def test_synth_fit_test_predict(tiny_cli_args, synth_root, tmp_path):
     for name in ("model.pt", "config.toml", "metrics.json", "metrics.csv", "report.html", "report.md"):
         assert (run / name).is_file(), name
     assert not (run / "state.pt").exists() or (run / "state.pt").stat().st_size > 0
-    panels = sorted((run / "panels").rglob("*.png"))
-    assert len(panels) == 8  # 2 good + 3 defect types x 2
+    pictures = sorted((run / "samples").rglob("*.png"))
+    assert len(pictures) == 8 * 5  # (2 good + 3 defect types x 2) x (RGB, 3D, heatmap and one per branch)
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["per_defect"]) >= {"color", "dent", "crack"}
 
-    assert "warning: 2 validation samples cannot support the requested 1 %" in fit.stdout  # said at fit time
+    assert "warning: 1 validation samples cannot support the requested 1 %" in fit.stdout  # said at fit time
     again = trd("test", "--model", str(run / "model.pt"), "--out", str(tmp_path / "again"))
     fit_lines = fit.stdout.strip().splitlines()
     after_model = next(i for i, line in enumerate(fit_lines) if line.startswith("model: ")) + 1

@@ -46,22 +46,27 @@ def _good_dataset(model: Path, split: str) -> PairDataset:
 
 def test_fit_states_the_guarantee_and_warns_about_small_n(trained) -> None:
     model, lines = trained
-    assert any(line.startswith("image threshold ") and "(n = 2 validation samples)" in line for line in lines)
-    assert any("false-positive rate <= 33.3 %" in line for line in lines)  # k/(n+1) = 1/3
+    # 2 validation samples: one gives the normalisation statistics, the other the thresholds (exact)
+    assert "validation: normalisation statistics from 1 sample(s), thresholds from the other 1 (exact)" in lines
+    assert any(line.startswith("image threshold ") and "(n = 1 validation samples)" in line for line in lines)
+    assert any("false-positive rate <= 50 % on average over validation sets; this threshold <= 90 % with 90 % "
+               "confidence" in line for line in lines)  # k/(n+1) = 1/2; Beta(1, 1) is uniform
+    assert not any("approximate" in line for line in lines)
     warning = next(line for line in lines if "cannot support" in line)
-    assert warning.startswith("warning: 2 validation samples cannot support the requested 1 % false-positive rate")
-    assert "smallest rate they support is 33.3 %" in warning and "at least 99 good samples" in warning
+    assert warning.startswith("warning: 1 validation samples cannot support the requested 1 % false-positive rate")
+    assert "smallest rate they support is 50 %" in warning and "at least 99 good samples" in warning
     assert any(line.startswith("border check: ") for line in lines)
 
     blob = load_checkpoint(model, "model")
     record = blob["thresholds"]
-    assert (record["n_validation"], record["rank"], record["sufficient"]) == (2, 1, False)
-    assert record["guaranteed_fpr"] == pytest.approx(1 / 3) and record["samples_needed"] == 99
-    assert record["statements"][-1] == warning
+    assert (record["n_validation"], record["rank"], record["sufficient"], record["approximate"]) == (1, 1, False, False)
+    assert record["guaranteed_fpr"] == pytest.approx(1 / 2) and record["samples_needed"] == 99
+    assert record["fpr_bound_90"] == pytest.approx(0.9) and record["statements"][-1] == warning
     assert set(blob["reference"]) == {"rgb", "x3d"} and blob["reference"]["rgb"].shape == (2, 3, 64, 64)
-    assert blob["extra"]["border_check"]["images"] == 2
+    assert blob["extra"]["border_check"]["images"] == 2  # where maxima sit: every validation sample
+    assert blob["extra"]["stats_samples"] == ["validation/good/000.png"]
     scores = blob["extra"]["validation_scores"]  # at full precision: the threshold is the k-th largest, exactly
-    assert len(scores) == 2 and sorted(scores, reverse=True)[record["rank"] - 1] == record["image"]
+    assert len(scores) == 1 and sorted(scores, reverse=True)[record["rank"] - 1] == record["image"]
 
 
 def test_onnx_metadata_carries_the_guarantee(trained, tmp_path) -> None:
@@ -71,7 +76,7 @@ def test_onnx_metadata_carries_the_guarantee(trained, tmp_path) -> None:
     path = api.export(trained[0], tmp_path / "m.onnx")
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     record = json.loads(meta["trd.thresholds"])
-    assert record["sufficient"] is False and record["smallest_supported_fpr"] == pytest.approx(1 / 3)
+    assert record["sufficient"] is False and record["smallest_supported_fpr"] == pytest.approx(1 / 2)
     assert any("cannot support" in line for line in record["statements"])
 
 
@@ -129,8 +134,17 @@ def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path
     model = trained[0]
     out = tmp_path / "recal.pt"
     lines: list[str] = []
-    assert api.calibrate(model, split="test", out=out, target_fpr=0.3, log=lines.append) == out
+    # the test split measures thresholds and the training split taught the students: refused unless forced
+    with pytest.raises(ConfigError, match="--split test: the test split is there to measure") as test_split:
+        api.calibrate(model, split="test", out=out)
+    with pytest.raises(ConfigError, match="--split train: these are the model's own training images") as train_split:
+        api.calibrate(model, split="train", out=out)
+    assert "or --force" in str(train_split.value) and not out.exists()
+    messages.record("setting", "calibrate --split test", f"error: {test_split.value}")
+    messages.record("setting", "calibrate --split train (the model's own training images)", f"error: {train_split.value}")
+    assert api.calibrate(model, split="test", out=out, target_fpr=0.3, force=True, log=lines.append) == out
     assert any("defective left out" in line for line in lines)
+    assert any(line.startswith("warning: --split test") and line.endswith("(--force)") for line in lines)
     old_det, _, old, _ = load_detector(model)
     new_det, _, new, extra = load_detector(out)
     # the statistics are kept: the same sample gets the same score from both models
@@ -145,7 +159,7 @@ def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path
     assert extra["calibrations"][-1]["previous"]["image"] == old.image and extra["border_check"]["images"] == 2
     # never silently replaced, never the input model
     with pytest.raises(ConfigError, match="exists") as exists:
-        api.calibrate(model, split="test", out=out)
+        api.calibrate(model, split="test", out=out, force=True)
     with pytest.raises(ConfigError, match="input model") as itself:
         api.calibrate(model, out=model)
     with pytest.raises(ConfigError, match=r"--target-fpr must be in \[0, 1\), got 1.5") as rate:
@@ -153,14 +167,43 @@ def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path
     messages.record("setting", "calibrate --out names an existing file", f"error: {exists.value}")
     messages.record("setting", "calibrate --out is the input model", f"error: {itself.value}")
     messages.record("setting", "calibrate --target-fpr 1.5", f"error: {rate.value}")
-    assert api.calibrate(model, split="test", out=out, overwrite=True) == out
+    assert api.calibrate(model, split="test", out=out, overwrite=True, force=True) == out
+
+
+def test_calibrate_on_the_own_validation_split_leaves_out_the_statistics_samples(trained, tmp_path) -> None:
+    lines: list[str] = []
+    out = api.calibrate(trained[0], out=tmp_path / "v.pt", log=lines.append)
+    assert "calibrate: leaving out the 1 sample(s) that gave the normalisation statistics" in lines
+    _, _, thresholds, _ = load_detector(out)
+    assert thresholds.n_validation == 1 and not thresholds.approximate
+
+
+def test_a_typed_threshold_on_a_model_pt_is_a_new_file(trained, tmp_path, messages) -> None:
+    """What the review page's "write a new model file" does for a served model.pt: a new checkpoint
+    with the typed image threshold, its promise and the previous thresholds in its history."""
+    from trd.workflows.engine import load_model
+    from trd.workflows.threshold import write_threshold
+
+    model = load_model(trained[0], engine="torch", device="cpu")
+    (score,) = model.validation_scores
+    path, thresholds = write_threshold(model, score + 0.5, tmp_path)
+    assert path.parent == tmp_path and path.name.startswith("model.threshold-") and path.suffix == ".pt"
+    _, _, stored, extra = load_detector(path)
+    assert stored == thresholds and stored.image == score + 0.5 and stored.rank == 1 and stored.n_validation == 1
+    assert extra["calibrations"][-1]["previous"] == load_checkpoint(trained[0], "model")["thresholds"]
+    assert extra["validation_scores"] == [score]
+    with pytest.raises(ConfigError, match="below the lowest validation score") as low:
+        write_threshold(model, score - 1.0, tmp_path)
+    messages.record("setting", "a typed threshold below every validation score (review page, POST /v1/threshold)",
+                    f"error: {low.value}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 def test_calibrate_needs_good_samples(trained, synth_root, tmp_path) -> None:
     root = tmp_path / "data"
     shutil.copytree(synth_root / "puck" / "test" / "dent", root / "puck" / "test" / "dent")
     with pytest.raises(TRDError, match=r"no good samples in .*puck \(test split\)"):
-        api.calibrate(trained[0], data_root=root, split="test", out=tmp_path / "x.pt")
+        api.calibrate(trained[0], data_root=root, split="test", out=tmp_path / "x.pt", force=True)
 
 
 def test_damaged_records_are_one_line_checkpoint_errors(trained, tmp_path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from trd.reporting.figures import Picture
 from trd.reporting.report import SampleRow, write_report
 from trd.reporting.sections import Section, Table
 
@@ -40,15 +41,17 @@ def _overflow(html: Path, width: int) -> int:
 
 
 def _wide_report(folder: Path) -> Path:
-    """A report with a 12-column metric table, long texts, and 1500 px wide sample panels."""
+    """A report with a 12-column metric table, long texts, and six 800 px pictures per sample."""
     metrics = {f"aupro@{lim}": 0.5 for lim in (0.3, 0.1, 0.05, 0.01)} | {
         k: 0.9 for k in ("i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max")}
     result = {"overall": metrics, "per_defect": {d: metrics for d in ("color", "crack", "dent")},
               "per_branch": {"rgb": metrics, "geo": metrics}}
-    (folder / "panels").mkdir(parents=True)
-    Image.fromarray(np.full((330, 1500, 3), 128, np.uint8)).save(folder / "panels" / "p.png")
+    (folder / "samples").mkdir(parents=True)
+    Image.fromarray(np.full((800, 800, 3), 128, np.uint8)).save(folder / "samples" / "p.png")
+    pictures = [Picture("samples/p.png", f"picture {k} with a long caption that wraps", (0.0, 8.5, 2.1) if k > 1 else None)
+                for k in range(6)]
     rows = [SampleRow(name=f"crack/{i:03d}", category="puck", defect="crack", label=1, score=float(i), decision=True,
-                      branch_shares={"rgb": 1.0, "geo": 2.0}, panel="panels/p.png",
+                      branch_shares={"rgb": 1.0, "geo": 2.0}, pictures=pictures, regions=["Region 1: " + "x" * 200],
                       attribution={"colour": 0.1, "geometry": 2.0}) for i in range(3)]
     long = "a very long sentence that has to wrap " * 20
     section = Section("Decisions", warnings=[long], paragraphs=[long],
@@ -62,7 +65,7 @@ def _wide_report(folder: Path) -> Path:
 
 def test_report_needs_no_sideways_scrolling(tmp_path: Path) -> None:
     html = _wide_report(tmp_path)
-    for width in (1280, 800):
+    for width in (1280, 800, 390):  # down to a phone's screen
         assert _overflow(html, width) <= 0, width
     # the probe can fail: a page with a fixed 3000 px element does scroll sideways
     broken = tmp_path / "broken.html"

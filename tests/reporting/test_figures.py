@@ -1,4 +1,5 @@
-"""Per-sample figures: valid PNGs of the expected size, deterministic bytes, clear input errors."""
+"""Per-sample pictures: one PNG per image of the expected size, deterministic bytes, outlines drawn,
+clear input errors."""
 
 from __future__ import annotations
 
@@ -8,15 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trd.reporting.figures import (
-    PANEL_COL_INCHES,
-    PANEL_DPI,
-    PANEL_HEIGHT_INCHES,
-    heatmap_overlay,
-    save_heatmap_png,
-    save_panel_png,
-    to_uint8_image,
-)
+from trd.reporting.figures import TRUTH_COLOUR, heatmap_overlay, save_heatmap_png, save_sample_images, to_uint8_image
 
 S = 64
 
@@ -31,19 +24,11 @@ def _sample(seed: int = 0) -> dict:
     return {"rgb": rgb, "x3d": x3d, "gt": gt, "amap": amap}
 
 
-def _panel(path: Path, s: dict, branches: tuple[str, ...] = ("rgb", "geo"), gt: bool = True) -> None:
-    save_panel_png(
-        path,
-        rgb=s["rgb"],
-        x3d=s["x3d"],
-        gt=s["gt"] if gt else None,
-        anomaly_map=s["amap"],
-        branch_maps={b: s["amap"] / 4.0 for b in branches},
-        vmin=0.0,
-        vmax=4.0,
-        branch_ranges={b: (0.0, 1.0) for b in branches},
-        title="bagel/test/crack/000.png  crack  score=3.21  rgb 60% / 3d 40%",
-    )
+def _pictures(folder: Path, s: dict, branches: tuple[str, ...] = ("rgb", "geo"), gt: bool = True,
+              outlines: list | None = None) -> list:
+    return save_sample_images(folder, "samples/crack/000", rgb=s["rgb"], x3d=s["x3d"], gt=s["gt"] if gt else None,
+                              anomaly_map=s["amap"], branch_maps={b: s["amap"] / 4.0 for b in branches},
+                              scale=(0.0, 4.0, 2.0), outlines=outlines or [], outline_scale=(0.5, 0.5))
 
 
 def test_to_uint8_image_scales_and_replicates_channels() -> None:
@@ -84,39 +69,43 @@ def test_heatmap_png_is_valid_and_deterministic(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("branches", "gt"), [(("rgb", "geo"), True), (("fused",), False)])
-def test_panel_png_size_and_determinism(tmp_path: Path, branches: tuple[str, ...], gt: bool) -> None:
+def test_one_png_per_picture_with_captions_and_scales(tmp_path: Path, branches: tuple[str, ...], gt: bool) -> None:
     s = _sample()
-    a, b = tmp_path / "a.png", tmp_path / "b.png"
-    _panel(a, s, branches, gt)
-    _panel(b, s, branches, gt)
-    cols = 4 + len(branches)
-    with Image.open(a) as im:
-        im.verify()
-    with Image.open(a) as im:
-        assert im.format == "PNG"
-        assert im.size == (round(cols * PANEL_COL_INCHES * PANEL_DPI), round(PANEL_HEIGHT_INCHES * PANEL_DPI))
-        assert np.asarray(im.convert("L")).std() > 0  # something was drawn
-    assert a.read_bytes() == b.read_bytes()
+    pictures = _pictures(tmp_path / "a", s, branches, gt)
+    assert [p.path for p in pictures] == [f"samples/crack/000/{n}.png" for n in
+                                          ("rgb", "3d", "heatmap", *(f"heatmap-{b}" for b in branches))]
+    assert [p.scale for p in pictures] == [None, None] + [(0.0, 4.0, 2.0)] * (1 + len(branches))
+    assert ("true defect outlined" in pictures[0].caption) == gt and "student" in pictures[-1].caption
+    for p in pictures:
+        with Image.open(tmp_path / "a" / p.path) as im:
+            assert im.format == "PNG" and im.size == (S, S)
+    rgb = np.asarray(Image.open(tmp_path / "a" / pictures[0].path))
+    truth_edge = (rgb == TRUTH_COLOUR).all(axis=2)
+    assert truth_edge.any() == gt and not truth_edge[25:31, 29:35].any()  # the edge only, not the inside
+    _pictures(tmp_path / "b", s, branches, gt)
+    for p in pictures:  # deterministic bytes
+        assert (tmp_path / "a" / p.path).read_bytes() == (tmp_path / "b" / p.path).read_bytes()
 
 
-def test_panel_content_depends_on_the_maps(tmp_path: Path) -> None:
+def test_outlines_are_drawn_on_the_heatmaps_at_the_pictures_scale(tmp_path: Path) -> None:
     s = _sample()
-    _panel(tmp_path / "a.png", s)
-    s2 = dict(s, amap=s["amap"][::-1].copy())
-    _panel(tmp_path / "b.png", s2)
-    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
+    square = [[(20.0, 20.0), (60.0, 20.0), (60.0, 60.0), (20.0, 60.0)]]  # in a 128 px original: 10..30 here
+    pictures = _pictures(tmp_path, s, outlines=[(square, True)])
+    heat = np.asarray(Image.open(tmp_path / pictures[2].path))
+    plain = heatmap_overlay(s["rgb"], s["amap"], 0.0, 4.0)
+    changed = (heat != plain).any(axis=2)
+    rows, cols = np.nonzero(changed)
+    assert changed[10, 10:30].all() and not changed[40:, 40:].any()
+    assert rows.min() >= 8 and rows.max() <= 32 and cols.min() >= 8 and cols.max() <= 32
+    assert (heat[20, 8:13] == 255).all(axis=1).any()  # a region that counts: white (on a dark line)
 
 
-def test_panel_rejects_inconsistent_inputs(tmp_path: Path) -> None:
+def test_pictures_reject_inconsistent_inputs(tmp_path: Path) -> None:
     s = _sample()
-    with pytest.raises(ValueError, match="colour range"):
-        save_panel_png(
-            tmp_path / "x.png", rgb=s["rgb"], x3d=s["x3d"], gt=None, anomaly_map=s["amap"],
-            branch_maps={"rgb": s["amap"]}, vmin=0.0, vmax=1.0, branch_ranges={}, title="t",
-        )
     with pytest.raises(ValueError, match="3D image"):
-        save_panel_png(
-            tmp_path / "x.png", rgb=s["rgb"], x3d=s["x3d"][:, :32], gt=None, anomaly_map=s["amap"],
-            branch_maps={}, vmin=0.0, vmax=1.0, branch_ranges={}, title="t",
-        )
-    assert not list(tmp_path.iterdir())
+        save_sample_images(tmp_path, "x", rgb=s["rgb"], x3d=s["x3d"][:, :32], gt=None, anomaly_map=s["amap"],
+                           branch_maps={}, scale=(0.0, 1.0, 0.5), outlines=[])
+    with pytest.raises(ValueError, match="anomaly map"):
+        save_sample_images(tmp_path, "x", rgb=s["rgb"], x3d=s["x3d"], gt=None, anomaly_map=s["amap"][:8],
+                           branch_maps={}, scale=(0.0, 1.0, 0.5), outlines=[])
+    assert not list(tmp_path.rglob("*.png"))

@@ -11,8 +11,8 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from trd.reporting.figures import save_heatmap_png
-from trd.reporting.labels import section, term
+from trd.reporting.figures import Picture, save_heatmap_png
+from trd.reporting.labels import WORDS, outcome, section, term
 from trd.reporting.report import SampleRow, metric_rows, write_metrics, write_report
 from trd.reporting.sections import Section, Table
 
@@ -96,15 +96,18 @@ def _rows(tmp_path: Path) -> list[SampleRow]:
     out = []
     scores = [0.4, 3.5, float("nan"), 2.0, 1.1]
     for i, score in enumerate(scores):
-        panel = None
+        pictures = []
         if i != 3:
-            panel = f"panels/{'crack' if i % 2 else 'good'}/{i:03d} <x> é.png"
-            save_heatmap_png(tmp_path / panel, rgb, np.full((8, 8), score), 0.0, 4.0)
+            path = f"samples/{'crack' if i % 2 else 'good'}/{i:03d} <x> é/heatmap.png"
+            save_heatmap_png(tmp_path / path, rgb, np.full((8, 8), score), 0.0, 4.0)
+            pictures = [Picture(path, "Anomaly heatmap <b>", (0.0, 4.0, 1.5))]
         out.append(SampleRow(
             name=f"bagel/test/{i:03d}<script>.png", category="bagel", defect="crack" if i % 2 else "good",
-            label=i % 2, score=score, decision=None if i == 4 else score > 1.0,
-            branch_shares={"rgb": 0.7, "geo": 0.3} if i else {"rgb": -1.0, "geo": float("nan")}, panel=panel,
+            label=i % 2, score=score, decision=None if i == 4 else bool(score > 1.0) and i != 3,  # 3: missed
+            branch_shares={"rgb": 0.7, "geo": 0.3} if i else {"rgb": -1.0, "geo": float("nan")}, pictures=pictures,
             attribution={"colour": 1.5, "geometry": -0.2} if i == 1 else None,
+            regions=["Region 1: 3.2 mm², 0.41 mm deep, centre x 1, y 2, z 400 mm"] if i == 1 else [],
+            reason="image score 3.5000 is above the threshold 1.0000: anomalous" if i == 1 else "",
         ))
     return out
 
@@ -129,13 +132,24 @@ def test_write_report_html_and_markdown(tmp_path: Path) -> None:
         assert row.name in text
     assert html.count("<tr") == 1 + 1 + _metric_table_rows()  # the section's table, then the metric tables
     assert html.count('class="sample') == len(rows)
-    assert len(checker.srcs) == 4
+    assert len(checker.srcs) == 4 and html.count("<figcaption>") == 4
     for src in checker.srcs:
         assert (tmp_path / unquote(src)).is_file()
     order = [text.index(f"{i:03d}<script>") for i in (1, 3, 4, 0, 2)]  # by score, NaN last
     assert order == sorted(order)
     assert "70%" in text and "30%" in text and "/data/mvtec 3d" in text
-    assert "branch shares" in text and "mainly colour" in text and "contributions" not in text
+    assert "parts of the score" in text and "colour student" in text and "mainly colour" in text
+    for jargon in ("branch shares", "blurred z-value", "Clopper-Pearson", "(label 0)", "contributions"):
+        assert jargon not in text, jargon
+    # plain words for each sample's result, with the words explained in the glossary
+    assert [outcome(r.label, r.decision) for r in rows] == ["good, passed", "defect found", "good, passed",
+                                                              "missed defect", "not decided"]
+    assert outcome(0, True) == "false alarm"
+    assert "false alarm" in WORDS and "missed defect" in text and "a good part (no defect)" in text
+    assert "Words used in this report" in text and WORDS["missed defect"] in text
+    assert "Region 1: 3.2 mm², 0.41 mm deep" in text and "Why: image score 3.5000 is above" in text
+    assert html.count('<div class="scale"') == 4 and "flagged above 1.5" in text  # a colour bar under each heatmap
+    assert "Anomaly heatmap <b>" in text  # captions are HTML text, escaped
     # human headings, definitions one hover / one click away; the section comes before the metrics
     assert "All test images" in text and "Each branch alone" in text and "AU-PRO (FPR <= 30 %)" in text
     assert "aupro@0.3" not in text and "i_auroc" not in text
@@ -149,7 +163,7 @@ def test_write_report_html_and_markdown(tmp_path: Path) -> None:
     assert "| I-AUROC | 0.9731 |" in md and "| I-AP | – |" in md
     assert "| defect type | I-AUROC | P-AUROC |" in md and "| crack | 0.9900 | 0.9800 |" in md
     assert "| geo (geometry branch) | 0.8000 | 0.7000 | 0.2000 |" in md  # nested metrics become columns
-    assert "> **Warning:** too few <samples>" in md and "## Definitions" in md
+    assert "> **Warning:** too few <samples>" in md and "## Definitions" in md and "## Words used in this report" in md
     assert "- **I-AUROC**: Image-level area under the ROC curve" in md
     assert '"sigma": 4.0' in md and "/data/mvtec 3d" in md
     assert not list(tmp_path.glob(".*.tmp"))

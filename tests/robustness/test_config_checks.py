@@ -43,6 +43,9 @@ BAD_SETTINGS = [
     ("data.image_size=1048576", "data.image_size=1048576 is out of range: expected a multiple of 32 in 32..2048"),
     ("model.bottleneck_blocks=100000", "model.bottleneck_blocks=100000 is out of range: expected an integer in 1..64"),
     ("data.num_workers=100000", "data.num_workers=100000 is out of range: expected an integer in 0..64"),
+    ("score.stats_share=0", "score.stats_share=0.0 is out of range: expected a share in (0, 1]"),
+    ("score.min_area_mm2=-2", "score.min_area_mm2=-2.0 is out of range: expected an area in mm^2 >= 0 (0: no rule)"),
+    ("score.min_depth_mm=inf", "score.min_depth_mm=inf is out of range: expected a depth in mm >= 0 (0: no rule)"),
 ]
 
 
@@ -70,6 +73,15 @@ def test_toml_values_are_checked_like_overrides(tmp_path: Path) -> None:
             load_config(path)
     path.write_text("[train]\nepochs = 0\n")  # a file value that an override then fixes is fine
     assert load_config(path, ["train.epochs=3"]).train.epochs == 3
+
+
+def test_reject_rules_need_point_clouds(messages) -> None:
+    with pytest.raises(ConfigError, match="score.min_area_mm2 needs point clouds") as refused:
+        load_config(None, ["data.format=eyecandies", "score.min_area_mm2=2"])
+    assert "set it to 0" in str(refused.value)
+    messages.record("setting", "--set score.min_area_mm2=2 with data.format=eyecandies (normal maps)",
+                    f"error: {refused.value}")
+    assert load_config(None, ["score.min_area_mm2=2", "score.min_depth_mm=0.2"]).score.min_depth_mm == 0.2
 
 
 def test_every_setting_has_a_rule() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from trd.errors import ConfigError, TRDError
 from trd.scoring.threshold import (
     Thresholds,
+    bound_90,
     choose_thresholds,
     fpr_threshold,
     order_statistic_threshold,
@@ -108,12 +110,56 @@ def test_fpr_bound_90_in_simulation() -> None:
     assert abs(np.mean(rates) - th.guaranteed_fpr) < 0.005
 
 
+def test_stated_90_percent_figure_in_simulation() -> None:
+    """Over 2,000 validation draws, the share of deployed thresholds whose true false-positive rate
+    exceeds the "with 90 % confidence" figure their statement prints is 10 % +- 2 % (issue 20), for
+    the issue's cases (n = 10, 22, 99 with k = 1) and a larger k; the average figure is the mean rate."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(20)
+    draws = 2000
+    for n, target in [(10, 0.01), (22, 0.01), (99, 0.01), (199, 0.05)]:
+        scores = rng.standard_normal((draws, n))
+        th = choose_thresholds(scores[0], scores[0], target, 0.01, "v (validation split)")
+        stated = re.search(r"this threshold <= ([0-9.]+) % with 90 % confidence", th.image_statement())
+        average = re.search(r"rate <= ([0-9.]+) % on average over validation sets", th.image_statement())
+        t = np.sort(scores, axis=1)[:, n - th.rank]  # each draw's deployed threshold (the same rule)
+        rates = norm.sf(t)  # its exact false-positive rate on new good samples
+        exceed = float(np.mean(rates > float(stated.group(1)) / 100))
+        assert abs(exceed - 0.10) <= 0.02, (n, exceed)
+        assert abs(np.mean(rates) - float(average.group(1)) / 100) < 0.01, n
+    assert bound_90(1, 22) == pytest.approx(1 - 0.1 ** (1 / 22))  # Beta(1, n): 1 - 0.1^(1/n), "9.94 %"
+
+
+def test_a_typed_image_threshold_gets_its_own_promise() -> None:
+    scores = np.arange(10.0)
+    th = choose_thresholds(scores, scores / 10, 0.2, 0.01, "d/puck (validation split)")
+    assert th.rank == 2 and th.image == 8.0
+    typed = th.with_image(5.5, scores, "d/puck (validation split); image threshold set by hand")
+    assert (typed.image, typed.rank, typed.pixel_rank, typed.pixel) == (5.5, 5, 2, th.pixel)  # 4 scores above
+    assert typed.guaranteed_fpr == pytest.approx(5 / 11) and typed.pixel_guaranteed_fpr == pytest.approx(2 / 11)
+    assert "<= 45.5 % on average" in typed.image_statement() and "<= 18.2 % of good images" in typed.pixel_statement()
+    assert typed.fpr_bound_90() == pytest.approx(bound_90(5, 10)) and typed.pixel_bound_90() == th.fpr_bound_90()
+    assert Thresholds.from_dict(typed.to_dict()) == typed
+    above = th.with_image(1e6, scores, "x")  # beyond every score: k = 1, the least n samples can promise
+    assert above.rank == 1 and above.guaranteed_fpr == pytest.approx(1 / 11)
+    assert th.with_image(0.5, scores, "x").rank == 10  # just above the lowest: k = n
+    assert th.with_image(0.0, scores, "x").rank == 10  # at the lowest: it is not above itself
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ConfigError, match="promises nothing|not a number"):
+            th.with_image(bad, scores, "x")
+    with pytest.raises(ConfigError, match="do not match"):
+        th.with_image(5.0, scores[:5], "x")
+
+
 def test_statements_and_small_n_warning() -> None:
     th = choose_thresholds(np.arange(10.0), np.arange(10.0) / 10, 0.01, 0.01, "data/puck (validation split)")
     assert (th.image, th.pixel, th.rank, th.n_validation) == (9.0, 0.9, 1, 10)
     assert not th.sufficient and th.guaranteed_fpr == pytest.approx(1 / 11)
-    assert th.image_statement() == "image threshold 9.0000: false-positive rate <= 9.09 % (n = 10 validation samples)"
-    assert "in <= 9.09 % of good images (n = 10 validation samples)" in th.pixel_statement()
+    assert th.image_statement() == ("image threshold 9.0000: false-positive rate <= 9.09 % on average over validation "
+                                    "sets; this threshold <= 20.6 % with 90 % confidence (n = 10 validation samples)")
+    assert ("in <= 9.09 % of good images on average over validation sets; this threshold <= 20.6 % with 90 % "
+            "confidence (n = 10 validation samples)") in th.pixel_statement()
     warning = th.warning()
     assert "cannot support the requested 1 % false-positive rate" in warning
     assert "smallest rate they support is 9.09 %" in warning and "at least 99 good samples" in warning
@@ -130,6 +176,13 @@ def test_record_round_trip_and_older_records() -> None:
     assert record["guaranteed_fpr"] == pytest.approx(5 / 51) and record["samples_needed"] == 9
     assert record["statements"] == th.statements() and record["sufficient"] is True
     assert Thresholds.from_dict(record) == th
+    approximate = choose_thresholds(np.arange(50.0), np.arange(50.0), 0.1, 0.02, "v (validation split)", True)
+    assert "which also gave the normalisation statistics: approximate)" in approximate.image_statement()
+    assert Thresholds.from_dict(approximate.to_dict()).approximate
+    # records of trd before `approximate` existed: fit-time (validation) thresholds were approximate
+    older = {k: v for k, v in record.items() if k not in ("approximate", "pixel_rank")}
+    assert Thresholds.from_dict(older).approximate
+    assert not Thresholds.from_dict(older | {"source": "line/new (test split)"}).approximate
     # a record written before the guarantee existed: loads, and says the guarantee is unknown
     old = Thresholds.from_dict({"image": 1.0, "pixel": 2.0, "target_fpr": 0.01, "pixel_fpr": 0.01})
     assert not old.known and old.guaranteed_fpr is None and old.sufficient is None

@@ -40,6 +40,7 @@ class Server:
     onnx: Path
     pairs: list[tuple[Path, Path]]
     token: str | None = None
+    models_dir: Path | None = None  # where POST /v1/threshold writes (--models-dir)
     stderr: str = field(default="", init=False)
 
     def pair(self, i: int) -> tuple[Path, Path]:
@@ -127,6 +128,10 @@ def trd_serve(exported: tuple[Path, Path]) -> Callable[..., subprocess.Popen]:
 
 
 @pytest.fixture(scope="session")
-def served(start_server: Callable[..., Server]) -> Server:
-    """The shared server: the tiny ONNX model, no token, a 1 MiB upload limit."""
-    return start_server("--max-upload-mb", "1")
+def served(start_server: Callable[..., Server], tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """The shared server: the tiny ONNX model, no token, a 1 MiB upload limit, new model files
+    (POST /v1/threshold) written to a folder of its own (``models_dir``)."""
+    folder = tmp_path_factory.mktemp("served-models")
+    server = start_server("--max-upload-mb", "1", "--models-dir", str(folder))
+    server.models_dir = folder
+    return server

@@ -18,8 +18,11 @@ from PIL import Image
 
 from trd import api
 from trd.runtime.ort import open_onnx
+from trd.scoring.threshold import bound_90
 
-NO_PAIR = {"rgb", "xyz", "heatmap", "mask", "timings_ms", "id"}  # keys whose values differ by design
+NO_PAIR = {"rgb", "xyz", "heatmap", "mask", "outline", "timings_ms", "id"}  # keys whose values differ by design
+#: Keys computed from the score (equal to ~1e-5 between a batch of one and a micro-batch).
+FROM_SCORE = {"score", "branch_shares", "anomalous", "score_above_threshold", "decided_by", "regions", "heatmap_range"}
 
 
 def _predict_line(served, i: int, out: Path) -> dict:
@@ -57,16 +60,19 @@ def test_a_score_is_predicts_record(served, i: int, tmp_path: Path) -> None:
     answer = served.score(i)
     assert answer.status_code == 200, answer.text
     record, line = answer.json(), _predict_line(served, i, tmp_path / "p")
-    assert set(record) - {"id"} == set(line) - {"heatmap", "mask"}  # one schema
+    assert set(record) - {"id"} == set(line) - {"heatmap", "mask", "outline"}  # one schema
     assert record["schema"] == line["schema"] == "trd.record/2"
     assert record["score"] == pytest.approx(line["score"], rel=1e-5, abs=1e-5)
     assert record["anomalous"] == (record["score"] > record["threshold"]["image"])
-    assert {k: v for k, v in record.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}} == \
-        {k: v for k, v in line.items() if k not in NO_PAIR | {"score", "branch_shares", "anomalous"}}
+    assert {k: v for k, v in record.items() if k not in NO_PAIR | FROM_SCORE} == \
+        {k: v for k, v in line.items() if k not in NO_PAIR | FROM_SCORE}
     assert record["branch_shares"] == pytest.approx(line["branch_shares"], rel=1e-5, abs=1e-5)
+    # the same regions, measured by the same code
+    assert [(r["pixels"], r["box"]) for r in record["regions"]] == [(r["pixels"], r["box"]) for r in line["regions"]]
+    assert [r["area_mm2"] for r in record["regions"]] == pytest.approx([r["area_mm2"] for r in line["regions"]])
     rgb, xyz = served.pair(i)
     assert (record["rgb"], record["xyz"], record["name"]) == (rgb.name, xyz.name, rgb.stem)  # names, not paths
-    assert set(record["timings_ms"]) == {"read", "queue", "score", "total"}
+    assert set(record["timings_ms"]) == {"read", "queue", "score", "regions", "total"}
     assert record["timings_ms"]["total"] >= record["timings_ms"]["read"] + record["timings_ms"]["score"]
 
 
@@ -75,7 +81,7 @@ def test_heatmaps_on_request_and_recent_results(served, tmp_path: Path) -> None:
     assert set(answer["heatmaps"]) == {"fused", "rgb", "geo"} and set(answer["images"]) == {"rgb", "3d"}
     for url in (*answer["heatmaps"].values(), *answer["images"].values()):
         assert _png(url).shape == (64, 64, 3)
-    assert answer["heatmap_range"]["vmin"] == 0.0 and answer["heatmap_range"]["vmax"] >= 1.0
+    assert answer["heatmap_range"]["vmin"] == 0.0 and answer["heatmap_range"]["vmax"] >= max(1.0, answer["score"])
     line = _predict_line(served, 2, tmp_path / "p")  # predict draws the same fused overlay
     np.testing.assert_array_equal(_png(answer["heatmaps"]["fused"]),
                                   np.asarray(Image.open(tmp_path / "p" / line["heatmap"])))
@@ -85,6 +91,39 @@ def test_heatmaps_on_request_and_recent_results(served, tmp_path: Path) -> None:
     assert again == answer
     missing = httpx.get(f"{served.url}/v1/recent/0000")
     assert missing.status_code == 404 and "no recent result" in missing.json()["error"]
+
+
+def test_a_typed_threshold_becomes_a_new_model_file(served) -> None:
+    """POST /v1/threshold writes a NEW ONNX file (in --models-dir) that onnxruntime runs: the same
+    model with the typed image threshold and its recomputed promise; the served model is unchanged."""
+    model = httpx.get(f"{served.url}/v1/model").json()
+    scores = sorted(model["validation_scores"])
+    assert model["fpr_bound_90_by_rank"] == pytest.approx([bound_90(k, len(scores)) for k in range(1, len(scores) + 1)])
+    value = (scores[0] + scores[-1]) / 2  # between the two validation scores: one above it, k = 2
+    answer = httpx.post(f"{served.url}/v1/threshold", json={"image": value}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    path = served.models_dir / body["file"]
+    assert body["folder"] == str(served.models_dir) and body["served"] == served.onnx.name
+    assert body["file"].startswith(f"{served.onnx.stem}.threshold-") and path.suffix == ".onnx"
+    new, old = open_onnx(path), open_onnx(served.onnx)
+    assert new.thresholds.image == value and new.thresholds.rank == 1 + sum(s > value for s in scores)
+    assert body["thresholds"] == json.loads(json.dumps(new.thresholds.to_dict()))
+    assert new.thresholds.pixel == old.thresholds.pixel and new.thresholds.pixel_rank == old.thresholds.rank
+    assert new.validation_scores == old.validation_scores and new.config == old.config
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32), rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    for key, value_old in old(*x).items():  # the same network, bit for bit
+        np.testing.assert_array_equal(new(*x)[key], value_old)
+    assert httpx.get(f"{served.url}/v1/model").json()["thresholds"] == model["thresholds"]
+    # values that promise nothing or are not numbers: 422 with one line, nothing written
+    files = sorted(served.models_dir.iterdir())
+    low = httpx.post(f"{served.url}/v1/threshold", json={"image": scores[0] - 1})
+    assert low.status_code == 422 and "below the lowest validation score" in low.json()["error"]
+    for bad in ({"image": "high"}, {}, [1.0]):
+        refused = httpx.post(f"{served.url}/v1/threshold", json=bad)
+        assert refused.status_code == 422 and "\n" not in refused.json()["error"], bad
+    assert sorted(served.models_dir.iterdir()) == files
 
 
 def _cli_message(rgb: Path, xyz: Path, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:

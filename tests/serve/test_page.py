@@ -2,9 +2,11 @@
 
 A person's path through the page: upload a scan pair, wait for its heatmaps, read the score (the
 same as the API's for that pair), slide the threshold explorer (the bound it shows is k/(n+1) of
-the model's validation scores, as in trd.scoring.threshold), open the result again from the recent
-list, see a bad upload's one-line error; readable at 390 px without sideways scrolling, and no
-request leaving the server's origin. Skipped only where selenium, chromium or chromedriver is missing.
+the model's validation scores, as in trd.scoring.threshold), see a defective scan's regions outlined
+with their sizes and a colour bar under every heatmap, type a threshold and write a new model file
+with it, open the result again from the recent list, see a bad upload's one-line error; readable at
+390 px without sideways scrolling, and no request leaving the server's origin. Skipped only where
+selenium, chromium or chromedriver is missing.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def test_upload_shows_the_apis_score_images_and_heatmaps(page: Any, served: Any)
     assert _text(page, "statement") == record["threshold"]["statement"]
     assert _text(page, "result-name") == record["name"] == rgb.stem
     for branch in branches:
-        assert branch in page.find_element("id", f"heatmap-{branch}").find_element("xpath", "..").text
+        assert branch in page.find_element("id", f"heatmap-{branch}").find_element("xpath", "ancestor::figure").text
     # Every image says what it shows; every input has a label.
     assert page.execute_script("return [...document.images].every(i => i.alt.trim().length > 0)")
     assert page.execute_script("return [...document.querySelectorAll('input')].every(i => i.labels.length > 0)")
@@ -126,7 +128,7 @@ def test_threshold_explorer_shows_the_order_statistic_bound(page: Any, served: A
     t0, bound0, _ = shown()
     assert t0 == model["thresholds"]["image"]
     assert bound0 == pytest.approx(model["thresholds"]["guaranteed_fpr"], rel=1e-12)
-    assert "the slider is there now" in _text(page, "threshold-model")
+    assert "(shown now)" in _text(page, "threshold-model")
     slider = page.find_element("id", "threshold")
     slider.send_keys(Keys.HOME)  # keyboard: the lowest validation score, k = n when there are no ties
     t_low, bound_low, k_low = shown()
@@ -141,6 +143,66 @@ def test_threshold_explorer_shows_the_order_statistic_bound(page: Any, served: A
     t, _, _ = shown()
     assert _text(page, "explorer-decision") == ("anomalous" if score > t else "good")
     assert f"above {sum(s < score for s in scores)} of the {n} validation scores" in _text(page, "threshold-sample")
+
+
+def test_regions_outlines_colour_bars_and_a_typed_threshold_written_to_a_new_file(page: Any, served: Any) -> None:
+    """Issue 20 (c): a defective pair's outline, colour bars and region list; a typed threshold beyond
+    the validation scores applied as a NEW model file whose statement the page shows."""
+    import httpx
+
+    from trd.data.identity import files_sha256
+    from trd.runtime.ort import open_onnx
+
+    records = {i: _api_score(served, *served.pair(i)).json() for i in range(2, 8)}  # the defective pairs
+    i, record = max(records.items(), key=lambda item: (len(item[1]["regions"]), item[1]["score"]))
+    assert record["regions"], "the tiny model flags no region on any defective pair"
+    _upload(page, *served.pair(i))
+    _wait(page, lambda d: _text(d, "result-name") == record["name"] and images_loaded(d, "#images img"))
+    # every image carries the outline of every region, in the image's own pixel coordinates
+    size = record["image_px"]
+    for name in ("image-rgb", "heatmap-fused", "heatmap-rgb", "heatmap-geo"):
+        svg = page.find_element("id", f"outline-{name}")
+        assert svg.get_dom_attribute("viewBox") == f"0 0 {size['width']} {size['height']}"
+        drawn = {int(p.get_dom_attribute("data-region")) for p in svg.find_elements("css selector", "polygon")}
+        assert drawn == set(range(1, len(record["regions"]) + 1))
+    # a colour bar under every heatmap, its scale covering the score, the pixel threshold marked on it
+    bars = page.find_elements("css selector", "#images .colour-bar")
+    assert {b.get_attribute("id") for b in bars} == {"colour-bar-heatmap-fused", "colour-bar-heatmap-rgb",
+                                                      "colour-bar-heatmap-geo"}
+    for bar in bars:
+        assert float(bar.get_attribute("data-vmax")) == record["heatmap_range"]["vmax"] >= record["score"]
+        mark = bar.find_element("css selector", ".pixel-threshold")
+        assert float(mark.get_attribute("data-value")) == record["threshold"]["pixel"]
+    # the region list: one line per region with its size from the record
+    items = page.find_elements("css selector", "#region-list li")
+    assert len(items) == len(record["regions"])
+    for item, region in zip(items, record["regions"], strict=True):
+        assert float(item.get_attribute("data-area")) == region["area_mm2"]
+        shown = float(format(region["area_mm2"], ".3g"))  # 3 significant digits, as the page prints
+        assert f"{shown:g} mm²" in item.text
+    assert _text(page, "decided-by") == f"Why: {record['decided_by']}."
+    # a typed threshold above every validation score: k = 1, then written to a new model file
+    model = httpx.get(served.url + "/v1/model", timeout=WAIT_S).json()
+    typed = max(model["validation_scores"]) + 1.25
+    field = page.find_element("id", "threshold-typed")
+    field.clear()
+    field.send_keys(repr(typed))
+    _wait(page, lambda d: _value(d, "threshold-value") == repr(typed))
+    assert int(_value(page, "threshold-rank")) == 1
+    assert float(_value(page, "fpr-bound-90")) == pytest.approx(model["fpr_bound_90_by_rank"][0])
+    served_sha = files_sha256(served.onnx)
+    before = set(served.models_dir.iterdir())
+    page.find_element("id", "apply-threshold").click()
+    _wait(page, lambda d: d.find_element("id", "threshold-written").get_attribute("data-file")
+          or d.find_element("id", "error").is_displayed())
+    assert not page.find_element("id", "error").is_displayed(), _text(page, "error")
+    written = set(served.models_dir.iterdir()) - before
+    assert [f.name for f in written] == [page.find_element("id", "threshold-written").get_attribute("data-file")]
+    new = open_onnx(written.pop()).thresholds  # a real ONNX file, read by onnxruntime
+    assert new.image == typed and new.rank == 1 and "set by hand" in new.source
+    assert _text(page, "written-statement") == new.image_statement()
+    assert files_sha256(served.onnx) == served_sha  # the served model is never changed
+    assert httpx.get(served.url + "/v1/model", timeout=WAIT_S).json()["thresholds"] == model["thresholds"]
 
 
 def test_recent_result_opens_again(page: Any, served: Any) -> None:

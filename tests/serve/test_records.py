@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from trd import api
 from trd.runtime.ort import open_onnx
 from trd.runtime.records import SCHEMA
 from trd.data.identity import content_key, files_sha256
 
-KEYS = {"schema", "name", "key", "rgb", "xyz", "score", "anomalous", "image_threshold", "threshold", "branch_shares",
-        "timings_ms", "model", "heatmap", "mask"}
+KEYS = {"schema", "name", "key", "rgb", "xyz", "score", "anomalous", "score_above_threshold", "decided_by", "image_threshold",
+        "threshold", "image_px", "regions", "regions_omitted", "heatmap_range", "branch_shares", "timings_ms", "model",
+        "heatmap", "mask", "outline"}
+REGION_KEYS = {"pixels", "box", "centre_px", "peak_score", "area_mm2", "depth_mm", "height_mm", "centre_mm", "outline",
+               "passes_rules"}
 
 
 def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_path: Path) -> None:
@@ -23,11 +29,24 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
         assert set(line) == KEYS and line["schema"] == SCHEMA
         assert line["threshold"] == {"image": thresholds.image, "pixel": thresholds.pixel,
                                      "target_fpr": thresholds.target_fpr, "guaranteed_fpr": thresholds.guaranteed_fpr,
-                                     "validation_samples": 2, "statement": thresholds.image_statement()}
-        assert line["image_threshold"] == thresholds.image and line["anomalous"] == (line["score"] > thresholds.image)
+                                     "fpr_bound_90": thresholds.fpr_bound_90(), "validation_samples": 2,
+                                     "approximate": True, "statement": thresholds.image_statement()}
+        assert "with 90 % confidence" in line["threshold"]["statement"]
+        above = line["score"] > thresholds.image
+        assert line["image_threshold"] == thresholds.image and line["anomalous"] == line["score_above_threshold"] == above
+        assert line["decided_by"].startswith(f"image score {line['score']:.4f} is {'above' if above else 'not above'}")
+        assert line["image_px"] == {"width": 64, "height": 64} and "rules" not in line  # no reject rules set
+        assert line["heatmap_range"]["vmin"] == 0 and line["heatmap_range"]["vmax"] >= line["score"]
+        for region in line["regions"]:  # measured in the scan's cloud (metres in the file, mm here)
+            assert set(region) == REGION_KEYS and region["passes_rules"] and region["area_mm2"] > 0
+        # the outline picture: the RGB image as read, at its own size, changed only where regions are drawn
+        drawn = np.asarray(Image.open(tmp_path / "p" / line["outline"]))
+        original = np.asarray(Image.open(inputs / "rgb" / f"{line['name']}.png").convert("RGB"))
+        assert drawn.shape == original.shape and (drawn != original).any() == bool(line["regions"])
         assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
         timings = line["timings_ms"]
-        assert set(timings) == {"read", "score", "total"} and timings["total"] >= timings["read"] + timings["score"] > 0
+        assert set(timings) == {"read", "score", "regions", "total"}
+        assert timings["total"] >= timings["read"] + timings["score"] + timings["regions"] > 0
     assert [line["name"] for line in lines] == ["000", "001"]
     assert [(line["rgb"], line["xyz"]) for line in lines] == [("rgb/000.png", "xyz/000.tiff"), ("rgb/001.png", "xyz/001.tiff")]
     assert [line["key"] for line in lines] == [content_key(inputs / "rgb" / f"{n}.png", inputs / "xyz" / f"{n}.tiff")
@@ -50,3 +69,28 @@ def test_older_lines_without_the_schema_still_resume(exported, synth_root: Path,
     assert kept[0] == older and kept[1]["name"] == second["name"] and kept[1]["schema"] == SCHEMA
     assert any("1 of 2 samples are already in" in line for line in lines)
 
+
+
+def test_reject_rules_only_narrow_predicts_decisions(exported, synth_root: Path, tmp_path: Path) -> None:
+    """The exported model with reject rules in its settings (a huge smallest area), its metadata
+    rewritten by trd.runtime.onnx_metadata: every flag turns into "good", saying why; nothing else changes."""
+    from trd.config import Config
+    from trd.runtime.onnx_metadata import copy_with_metadata
+    from trd.runtime.ort import META_KEYS
+
+    plain = open_onnx(exported[1])
+    low = plain.thresholds.with_image(min(plain.validation_scores), plain.validation_scores, "test: a low threshold")
+    config = Config.from_dict(plain.config.to_dict())
+    config.score.min_area_mm2 = 1e6  # no region on a 10 cm scan is that large
+    ruled = tmp_path / "ruled.onnx"
+    copy_with_metadata(exported[1], ruled, {META_KEYS["thresholds"]: json.dumps(low.to_dict()),
+                                            META_KEYS["config"]: json.dumps(config.to_dict())})
+    inputs = synth_root / "puck" / "test" / "crack"
+    api.predict(None, tmp_path / "p", input_dir=inputs, onnx_path=ruled, log=lambda _: None)
+    lines = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
+    assert any(line["score_above_threshold"] for line in lines)
+    for line in lines:
+        assert line["rules"] == {"min_area_mm2": 1e6, "min_depth_mm": 0.0} and not line["anomalous"]
+        assert all(not r["passes_rules"] for r in line["regions"])
+        if line["score_above_threshold"]:
+            assert "but no region passes the rules (at least 1e+06 mm²)" in line["decided_by"]

@@ -104,6 +104,9 @@ def test_the_token_guards_everything_but_health_and_the_page(start_server) -> No
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", path
         assert refused.json()["error"].startswith("missing or wrong token")
     server.url = server.url.replace("0.0.0.0", "127.0.0.1")
+    before = sorted(server.onnx.parent.iterdir())
+    unwritten = httpx.post(f"{server.url}/v1/threshold", json={"image": 1e9})  # a new model file needs the token
+    assert unwritten.status_code == 401 and sorted(server.onnx.parent.iterdir()) == before
     wrong = httpx.get(f"{server.url}/v1/model", headers={"Authorization": "Bearer s3cre"})
     assert wrong.status_code == 401
     assert server.score(0).status_code == 200
@@ -158,7 +161,7 @@ def test_the_cli_lists_serve() -> None:
     help_text = subprocess.run([sys.executable, "-m", "trd.cli", "serve", "--help"], capture_output=True, text=True,
                                check=True).stdout
     for option in ("--model", "--host", "--port", "--token", "--max-batch", "--max-wait-ms", "--queue",
-                   "--max-upload-mb", "--threads", "--engine"):
+                   "--max-upload-mb", "--models-dir", "--threads", "--engine"):
         assert option in help_text
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +198,9 @@ def _preprocessed(sample: Sample, xyz: np.ndarray, params: dict[str, Any]) -> np
 
 
 def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: PreprocessCache | None,
-            reference: InputStats | None = None) -> np.ndarray:
-    """The 3D input image of a sample: float32 3xSxS in [0,1], before ImageNet normalisation."""
+            reference: InputStats | None = None, xyz: np.ndarray | None = None) -> np.ndarray:
+    """The 3D input image of a sample: float32 3xSxS in [0,1], before ImageNet normalisation
+    (``xyz``: its cloud when already read with `read_cloud`)."""
     kind = reader(sample.xyz_kind)
     if not kind.cloud:
         # Eyecandies: the dataset's own normal map goes through the RGB transform (docs/METHOD.md §2.8).
@@ -208,9 +210,9 @@ def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: Pre
     params = preprocess_params(cfg, sample.category, reference)
 
     def compute() -> np.ndarray:
-        xyz = read_cloud(sample, cfg, reference, rgb_hw)
-        check_pair(sample.rgb, rgb_hw, sample.xyz, xyz.shape[:2])
-        return _preprocessed(sample, xyz, params)
+        cloud = read_cloud(sample, cfg, reference, rgb_hw) if xyz is None else xyz
+        check_pair(sample.rgb, rgb_hw, sample.xyz, cloud.shape[:2])
+        return _preprocessed(sample, cloud, params)
 
     # The RGB size is part of the key so that the pair check reruns whenever the RGB changes size.
     image = compute() if cache is None else cache.get(sample.xyz, {**params, "rgb_hw": list(rgb_hw)}, compute)
@@ -221,20 +223,41 @@ def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: Pre
     return image
 
 
-def load_pair(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
-              reference: InputStats | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """(RGB uint8 SxSx3, 3D image float32 3xSxS in [0,1], mask bool SxS, the RGB file's (H, W))."""
+@dataclass(frozen=True)
+class Scan:
+    """A sample as read: ``rgb`` (uint8 HxWx3, the file's resolution), the model's 3D input ``x3d``
+    (float32 3xSxS in [0,1]), the resized ground truth ``mask`` (bool SxS) and, when asked for and
+    the 3D file is a cloud, the ``cloud`` (float32 HxWx3, metres, z = 0 missing)."""
+
+    rgb: np.ndarray
+    x3d: np.ndarray
+    mask: np.ndarray
+    cloud: np.ndarray | None = None
+
+
+def load_scan(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
+              reference: InputStats | None = None, with_cloud: bool = False) -> Scan:
+    """Read and check a sample (RGB first, then its 3D file); ``with_cloud`` keeps the cloud (read
+    once) for measurements at the original resolution (`trd.scoring.regions`)."""
     size = cfg.image_size
     rgb_full = read_rgb(sample.rgb, cfg.max_image_pixels)
     hw = rgb_full.shape[:2]
-    x3d = load_3d(sample, cfg, hw, cache, reference)
+    cloud = read_cloud(sample, cfg, reference, hw) if with_cloud and reader(sample.xyz_kind).cloud else None
+    x3d = load_3d(sample, cfg, hw, cache, reference, cloud)
     if sample.mask is not None:
         mask = resize_mask(read_mask(sample.mask, shape=hw, max_pixels=cfg.max_image_pixels), size)
     elif sample.label:
         raise DataError(sample.rgb, f"defect sample ({sample.defect}) has no ground-truth mask")
     else:
         mask = np.zeros((size, size), dtype=bool)
-    return resize_rgb(rgb_full, size), x3d, mask, hw
+    return Scan(rgb_full, x3d, mask, cloud)
+
+
+def load_pair(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
+              reference: InputStats | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """(RGB uint8 SxSx3, 3D image float32 3xSxS in [0,1], mask bool SxS, the RGB file's (H, W))."""
+    scan = load_scan(sample, cfg, cache, reference)
+    return resize_rgb(scan.rgb, cfg.image_size), scan.x3d, scan.mask, scan.rgb.shape[:2]
 
 
 class AspectOnce:

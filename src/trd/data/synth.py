@@ -18,7 +18,9 @@ seed rendered as "good" and as a defect differs only inside the defect mask.
 
 from __future__ import annotations
 
+import json
 import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,12 @@ from PIL import Image
 from scipy import ndimage
 
 from ..errors import ConfigError
+from ..atomic import atomic_write_text
 from .io import staged_dir
 
 SYNTH_CATEGORIES: tuple[str, ...] = ("puck", "tile")
+#: Per category: the true size and depth of every test defect (`DefectTruth`), by "split/defect/name".
+DEFECTS_FILE = "defects.json"
 DEFECT_TYPES: tuple[str, ...] = ("color", "dent", "crack")
 
 _Z0 = 0.40  # camera-to-plane distance (m)
@@ -87,6 +92,23 @@ def _check_args(size: int, category: str, defect: str) -> None:
         raise ConfigError(f"synthetic image size must be an integer >= 32, got {size!r}")
 
 
+@dataclass(frozen=True)
+class DefectTruth:
+    """What a rendered defect really is, from the noise-free geometry (the yardstick of
+    `trd.scoring.regions`): its mask's ``pixels``, centre (``centre_x``, ``centre_y``: column and
+    row, pixel units), ``area_mm2`` (the area the mask covers on the defect-free surface) and
+    ``depth_mm`` (the largest displacement of the surface from where it would be without the
+    defect, measured along the defect-free surface's normal; 0 for a colour stain) with its sign
+    ``height_mm`` (> 0: towards the camera, a bump; < 0: a depression)."""
+
+    pixels: int
+    centre_x: float
+    centre_y: float
+    area_mm2: float
+    depth_mm: float
+    height_mm: float
+
+
 def render_sample(
     rng: np.random.Generator, size: int, category: str, defect: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,6 +116,40 @@ def render_sample(
 
     ``defect`` is "good" (empty mask) or one of :data:`DEFECT_TYPES`.
     """
+    rgb, xyz, mask, _ = render_with_truth(rng, size, category, defect)
+    return rgb, xyz, mask
+
+
+def _truth(mask: np.ndarray, xn: np.ndarray, yn: np.ndarray, z_clean: np.ndarray, dz: np.ndarray,
+           pitch: float) -> DefectTruth:
+    """The defect's size and depth from the noise-free clouds without (``z_clean``) and with (``+ dz``) it.
+
+    The cloud is P(x, y) = (x z / Z0, y z / Z0, z) over the plane coordinates (x, y); a patch of one
+    pixel covers |P_x x P_y| pitch^2 of the surface, and moving z by dz moves a point along the ray
+    (x / Z0, y / Z0, 1) dz, i.e. by (ray . n) dz along the surface normal n.
+    """
+    zy, zx = np.gradient(z_clean, pitch)
+    px = np.stack([(z_clean + xn * zx) / _Z0, yn * zx / _Z0, zx], axis=2)
+    py = np.stack([xn * zy / _Z0, (z_clean + yn * zy) / _Z0, zy], axis=2)
+    normal = np.cross(px, py)
+    patch = np.linalg.norm(normal, axis=2) * pitch**2
+    normal /= np.linalg.norm(normal, axis=2, keepdims=True)
+    normal *= -np.sign(normal[..., 2:3])  # towards the camera (z < 0 direction)
+    ray = np.stack([xn / _Z0, yn / _Z0, np.ones_like(xn)], axis=2)
+    along = dz * np.einsum("ijk,ijk->ij", ray, normal)  # > 0 towards the camera
+    if not mask.any():
+        return DefectTruth(0, float("nan"), float("nan"), 0.0, 0.0, 0.0)
+    rows, cols = np.nonzero(mask)
+    signed = along[mask]
+    peak = float(signed[np.argmax(np.abs(signed))])
+    return DefectTruth(int(mask.sum()), float(cols.mean()), float(rows.mean()), float(patch[mask].sum() * 1e6),
+                       abs(peak) * 1e3, peak * 1e3)
+
+
+def render_with_truth(
+    rng: np.random.Generator, size: int, category: str, defect: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, DefectTruth]:
+    """:func:`render_sample` plus the defect's :class:`DefectTruth` (pixels 0 for "good")."""
     _check_args(size, category, defect)
     pitch = _FOV / size
     coords = (np.arange(size) + 0.5 - size / 2.0) * pitch
@@ -171,7 +227,8 @@ def render_sample(
     xyz[_dropouts(footprint, drop_count, drop_where, drop_radius, drop_sparse)] = 0.0
 
     rgb = np.clip(albedo * shade[..., None] * 255.0 + 2.0 * rgb_noise, 0.0, 255.0)
-    return np.round(rgb).astype(np.uint8), xyz.astype(np.float32), mask
+    truth = _truth(mask, xn, yn, z_clean, dz, pitch)
+    return np.round(rgb).astype(np.uint8), xyz.astype(np.float32), mask, truth
 
 
 def _groove(
@@ -244,7 +301,8 @@ def generate(
 
     train and validation hold only ``good`` (rgb + xyz); test holds ``good`` and every defect type,
     each with an 8-bit 0/255 ``gt`` mask (all zero for good, as in MVTec 3D-AD). Files are named
-    000, 001, ... The output is byte-identical for the same arguments; each sample's random numbers
+    000, 001, ... ``<category>/defects.json`` gives each test defect's :class:`DefectTruth`
+    (``{"test/dent/000": {"pixels", "area_mm2", "depth_mm", ...}}``). The output is byte-identical for the same arguments; each sample's random numbers
     come from (seed, category, split, defect, index) only. A category is written into a hidden
     folder and moved into place when complete (replacing an older one). Returns the counts as
     ``{category: {split: {defect: n}}}``.
@@ -264,13 +322,18 @@ def generate(
     result: dict[str, dict[str, dict[str, int]]] = {}
     for cat in cats:
         counts: dict[str, dict[str, int]] = {}
+        truths: dict[str, dict[str, float]] = {}
         with staged_dir(Path(out) / cat) as tmp:
             for split, defect, n in plan:
                 for i in range(n):
-                    rgb, xyz, mask = render_sample(_sample_rng(seed, cat, split, defect, i), size, cat, defect)
+                    rgb, xyz, mask, truth = render_with_truth(_sample_rng(seed, cat, split, defect, i), size, cat,
+                                                              defect)
                     gt = mask if split == "test" else None
                     _write_sample(tmp / split / defect, f"{i:03d}", rgb, xyz, gt)
+                    if defect != "good":
+                        truths[f"{split}/{defect}/{i:03d}"] = asdict(truth)
                 if n:
                     counts.setdefault(split, {})[defect] = n
+            atomic_write_text(tmp / DEFECTS_FILE, json.dumps(truths, indent=1) + "\n")
         result[cat] = counts
     return result

@@ -44,9 +44,10 @@ def _rate(successes: int, trials: int) -> dict[str, Any]:
 
 
 def operating_point(scores: np.ndarray, defects: Sequence[str], maps: np.ndarray, gts: np.ndarray,
-                    thresholds: Thresholds) -> dict[str, Any]:
+                    thresholds: Thresholds, flagged: np.ndarray | None = None) -> dict[str, Any]:
     """Decisions of ``thresholds`` on N labelled images: scores (N,), defect folder names ("good" for
-    good images), fused maps and binary masks (N x H x W).
+    good images), fused maps and binary masks (N x H x W); ``flagged`` (N,): the decisions when
+    reject rules narrowed them (`trd.scoring.decision`; default: score above the image threshold).
 
     Returns ``{"image": {...}, "pixel": {...}}`` with the promise (``guaranteed_fpr``, None when
     unknown) and the realised rates as ``{"count", "of", "rate", "ci95": [low, high]}``.
@@ -54,11 +55,12 @@ def operating_point(scores: np.ndarray, defects: Sequence[str], maps: np.ndarray
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     defects = np.asarray(list(defects), dtype=object)
     good = defects == "good"
-    flagged = scores > thresholds.image
+    flagged = scores > thresholds.image if flagged is None else np.asarray(flagged, dtype=bool)
     recall = {str(d): _rate(int(flagged[defects == d].sum()), int((defects == d).sum()))
               for d in sorted(set(defects[~good]))}
     image = {"threshold": thresholds.image, "target_fpr": thresholds.target_fpr,
-             "guaranteed_fpr": thresholds.guaranteed_fpr, "n_validation": thresholds.n_validation,
+             "guaranteed_fpr": thresholds.guaranteed_fpr, "fpr_bound_90": thresholds.fpr_bound_90(),
+             "n_validation": thresholds.n_validation,
              "false_positives": _rate(int(flagged[good].sum()), int(good.sum())), "recall": recall}
 
     n_pixels = int(np.prod(maps.shape[1:]))

@@ -1,32 +1,39 @@
-"""Per-sample pictures: heatmap overlays and side-by-side panels.
+"""Per-sample pictures: each image of a sample as its own PNG, captioned in the report's HTML.
 
 Streaming by design: each call renders one sample and keeps nothing, so a whole test set can be
-drawn without holding its maps in memory. Colour scales are fixed by the caller (``vmin``/``vmax``)
-so that every image of a run is comparable. Matplotlib is used through its object API with the Agg
-canvas (no pyplot, no display, no global state), and PNG metadata is stripped so that the same input
-always gives the same bytes.
+drawn without holding its maps in memory. A sample's pictures are its RGB image (the true defect
+outlined when there is one), its 3D input as the model sees it, and the fused heatmap and each
+branch's heatmap with the flagged regions outlined, all on one colour scale per sample that the
+caller fixes (``vmin``/``vmax``, covering the sample's score; the report draws the colour bar in
+HTML). Drawn with numpy and Pillow (`trd.runtime.heatmap`: the same pixels as `trd predict` and
+`trd serve`); PNGs carry no metadata, so the same input always gives the same bytes.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ..atomic import atomic_write_bytes
-from ..runtime.heatmap import overlay, png_bytes
+from ..runtime.heatmap import draw_outlines, overlay, png_bytes
 
-#: Panel geometry: inches per column and figure height at a fixed dpi (5 columns -> 1250x330 px).
-PANEL_COL_INCHES = 2.5
-PANEL_HEIGHT_INCHES = 3.3
-PANEL_DPI = 100
-#: The column titles of the branch maps (other branch names are shown as they are).
-BRANCH_LABELS = {"rgb": "colour (RGB branch)", "geo": "geometry (3D branch)", "fused": "fused branch"}
+#: Which student each branch map comes from, in the report's words.
+BRANCH_LABELS = {"rgb": "colour student", "geo": "shape (3D) student", "fused": "single student"}
+#: Outline colour of the true defect (ground truth) on the RGB picture.
+TRUTH_COLOUR = (0, 230, 90)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One picture of a sample: ``path`` relative to the run folder, its caption, and for heatmaps
+    the colour scale ``(vmin, vmax, pixel threshold)`` that the report draws as a colour bar."""
+
+    path: str
+    caption: str
+    scale: tuple[float, float, float] | None = None
 
 
 def to_uint8_image(x3d: np.ndarray) -> np.ndarray:
@@ -69,64 +76,58 @@ def save_heatmap_png(
     atomic_write_bytes(path, png_bytes(heatmap_overlay(rgb, amap, vmin, vmax)))
 
 
-def _show(ax: Axes, img: np.ndarray, title: str) -> None:
-    ax.imshow(img, interpolation="nearest")
-    ax.set_title(title, fontsize=8)
-    ax.set_axis_off()
+def _truth_outline(img: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``img`` with the boundary pixels of the true defect ``gt`` painted in `TRUTH_COLOUR`."""
+    inner = np.zeros_like(gt)
+    inner[1:-1, 1:-1] = gt[1:-1, 1:-1] & gt[:-2, 1:-1] & gt[2:, 1:-1] & gt[1:-1, :-2] & gt[1:-1, 2:]
+    out = img.copy()
+    out[gt & ~inner] = TRUTH_COLOUR
+    return out
 
 
-def save_panel_png(
-    path: str | Path,
+def save_sample_images(
+    folder: str | Path,
+    relative: str,
     *,
     rgb: np.ndarray,
     x3d: np.ndarray,
     gt: np.ndarray | None,
     anomaly_map: np.ndarray,
     branch_maps: Mapping[str, np.ndarray],
-    vmin: float,
-    vmax: float,
-    branch_ranges: Mapping[str, tuple[float, float]],
-    title: str,
-) -> None:
-    """One side-by-side figure of a sample, written as a PNG (atomically).
+    scale: tuple[float, float, float],
+    outlines: list[tuple[list[list[tuple[float, float]]], bool]],
+    outline_scale: tuple[float, float] = (1.0, 1.0),
+) -> list[Picture]:
+    """Write a sample's pictures as PNGs under ``folder / relative`` (atomically); their `Picture` s.
 
-    Columns: RGB, 3D image (float CHW in [0,1]), ground truth (or "no mask"), the fused map over the
-    RGB image with the GT outline, then one overlay per branch on its own input image (RGB for
-    "rgb"/"fused", the 3D image otherwise) on that branch's fixed scale from ``branch_ranges``.
+    ``rgb`` (uint8 SxSx3) and ``x3d`` (float CHW in [0,1]) as the model saw them; ``gt``: the true
+    defect (bool SxS) or None; maps at the same SxS size; ``scale``: (vmin, vmax, pixel threshold)
+    of every heatmap; ``outlines``: each flagged region's polygons and whether it counts as a
+    defect (`trd.runtime.heatmap.draw_outlines`), in the coordinates of the original image, which
+    ``outline_scale`` (S / width, S / height) takes to these pictures.
     """
     rgb = _check_rgb(rgb)
     img3d = to_uint8_image(x3d)
     if img3d.shape != rgb.shape:
         raise ValueError(f"3D image is {img3d.shape[:2]} but the RGB image is {rgb.shape[:2]}")
-    missing = sorted(set(branch_maps) - set(branch_ranges))
-    if missing:
-        raise ValueError(f"no colour range given for branch maps {missing}")
-    gt_mask = None if gt is None else _check_map(gt, rgb.shape, "ground truth") > 0.5
-
-    ncols = 4 + len(branch_maps)
-    fig = Figure(figsize=(PANEL_COL_INCHES * ncols, PANEL_HEIGHT_INCHES), dpi=PANEL_DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols)
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.01, top=0.80, wspace=0.03)
-    fig.suptitle(title, fontsize=9)
-
-    _show(axes[0], rgb, "RGB")
-    _show(axes[1], img3d, "3D input")
-    if gt_mask is None:
-        _show(axes[2], np.full_like(rgb, 255), "ground truth")
-        axes[2].text(0.5, 0.5, "no mask", ha="center", va="center", transform=axes[2].transAxes)
-    else:
-        _show(axes[2], np.repeat(gt_mask[..., None].astype(np.uint8) * 255, 3, axis=2), "ground truth")
-    _show(axes[3], heatmap_overlay(rgb, anomaly_map, vmin, vmax), f"fused map\n[{vmin:.3g}, {vmax:.3g}]")
-    if gt_mask is not None and gt_mask.any():
-        axes[3].contour(gt_mask.astype(np.float64), levels=[0.5], colors="white", linewidths=1.0)
-
-    for ax, (name, bmap) in zip(axes[4:], branch_maps.items(), strict=True):
-        lo, hi = branch_ranges[name]
-        base = rgb if name in ("rgb", "fused") else img3d
-        label = BRANCH_LABELS.get(name, name)
-        _show(ax, heatmap_overlay(base, bmap, lo, hi), f"{label}\n[{lo:.3g}, {hi:.3g}]")
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=PANEL_DPI, metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
+    truth = None if gt is None else _check_map(gt, rgb.shape, "ground truth") > 0.5
+    sx, sy = outline_scale
+    scaled = [([[(x * sx, y * sy) for x, y in ring] for ring in polygons], counts) for polygons, counts in outlines]
+    vmin, vmax, _ = scale
+    pictures = [
+        ("rgb.png", _truth_outline(rgb, truth) if truth is not None and truth.any() else rgb,
+         "RGB image" + (" (true defect outlined in green)" if truth is not None and truth.any() else ""), None),
+        ("3d.png", img3d, "3D scan as the model sees it", None),
+        ("heatmap.png", draw_outlines(heatmap_overlay(rgb, anomaly_map, vmin, vmax), scaled),
+         "Anomaly heatmap, flagged regions outlined", scale),
+    ]
+    for name, amap in branch_maps.items():
+        label = BRANCH_LABELS.get(name, f"{name} student")
+        pictures.append((f"heatmap-{name}.png", draw_outlines(heatmap_overlay(rgb, amap, vmin, vmax), scaled),
+                         f"Part from the {label}", scale))
+    out = []
+    for file, img, caption, bar in pictures:
+        path = f"{relative}/{file}"
+        atomic_write_bytes(Path(folder) / path, png_bytes(img))
+        out.append(Picture(path, caption, bar))
+    return out

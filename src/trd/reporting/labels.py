@@ -1,12 +1,14 @@
-"""Human names and definitions of the keys in an evaluation result, for the reports.
+"""Human names and definitions of the keys in an evaluation result, and the report's plain words.
 
 ``metrics.json`` and ``metrics.csv`` keep the raw keys (``i_auroc``, ``aupro@0.3``) for tools; the
-reports show the headings and definitions below. Unknown keys are shown as they are.
+reports show the headings and definitions below. Unknown keys are shown as they are. `WORDS` is the
+glossary of the words a line operator meets in the report; `outcome` names a sample's result.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: Section headings and what the section's table holds, by top-level result key.
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -90,3 +92,60 @@ def term(key: str) -> tuple[str, str]:
 def section(key: str) -> tuple[str, str]:
     """(heading, description) of a top-level result group."""
     return SECTIONS.get(key, (key.replace("_", " "), ""))
+
+
+#: The report's glossary: words that stay, explained (HTML and Markdown reports).
+WORDS: dict[str, str] = {
+    "score": "How unusual a scan looks to the model: the highest value of its anomaly heatmap. Higher is more "
+             "anomalous; it has no unit.",
+    "threshold": "A scan whose score is above the image threshold is flagged (with reject rules, only when one of "
+                 "its regions is also large and deep enough).",
+    "defect found": "A defective part that was flagged.",
+    "missed defect": "A defective part that was not flagged.",
+    "false alarm": "A good part that was flagged.",
+    "good, passed": "A good part that was not flagged.",
+    "flagged region": "Touching pixels of the heatmap above the pixel threshold, outlined in white on the heatmaps; "
+                      "its area (mm²), depth or height (mm, against the surface around it) and centre (mm, in the "
+                      "scanner's axes) are measured in the scan's 3D points.",
+    "validation samples": "Good parts the model did not learn from, kept to choose the thresholds.",
+    "on average / with 90 % confidence": "With n validation samples, a threshold at the k-th highest of their "
+                                         "scores flags a new good part in at most k/(n+1) of cases, on average over "
+                                         "the validation samples a line could collect. The rate of the one threshold "
+                                         "chosen scatters around that; it stays below the second figure in 9 of 10 "
+                                         "cases. Approximate: the same samples also set the model's normalisation.",
+    "95 % range": "Where the true rate lies with 95 % confidence, given what was counted on this split (an exact "
+                  "binomial interval; each image counts once). Few images give a wide range.",
+    "colour student / shape student": "The model's two parts: one reads mostly the colour image, the other mostly "
+                                      "the 3D scan. Each also sees the other input, so their parts of a score do not "
+                                      "say which input caused it (`trd test --explain` measures that).",
+    "AU-PRO": "How much of each true defect is flagged before a given share of good pixels is (e.g. 1 %), from 0 "
+              "to 1; 0 means no defect region is found at that strict a setting.",
+}
+
+
+def outcome(label: int, decision: bool | None) -> str:
+    """A sample's result in plain words: "defect found", "missed defect", "false alarm", "good, passed"
+    (or "not decided" without a decision)."""
+    if decision is None:
+        return "not decided"
+    if label:
+        return "defect found" if decision else "missed defect"
+    return "false alarm" if decision else "good, passed"
+
+
+def region_lines(findings: Any) -> list[str]:
+    """One line per flagged region of a sample's `trd.runtime.findings.Findings`: size, depth, centre
+    and, with reject rules, whether it counts."""
+    lines = []
+    for i, region in enumerate(findings.regions, start=1):
+        centre = region.centre_mm
+        where = (f"centre x {centre[0]:.4g}, y {centre[1]:.4g}, z {centre[2]:.4g} mm" if centre is not None else
+                 f"centre at pixel x {region.centre_px[0]:.0f}, y {region.centre_px[1]:.0f}")
+        rule = ""
+        if findings.rules.active:
+            failure = findings.rules.failure(region)
+            rule = "; passes the reject rules" if failure is None else f"; left out by the reject rules ({failure})"
+        lines.append(f"Region {i}: {region.size_text()}, {where}{rule}")
+    if findings.omitted:
+        lines.append(f"... and {findings.omitted} more with lower scores")
+    return lines

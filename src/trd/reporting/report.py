@@ -1,12 +1,14 @@
 """Run outputs for people and tools: metrics.json/.csv, report.md and a self-contained report.html.
 
 The files for tools keep the raw keys of the result dict. The reports for people start with what a
-reader needs first (a banner when the teachers were not ImageNet, the decisions at the deployment
-thresholds, the border check: `trd.reporting.sections`), then the metric tables, built generically
-from the nested result (groups of scalars become key/value tables, groups of dicts one row per key)
-with human headings and definitions (`trd.reporting.labels`): hover a heading, or open
-"Definitions". The HTML page needs no scripts and fits the window: wide tables scroll inside their
-own box and panels scale. Every file is written atomically.
+reader needs first (a banner when the teachers were not ImageNet, the words the report uses, the
+decisions at the deployment thresholds, the border check: `trd.reporting.sections`), then the metric
+tables, built generically from the nested result (groups of scalars become key/value tables, groups
+of dicts one row per key) with human headings and definitions (`trd.reporting.labels`): hover a
+heading, or open "Definitions". Every test sample follows, labelled in plain words ("missed defect",
+"false alarm"), with its pictures as separate images and HTML captions and a colour bar under each
+heatmap. The HTML page needs no scripts and fits the window down to a phone's: wide tables scroll
+inside their own box and pictures wrap. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from urllib.parse import quote
 
 from ..atomic import atomic_write_text
 from ..evaluation.attribution import colour_share, main_modality
+from .figures import BRANCH_LABELS, Picture
+from .labels import WORDS, outcome
 from .labels import section as section_label
 from .labels import term
 from .sections import Section, Table, teacher_banner
@@ -42,10 +46,13 @@ CSV_HEADER = ("scope", "name", "metric", "value")
 
 @dataclass(frozen=True)
 class SampleRow:
-    """One test sample in the HTML report (``panel``: PNG path relative to the run folder).
+    """One test sample in the HTML report.
 
-    ``branch_shares``: each branch's part of the score (by branch name); ``attribution``: the
-    modality attribution's score drops (``{"colour": .., "geometry": ..}``) when it was measured.
+    ``decision``: flagged or not (None: not decided); ``reason``: why, in words;
+    ``branch_shares``: each branch's part of the score (by branch name); ``pictures``: its images
+    (paths relative to the run folder); ``regions``: one line per flagged region (size, depth,
+    place); ``attribution``: the modality attribution's score drops (``{"colour": .., "geometry": ..}``)
+    when it was measured.
     """
 
     name: str
@@ -55,8 +62,10 @@ class SampleRow:
     score: float
     decision: bool | None = None
     branch_shares: dict[str, float] = field(default_factory=dict)
-    panel: str | None = None
+    pictures: list[Picture] = field(default_factory=list)
     attribution: dict[str, float] | None = None
+    regions: list[str] = field(default_factory=list)
+    reason: str = ""
 
 
 def _clean(value: Any) -> Any:
@@ -188,6 +197,7 @@ def _markdown(title: str, banner: str | None, sections: list[Section], config: M
     out = [f"# {title}", ""]
     out += [f"> **WARNING: {banner}**", ""] if banner else []
     out += [f"- {note}" for note in notes] + ([""] if notes else [])
+    out += ["## Words used in this report", ""] + [f"- **{k}**: {v}" for k, v in WORDS.items()] + [""]
     for sec in sections:
         out += _md_section(sec)
     glossary = _glossary(sections)
@@ -214,13 +224,24 @@ details{margin:0.5em 0}
 summary{cursor:pointer;font-weight:600}
 dt{font-weight:600}
 dd{margin:0 0 0.5em 1.5em}
-.sample{border:1px solid #ddd;border-radius:4px;padding:0.5em 0.7em;margin:0 0 1em}
+.sample{border:1px solid #ddd;border-radius:4px;padding:0.5em 0.7em;margin:0 0 1em;overflow-wrap:anywhere}
 .sample.defective{border-left:5px solid #c33}
+.sample h3{font-size:1.05em;margin:0.2em 0 0.4em}
 .meta{display:flex;flex-wrap:wrap;gap:0.3em 1.2em;align-items:center;margin-bottom:0.3em}
-.flag{font-weight:600;color:#a00}
+.outcome{font-weight:700;padding:1px 6px;border-radius:4px;background:#e7f3ea;color:#1a6b35}
+.outcome.false-alarm,.outcome.missed-defect{background:#fde2e1;color:#a00}
+.outcome.defect-found{background:#fff4d6;color:#7a5200}
 .bar{display:inline-flex;align-items:center;gap:4px;font-size:0.85em;white-space:nowrap}
 .bar span.fill{display:inline-block;height:8px;background:#4a7bd0}
-img.panel{max-width:100%;height:auto;display:block}
+.pics{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,170px),1fr));gap:10px;margin:0.4em 0}
+.pics figure{margin:0;min-width:0}
+.pics img{width:100%;height:auto;display:block;image-rendering:pixelated;border:1px solid #ccc}
+.pics figcaption{font-size:0.85em;color:#444}
+.scale{margin-top:3px;font-size:0.75em;color:#555}
+.scale .ramp{position:relative;height:9px;border:1px solid #aaa;background:linear-gradient(to right,rgb(0 0 128) 0%,rgb(0 0 255) 12.5%,rgb(0 128 255) 25%,rgb(22 255 225) 37.5%,rgb(125 255 122) 50%,rgb(228 255 19) 62.5%,rgb(255 148 0) 75%,rgb(255 30 0) 87.5%,rgb(128 0 0) 100%)}
+.scale .tick{position:absolute;top:-3px;bottom:-3px;width:3px;background:#fff;border:1px solid #000;transform:translateX(-50%)}
+.scale .ends{display:flex;justify-content:space-between;gap:4px}
+ol.regions{margin:0.2em 0;padding-left:1.5em}
 pre{background:#f6f6f6;padding:0.8em;overflow:auto;white-space:pre-wrap;word-break:break-all}
 """
 
@@ -249,15 +270,16 @@ def _html_section(sec: Section) -> str:
 
 
 def _share_bars(shares: Mapping[str, float]) -> str:
-    """Each branch's part of the positive total, as a small bar and a percentage."""
+    """Each student's part of the positive total, as a small bar and a percentage."""
     positive = {k: max(float(v), 0.0) if math.isfinite(float(v)) else 0.0 for k, v in shares.items()}
     total = sum(positive.values())
     parts = []
     for name, value in shares.items():
         share = 100.0 * positive[name] / total if total > 0 else 0.0
+        label = BRANCH_LABELS.get(name, f"{name} student")
         parts.append(
-            f'<span class="bar" title="{escape(f"{name}: {value:+.3f} (blurred z-value at the maximum)")}">'
-            f'<span>{escape(name)}</span><span class="fill" style="width:{share * 0.6:.1f}px"></span>'
+            f'<span class="bar" title="{escape(f"{label}: {value:+.3f} of the score")}">'
+            f'<span>{escape(label)}</span><span class="fill" style="width:{share * 0.6:.1f}px"></span>'
             f"<span>{share:.0f}%</span></span>"
         )
     return " ".join(parts)
@@ -267,10 +289,30 @@ def _attribution_text(attribution: Mapping[str, float]) -> str:
     colour, geometry = float(attribution["colour"]), float(attribution["geometry"])
     main = main_modality(colour, geometry)
     share = colour_share(colour, geometry)
-    split = "" if main == "neither" else f", colour {100 * share:.0f} % / geometry {100 * (1 - share):.0f} %"
-    return (f'<dfn title="Score drop when that input is made nominal around the maximum (replaced by matching '
-            f'content of a good validation input)">modality attribution</dfn>: colour {colour:+.2f}, geometry {geometry:+.2f} '
-            f"(mainly {main}{split})")
+    split = "" if main == "neither" else f", colour {100 * share:.0f} % / shape {100 * (1 - share):.0f} %"
+    words = {"colour": "colour", "geometry": "shape", "neither": "neither"}[main]
+    return (f'<dfn title="How much the score drops when that input is replaced by good content around the peak">'
+            f"which input caused it</dfn>: colour {colour:+.2f}, shape {geometry:+.2f} (mainly {words}{split})")
+
+
+def _scale_bar(scale: tuple[float, float, float]) -> str:
+    """The colour bar under a heatmap: its scale (which covers the sample's score) and the pixel threshold."""
+    vmin, vmax, pixel = scale
+    at = 100.0 * min(max((pixel - vmin) / (vmax - vmin), 0.0), 1.0) if vmax > vmin else 0.0
+    return (f'<div class="scale" title="colour scale {vmin:.3g} (blue) to {vmax:.3g} (dark red); pixels above '
+            f'{pixel:.3g} are flagged"><div class="ramp"><span class="tick" style="left:{at:.1f}%"></span></div>'
+            f'<div class="ends"><span>{vmin:.3g}</span><span>flagged above {pixel:.3g}</span><span>{vmax:.3g}</span>'
+            "</div></div>")
+
+
+def _pictures(pictures: list[Picture]) -> str:
+    if not pictures:
+        return ""
+    figures = "".join(
+        f'<figure><img loading="lazy" src="{escape(quote(p.path))}" alt="{escape(p.caption)}">'
+        f"<figcaption>{escape(p.caption)}</figcaption>{_scale_bar(p.scale) if p.scale else ''}</figure>"
+        for p in pictures)
+    return f'<div class="pics">{figures}</div>'
 
 
 def _sample_cards(rows: list[SampleRow]) -> str:
@@ -280,21 +322,23 @@ def _sample_cards(rows: list[SampleRow]) -> str:
 
     out = []
     for rank, r in enumerate(sorted(rows, key=key), start=1):
-        decision = "" if r.decision is None else (
-            '<span class="flag">anomalous</span>' if r.decision else "<span>normal</span>")
-        meta = [f"<b>#{rank} {escape(r.name)}</b>", f"category {escape(r.category)}",
-                f"defect {escape(r.defect)} (label {int(r.label)})", f"score {escape(_fmt(float(r.score)))}", decision]
+        label = outcome(r.label, r.decision)
+        what = f"defect type: {r.defect}" if r.label else "a good part (no defect)"
+        meta = [f'<span class="outcome {label.replace(" ", "-").replace(",", "")}">{escape(label)}</span>',
+                escape(what), f"category {escape(r.category)}", f"score {escape(_fmt(float(r.score)))}"]
         if r.branch_shares:
-            meta.append('<dfn title="Each branch\'s blurred z-value at the fused maximum; they add up to the score. '
-                        'Branch shares, not modality shares: each branch sees both inputs.">branch shares</dfn>: '
+            meta.append('<dfn title="How much of the score came from each of the model\'s two students. Each also '
+                        'sees the other input, so this does not say which input caused it.">parts of the score</dfn>: '
                         + _share_bars(r.branch_shares))
         if r.attribution is not None:
             meta.append(_attribution_text(r.attribution))
-        panel = (f'<img class="panel" loading="lazy" src="{escape(quote(r.panel))}" alt="{escape(r.name)}">'
-                 if r.panel else "")
+        reason = f"<p>Why: {escape(r.reason)}.</p>" if r.reason else ""
+        regions = ("<ol class=\"regions\">" + "".join(f"<li>{escape(line)}</li>" for line in r.regions) + "</ol>"
+                   if r.regions else "")
         cls = "sample defective" if r.label else "sample"
-        out.append(f'<div class="{cls}"><div class="meta">' + "".join(f"<span>{m}</span>" for m in meta if m)
-                   + f"</div>{panel}</div>")
+        out.append(f'<div class="{cls}"><h3>#{rank} {escape(r.name)}</h3><div class="meta">'
+                   + "".join(f"<span>{m}</span>" for m in meta if m) + f"</div>{reason}{regions}"
+                   + _pictures(r.pictures) + "</div>")
     return "\n".join(out) + "\n"
 
 
@@ -316,6 +360,8 @@ def _html(title: str, banner: str | None, sections: list[Section], rows: list[Sa
         out.append(f'<div class="banner">{escape(banner)}</div>')
     if notes:
         out.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    out.append("<details><summary>Words used in this report</summary><dl>"
+               + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in WORDS.items()) + "</dl></details>")
     glossary = _glossary(sections)
     if glossary:
         out.append("<details><summary>Definitions of the headings (also shown when hovering a heading)</summary><dl>"
@@ -348,7 +394,7 @@ def write_report(
     ``sections`` come first (e.g. `trd.reporting.sections.decisions_section`), then one section per
     metric group of ``result``. A banner heads both files when ``config`` names teachers other than
     ImageNet's. The HTML page is self-contained (inline CSS, no scripts or remote resources); sample
-    panels are referenced by their relative paths, so the run folder can be moved or archived as a
+    pictures are referenced by their relative paths, so the run folder can be moved or archived as a
     whole. Returns the path of ``report.html``.
     """
     run_dir = Path(run_dir)

@@ -56,36 +56,44 @@ def _rate(r: Mapping[str, Any]) -> tuple[str, str]:
     return f"{r['count']} of {r['of']} = {_pct(r['rate'])}", f"{_pct(lo)} to {_pct(hi)}"
 
 
-PROMISE_HELP = ("What the threshold promises for a new good sample that is exchangeable with the validation "
-                "samples: with n validation values, the k-th largest is exceeded with probability <= k/(n+1), on "
-                "average over validation sets.")
-CI_HELP = ("Clopper-Pearson (exact binomial) 95 % interval of the realised rate, images being the "
-           "independent unit. Few good test images give a wide interval.")
+PROMISE_HELP = ("How often a good part would be flagged, as promised by the good validation samples the threshold "
+                "was chosen on: on average over the validation samples a line could collect, and what this one "
+                "threshold keeps with 90 % confidence (see 'on average / with 90 % confidence').")
+CI_HELP = ("Where the true rate lies with 95 % confidence, given this split's count (an exact binomial interval; "
+           "each image counts once). Few good test images give a wide range.")
+
+
+def _promise(thresholds: Thresholds, average: float | None, bound: float | None) -> str:
+    if not thresholds.known:
+        return "unknown (older model)"
+    approximate = ", approximate" if thresholds.approximate else ""
+    return (f"<= {_pct(average)} on average; <= {_pct(bound)} with 90 % confidence "
+            f"(n = {thresholds.n_validation}{approximate})")
 
 
 def decisions_section(point: Mapping[str, Any], thresholds: Thresholds) -> Section:
-    """Promise beside realised rate (with its interval) and recall per defect type."""
+    """Promise beside realised rate (with its range) and the defects found per defect type."""
     image, pixel = point["image"], point["pixel"]
-    n = f" (n = {thresholds.n_validation})" if thresholds.known else ""
-    promise = f"<= {_pct(thresholds.guaranteed_fpr)}{n}" if thresholds.known else "unknown (older model)"
     fp, fp_ci = _rate(image["false_positives"])
     over, over_ci = _rate(pixel["images_over_share"])
     share = _pct(thresholds.pixel_fpr)
     rates = Table(
-        ["decision", "threshold", "requested", "promised", "realised on this split", "95 % CI"],
-        [["good image flagged", f"{thresholds.image:.4f}", _pct(thresholds.target_fpr), promise, fp, fp_ci],
+        ["decision", "threshold", "requested", "promised", "seen on this split", "95 % range"],
+        [["false alarm (good image flagged)", f"{thresholds.image:.4f}", _pct(thresholds.target_fpr),
+          _promise(thresholds, thresholds.guaranteed_fpr, thresholds.fpr_bound_90()), fp, fp_ci],
          [f"good image with > {share} of its pixels flagged", f"{thresholds.pixel:.4f}",
-          _pct(thresholds.target_fpr), promise, over, over_ci]],
-        {"requested": "score.target_fpr: the rate asked for.", "promised": PROMISE_HELP, "95 % CI": CI_HELP,
-         "threshold": "A score strictly above the threshold is anomalous (scores are fused z-scores)."})
+          _pct(thresholds.target_fpr), _promise(thresholds, thresholds.pixel_guaranteed_fpr,
+                                                thresholds.pixel_bound_90()), over, over_ci]],
+        {"requested": "score.target_fpr: the rate asked for.", "promised": PROMISE_HELP, "95 % range": CI_HELP,
+         "threshold": "A score strictly above the threshold is flagged (scores are the model's normalised units)."})
     recall_rows = [[d, str(r["of"]), *_rate(r), _pct(pixel["pixel_recall"].get(d))] for d, r in image["recall"].items()]
-    recall = Table(["defect type", "images", "image recall", "95 % CI", "pixel recall"], recall_rows,
-                   {"image recall": "Share of this type's images scored above the image threshold.",
-                    "95 % CI": CI_HELP,
-                    "pixel recall": "Share of this type's defect pixels above the pixel threshold (pixels of one "
-                                    "image are not independent: no interval)."})
+    recall = Table(["defect type", "images", "defects found", "95 % range", "defect pixels flagged"], recall_rows,
+                   {"defects found": "Share of this type's images that were flagged (the others are missed defects).",
+                    "95 % range": CI_HELP,
+                    "defect pixels flagged": "Share of this type's defect pixels above the pixel threshold (pixels of "
+                                             "one image are not independent: no range)."})
     paragraphs = [thresholds.image_statement(), thresholds.pixel_statement(),
-                  f"Mean pixel false-positive rate on good images: {_pct(pixel['mean_pixel_fpr'])} "
+                  f"Mean share of a good image's pixels flagged: {_pct(pixel['mean_pixel_fpr'])} "
                   f"(requested per image: at most {share}).",
                   f"Thresholds chosen on: {thresholds.source or 'the validation split'}."]
     warning = thresholds.warning()

@@ -1,8 +1,10 @@
 """Batches of model inputs read from files, for inference without torch.
 
-`iterate_batches` reads samples with the trainer's own code (`trd.data.inputs.load_pair`), turns
-them into ImageNet-normalised float32 arrays and yields them a batch at a time; a sample whose files
-are bad is reported in its batch's ``errors`` and left out, the others go on. The next batch is read
+`iterate_batches` reads samples with the trainer's own code (`trd.data.inputs.load_scan`), turns
+them into ImageNet-normalised float32 arrays and yields them a batch at a time, keeping each
+sample's RGB image and point cloud at their original resolution (where its defect regions are
+measured, `trd.scoring.regions`); a sample whose files are bad is reported in its batch's
+``errors`` and left out, the others go on. The next batch is read
 on a background thread while the current one is scored (inference engines release the GIL), and at
 most two batches exist at once, so memory does not grow with the number of samples.
 """
@@ -18,9 +20,9 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data.cache import PreprocessCache
-from ..data.inputs import AspectOnce, InputStats, load_pair
+from ..data.inputs import AspectOnce, InputStats, load_scan
 from ..data.samples import Sample
-from ..data.transforms import normalise, rgb_to_chw01
+from ..data.transforms import normalise, resize_rgb, rgb_to_chw01
 from ..errors import DataError
 
 
@@ -30,7 +32,8 @@ class Batch:
     ``display``: the resized RGB images (uint8 S x S x 3); ``display_3d``: the 3D inputs as the
     model sees them, as images (uint8 S x S x 3); ``masks``: B x S x S bool; ``read_ms``: time spent
     reading and preprocessing each kept sample; ``errors``: (index, "file: problem") of the samples
-    left out."""
+    left out; ``images``: the RGB images as read (uint8 H x W x 3); ``clouds``: their point clouds
+    (float32 H x W x 3, metres; None for normal-map inputs)."""
 
     indices: list[int]
     rgb: np.ndarray
@@ -40,6 +43,8 @@ class Batch:
     errors: list[tuple[int, str]] = field(default_factory=list)
     display_3d: list[np.ndarray] = field(default_factory=list)
     read_ms: list[float] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    clouds: list[np.ndarray | None] = field(default_factory=list)
 
 
 def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: PreprocessCache | None = None,
@@ -47,15 +52,19 @@ def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: Pr
     """Read ``samples[i]`` for ``i`` in ``indices`` into one batch; bad samples go to ``errors``."""
     aspect = aspect or AspectOnce(reference)
     kept, rgbs, x3ds, displays, shown_3d, masks, errors, read_ms = [], [], [], [], [], [], [], []
+    images, clouds = [], []
     for i in indices:
         start = time.perf_counter()
         try:
-            rgb, x3d, mask, hw = load_pair(samples[i], cfg, cache, reference)
+            scan = load_scan(samples[i], cfg, cache, reference, with_cloud=True)
         except DataError as exc:
             errors.append((i, str(exc)))
             continue
-        aspect.check(hw, samples[i].rgb)
+        rgb, x3d, mask = resize_rgb(scan.rgb, cfg.image_size), scan.x3d, scan.mask
+        aspect.check(scan.rgb.shape[:2], samples[i].rgb)
         kept.append(i)
+        images.append(scan.rgb)
+        clouds.append(scan.cloud)
         rgbs.append(normalise(rgb_to_chw01(rgb)))
         x3ds.append(normalise(x3d))
         displays.append(rgb)
@@ -65,7 +74,8 @@ def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: Pr
     size = cfg.image_size
     empty = np.zeros((0, 3, size, size), np.float32)
     return Batch(kept, np.stack(rgbs) if rgbs else empty, np.stack(x3ds) if x3ds else empty, displays,
-                 np.stack(masks) if masks else np.zeros((0, size, size), bool), errors, shown_3d, read_ms)
+                 np.stack(masks) if masks else np.zeros((0, size, size), bool), errors, shown_3d, read_ms, images,
+                 clouds)
 
 
 def iterate_batches(samples: list[Sample], cfg: DataConfig, batch_size: int, *, cache: PreprocessCache | None = None,

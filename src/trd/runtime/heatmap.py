@@ -61,7 +61,30 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def map_range(pixel_threshold: float) -> tuple[float, float]:
-    """The fixed colour scale of fused (z-scored) maps: 0 to twice the pixel threshold (at least 1),
-    so the threshold sits mid-scale and overlays of different samples compare."""
-    return 0.0, max(pixel_threshold * 2.0, 1.0)
+def map_range(pixel_threshold: float, score: float = 0.0) -> tuple[float, float]:
+    """The colour scale of a sample's fused (z-scored) maps: 0 to twice the pixel threshold (at least
+    1), so the threshold sits mid-scale and overlays of most samples compare, or up to the sample's
+    score when that is higher: the scale always covers the score it explains (its reddest pixel)."""
+    top = max(pixel_threshold * 2.0, 1.0)
+    return 0.0, max(top, float(score)) if np.isfinite(score) else top
+
+
+#: Outline colours: regions that count as defects, and regions the reject rules left out.
+OUTLINE_COLOURS = {True: (255, 255, 255), False: (255, 215, 0)}
+
+
+def draw_outlines(rgb: np.ndarray, outlines: list[tuple[list[list[tuple[float, float]]], bool]]) -> np.ndarray:
+    """``rgb`` (uint8 H x W x 3) with each region's polygons drawn on it: a light line on a dark one,
+    white where the region counts as a defect, yellow where the reject rules left it out. Polygon
+    points are (x, y) in pixel-edge coordinates (the image spans 0..W, 0..H)."""
+    from PIL import ImageDraw
+
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    draw = ImageDraw.Draw(img)
+    width = max(1, round(min(img.size) / 256))
+    for polygons, counts in outlines:
+        for ring in polygons:
+            points = [(x - 0.5, y - 0.5) for x, y in ring] + [(ring[0][0] - 0.5, ring[0][1] - 0.5)]
+            draw.line(points, fill=(0, 0, 0), width=width + 2, joint="curve")
+            draw.line(points, fill=OUTLINE_COLOURS[counts], width=width, joint="curve")
+    return np.asarray(img)

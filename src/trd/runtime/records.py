@@ -8,17 +8,28 @@
     key               the scan's identity: `trd.data.identity.content_key` of its files
     rgb, xyz          input paths relative to predict's --input (file names for --rgb/--xyz), or
                       uploaded file names (serve): never an absolute path of this machine
-    score, anomalous  image anomaly score; score > threshold.image
+    score             image anomaly score
+    anomalous         the decision: score > threshold.image and, with reject rules, a region passes them
+    score_above_threshold  score > threshold.image (the decision of trd.record/1)
+    decided_by        why, in words
+    rules             {min_area_mm2, min_depth_mm} (only when set)
     image_threshold   threshold.image (the key predict wrote before the schema had a version)
-    threshold         {image, pixel, target_fpr, guaranteed_fpr, validation_samples, statement}
+    threshold         {image, pixel, target_fpr, guaranteed_fpr, fpr_bound_90, validation_samples,
+                       approximate, statement}
+    image_px          {width, height} of the RGB image: regions are in its pixels
+    regions           [{pixels, box, centre_px, peak_score, area_mm2, depth_mm, height_mm, centre_mm,
+                        outline, passes_rules}], region 1 (the first) holds the highest score
+    regions_omitted   regions beyond the first MAX_REGIONS
+    heatmap_range     {vmin, vmax}: the colour scale of the heatmaps (it covers the score)
     branch_shares     {branch: share of the score}
     modality_attribution  {modality: score drop} (only with --explain)
     timings_ms        {read, score, total} (+ queue in serve)
     model             {sha256, engine, trd_version}
 
-Predict adds ``heatmap`` and ``mask`` (file paths); serve adds ``id`` and, on request, the images.
-Version 1 had no ``key`` and predict's ``rgb``/``xyz`` were the paths as typed;
-:func:`record_identity` reads both.
+Predict adds ``heatmap``, ``mask`` and ``outline`` (file paths); serve adds ``id`` and, on request,
+the images. Version 1 had no ``key``, no regions, and predict's ``rgb``/``xyz`` were the paths as
+typed; version 2 added them and changed the meaning of ``anomalous`` (reject rules may narrow it).
+:func:`record_identity` reads both versions.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ import numpy as np
 
 from .. import __version__
 from ..scoring.threshold import Thresholds
+from .findings import Findings
+from .heatmap import map_range
 
 SCHEMA = "trd.record/2"
 
@@ -52,8 +65,24 @@ def record_identity(record: Mapping[str, Any]) -> str:
 def threshold_record(thresholds: Thresholds) -> dict[str, Any]:
     """The thresholds a decision was taken at, with the guarantee in numbers and in words."""
     return {"image": thresholds.image, "pixel": thresholds.pixel, "target_fpr": thresholds.target_fpr,
-            "guaranteed_fpr": thresholds.guaranteed_fpr, "validation_samples": thresholds.n_validation,
+            "guaranteed_fpr": thresholds.guaranteed_fpr, "fpr_bound_90": thresholds.fpr_bound_90(),
+            "validation_samples": thresholds.n_validation, "approximate": thresholds.approximate,
             "statement": thresholds.image_statement()}
+
+
+def findings_record(findings: Findings, score: float, pixel_threshold: float) -> dict[str, Any]:
+    """The decision, the regions and the heatmaps' colour scale, as record keys."""
+    decision = findings.decision
+    vmin, vmax = map_range(pixel_threshold, score)
+    h, w = findings.hw
+    out: dict[str, Any] = {"anomalous": decision.anomalous, "score_above_threshold": decision.above_threshold,
+                           "decided_by": decision.reason}
+    if findings.rules.active:
+        out["rules"] = findings.rules.to_dict()
+    return out | {
+        "image_px": {"width": w, "height": h},
+        "regions": [r.to_dict() | {"passes_rules": findings.rules.failure(r) is None} for r in findings.regions],
+        "regions_omitted": findings.omitted, "heatmap_range": {"vmin": vmin, "vmax": vmax}}
 
 
 def model_record(sha256: str, engine: str) -> dict[str, str]:
@@ -66,8 +95,10 @@ def _per_sample(outputs: Mapping[str, np.ndarray], prefix: str, j: int) -> dict[
 
 
 def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, key: str, rgb: str, xyz: str,
-                 thresholds: Thresholds, model: Mapping[str, str], timings_ms: Mapping[str, float]) -> dict[str, Any]:
-    """The record of sample ``j`` of a batch the engine scored into ``outputs``.
+                 thresholds: Thresholds, findings: Findings, model: Mapping[str, str],
+                 timings_ms: Mapping[str, float]) -> dict[str, Any]:
+    """The record of sample ``j`` of a batch the engine scored into ``outputs``, with its
+    ``findings`` (`trd.runtime.findings.find`).
 
     ``key``: the scan's `trd.data.identity.content_key`; ``timings_ms``: milliseconds spent on this
     sample (``read``, ``score``, ``total``, ...), rounded here to 0.01 ms.
@@ -75,7 +106,7 @@ def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, key: s
     score = float(outputs["score"][j])
     record: dict[str, Any] = {
         "schema": SCHEMA, "name": name, "key": key, "rgb": rgb, "xyz": xyz, "score": score,
-        "anomalous": bool(score > thresholds.image), "image_threshold": thresholds.image,
+        **findings_record(findings, score, thresholds.pixel), "image_threshold": thresholds.image,
         "threshold": threshold_record(thresholds), "branch_shares": _per_sample(outputs, "share_", j),
     }
     explained = _per_sample(outputs, "attribution_", j)

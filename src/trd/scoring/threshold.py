@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,28 @@ def _pct(rate: float) -> str:
     return f"{100.0 * rate:.3g} %"
 
 
+def bound_90(rank: int | np.ndarray, n: int) -> float | np.ndarray:
+    """The false-positive rate that the k-th largest of n validation scores keeps with 90 % probability
+    over validation sets: the 90th percentile of Beta(k, n + 1 - k) (continuous scores; ties only
+    lower the rate). Vectorised over ``rank``.
+
+    Example:
+        >>> round(bound_90(1, 22), 4)  # k/(n+1) = 4.35 % on average; 9.94 % with 90 % confidence
+        0.0994
+    """
+    from scipy.special import betaincinv  # the Beta quantile; light to import, unlike scipy.stats
+
+    rank = np.asarray(rank)
+    out = np.asarray(betaincinv(rank, n + 1 - rank, 0.9))
+    return float(out) if out.ndim == 0 else out
+
+
+def rank_of(value: float, scores: np.ndarray) -> int:
+    """k for a threshold ``value`` among validation ``scores``: 1 + the scores strictly above it (the
+    value is at least the k-th largest, so a new good score exceeds it at most as often)."""
+    return 1 + int(np.count_nonzero(np.asarray(scores, dtype=np.float64) > value))
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Image and pixel thresholds with what they promise on good samples.
@@ -109,6 +131,9 @@ class Thresholds:
     rule (both thresholds are the k-th largest of their per-image statistic). Both are None for
     thresholds written by trd before the rule existed: their guarantee is unknown.
     ``source``: where the good samples came from (a dataset, category and split).
+    ``pixel_rank``: k of the pixel threshold when it differs from the image threshold's (an image
+    threshold typed by hand, :meth:`with_image`; None: ``rank``). ``approximate``: the samples also
+    gave the normalisation statistics, so the promise is approximate (module docstring).
     """
 
     image: float
@@ -118,11 +143,13 @@ class Thresholds:
     n_validation: int | None = None
     rank: int | None = None
     source: str = ""
+    pixel_rank: int | None = None
+    approximate: bool = False
 
     @property
     def _samples(self) -> str:
         """How the statements name the samples: validation samples, or the samples `trd calibrate` used."""
-        kind = "validation" if not self.source or self.source.endswith("(validation split)") else "calibration"
+        kind = "validation" if not self.source or "(validation split)" in self.source else "calibration"
         return f"n = {self.n_validation} {kind} samples"
 
     @property
@@ -136,6 +163,12 @@ class Thresholds:
         return self.rank / (self.n_validation + 1) if self.known else None
 
     @property
+    def pixel_guaranteed_fpr(self) -> float | None:
+        """k / (n + 1) of the pixel threshold: the chance that a new good image has more than
+        ``pixel_fpr`` of its pixels flagged (None: unknown)."""
+        return (self.pixel_rank or self.rank) / (self.n_validation + 1) if self.known else None
+
+    @property
     def smallest_supported_fpr(self) -> float | None:
         """1 / (n + 1): the smallest rate n validation samples can promise."""
         return 1.0 / (self.n_validation + 1) if self.known else None
@@ -146,30 +179,52 @@ class Thresholds:
         return None if not self.known else self.guaranteed_fpr <= self.target_fpr + 1e-12
 
     def fpr_bound_90(self) -> float | None:
-        """The rate this one threshold stays below with 90 % probability over validation sets.
+        """The rate this one image threshold stays below with 90 % probability over validation sets
+        (:func:`bound_90` of its rank; None: unknown)."""
+        return bound_90(self.rank, self.n_validation) if self.known else None
 
-        For continuous scores the false-positive rate of the k-th largest of n validation scores is
-        Beta(k, n + 1 - k) distributed (mean k / (n + 1)); this is its 90th percentile.
-        """
-        if not self.known:
-            return None
-        from scipy.stats import beta
+    def pixel_bound_90(self) -> float | None:
+        """:meth:`fpr_bound_90` of the pixel threshold."""
+        return bound_90(self.pixel_rank or self.rank, self.n_validation) if self.known else None
 
-        return float(beta.ppf(0.9, self.rank, self.n_validation + 1 - self.rank))
+    def _promise(self, average: float, bound: float, unit: str = "") -> str:
+        """``<= A[unit] on average over validation sets; this threshold <= B with 90 % confidence (n = ...)``."""
+        why = ", which also gave the normalisation statistics: approximate" if self.approximate else ""
+        return (f"<= {_pct(average)}{unit} on average over validation sets; this threshold <= {_pct(bound)} with 90 % "
+                f"confidence ({self._samples}{why})")
 
     def image_statement(self) -> str:
-        """E.g. ``image threshold 2.4672: false-positive rate <= 9.09 % (n = 10 validation samples)``."""
+        """E.g. ``image threshold 2.4672: false-positive rate <= 9.09 % on average over validation
+        sets; this threshold <= 20.6 % with 90 % confidence (n = 10 validation samples)``."""
         head = f"image threshold {self.image:.4f}: false-positive rate"
         if not self.known:
             return f"{head} unknown (chosen by an older trd for a {_pct(self.target_fpr)} target, without a guarantee)"
-        return f"{head} <= {_pct(self.guaranteed_fpr)} ({self._samples})"
+        return f"{head} {self._promise(self.guaranteed_fpr, self.fpr_bound_90())}"
 
     def pixel_statement(self) -> str:
         """What the pixel threshold promises per good image (the unit that is exchangeable)."""
         head = f"pixel threshold {self.pixel:.4f}: more than {_pct(self.pixel_fpr)} of a good image's pixels flagged"
         if not self.known:
             return f"{head}: how often is unknown (chosen by an older trd, without a guarantee)"
-        return f"{head} in <= {_pct(self.guaranteed_fpr)} of good images ({self._samples})"
+        return f"{head} in {self._promise(self.pixel_guaranteed_fpr, self.pixel_bound_90(), ' of good images')}"
+
+    def with_image(self, value: float, scores: np.ndarray, source: str) -> Thresholds:
+        """These thresholds with the image threshold set to ``value`` by hand (the review page's
+        explorer), its promise recomputed from the validation ``scores`` it is compared with (k = 1 +
+        the scores above it). ConfigError for a value that is not finite or below the lowest
+        score (all n samples would be flagged: nothing is promised)."""
+        scores = _finite_values(scores)
+        if not self.known or scores.size != self.n_validation:
+            raise ConfigError(f"the model's {scores.size} stored validation scores do not match its thresholds "
+                              f"(n = {self.n_validation}); run `trd calibrate` first")
+        if not math.isfinite(value):
+            raise ConfigError(f"image threshold {value!r} is not a number")
+        rank = rank_of(value, scores)
+        if rank > scores.size:
+            raise ConfigError(f"image threshold {value:.6g} is below the lowest validation score "
+                              f"{float(scores.min()):.6g}: every good validation sample would be flagged, so it "
+                              "promises nothing; choose a higher value")
+        return replace(self, image=float(value), rank=rank, pixel_rank=self.pixel_rank or self.rank, source=source)
 
     def warning(self) -> str | None:
         """Why the promise falls short of the request, and how many samples would meet it; else None."""
@@ -194,12 +249,14 @@ class Thresholds:
         """The stored record: the fields, plus what they promise in numbers and words (for readers
         of model.pt and ONNX metadata; ignored by :meth:`from_dict`)."""
         base = {f.name: getattr(self, f.name) for f in fields(self)}
-        bound90 = self.fpr_bound_90()
         return base | {
-            "rule": "order statistic: the k-th largest of n validation values, P(false positive) <= k/(n+1)"
-            if self.known else "unknown (older trd)",
+            "rule": "order statistic: the k-th largest of n validation values, P(false positive) <= k/(n+1) on "
+                    "average over validation sets; Beta(k, n+1-k) for one threshold" if self.known else
+                    "unknown (older trd)",
             "guaranteed_fpr": self.guaranteed_fpr,
-            "fpr_bound_90": bound90,
+            "fpr_bound_90": self.fpr_bound_90(),
+            "pixel_guaranteed_fpr": self.pixel_guaranteed_fpr,
+            "pixel_fpr_bound_90": self.pixel_bound_90(),
             "smallest_supported_fpr": self.smallest_supported_fpr,
             "samples_needed": samples_needed(self.target_fpr) if self.target_fpr > 0 else None,
             "sufficient": self.sufficient,
@@ -208,19 +265,25 @@ class Thresholds:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Thresholds:
-        """Read a stored record; records of older trd versions lack ``n_validation``/``rank``/``source``."""
+        """Read a stored record; records of older trd versions lack ``n_validation``/``rank``/``source``
+        (and ``pixel_rank``/``approximate``: thresholds chosen on a validation split by an older trd
+        came from the samples that gave the normalisation statistics, so they count as approximate)."""
         missing = {"image", "pixel", "target_fpr", "pixel_fpr"} - set(raw)
         if missing:
             raise TRDError(f"thresholds record lacks {sorted(missing)}")
-        n, rank = raw.get("n_validation"), raw.get("rank")
-        if (n is None) != (rank is None) or (n is not None and not 1 <= int(rank) <= int(n)):
+        n, rank, pixel_rank = raw.get("n_validation"), raw.get("rank"), raw.get("pixel_rank")
+        if (n is None) != (rank is None) or (n is not None and not 1 <= int(rank) <= int(n)) or (
+                pixel_rank is not None and (n is None or not 1 <= int(pixel_rank) <= int(n))):
             raise TRDError(f"thresholds record has an impossible rank {rank!r} of {n!r} validation samples")
+        source = str(raw.get("source", ""))
+        approximate = raw.get("approximate", n is not None and (not source or source.endswith("(validation split)")))
         return cls(float(raw["image"]), float(raw["pixel"]), float(raw["target_fpr"]), float(raw["pixel_fpr"]),
-                   None if n is None else int(n), None if rank is None else int(rank), str(raw.get("source", "")))
+                   None if n is None else int(n), None if rank is None else int(rank), source,
+                   None if pixel_rank is None else int(pixel_rank), bool(approximate))
 
 
 def choose_thresholds(image_scores: np.ndarray, pixel_values: np.ndarray, target_fpr: float, pixel_fpr: float,
-                      source: str) -> Thresholds:
+                      source: str, approximate: bool = False) -> Thresholds:
     """Thresholds from n good samples' image scores and per-image pixel values (:func:`fpr_threshold`
     of each image's map at ``pixel_fpr``), both by the order-statistic rule at ``target_fpr``.
 
@@ -235,4 +298,5 @@ def choose_thresholds(image_scores: np.ndarray, pixel_values: np.ndarray, target
     if pixel_values.size != np.asarray(image_scores).size:
         raise TRDError("need one pixel value per validation image")
     pixel, _ = order_statistic_threshold(pixel_values, target_fpr)
-    return Thresholds(image, pixel, target_fpr, pixel_fpr, int(pixel_values.size), rank, source)
+    return Thresholds(image, pixel, target_fpr, pixel_fpr, int(pixel_values.size), rank, source,
+                      approximate=approximate)

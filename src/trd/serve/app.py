@@ -3,10 +3,10 @@
 Every error answers JSON ``{"error": "<one line>", "status": N}``: 401 without the token, 404, 408
 an upload not in by its deadline, 413 over the upload limit or the pixel budget, 421 a Host header
 the service does not answer to, 422 for a bad input (the CLI's message), 503 when the queue is full,
-the pixels are spent or the service is draining (with Retry-After), 500 only for a fault of the
-service itself (its traceback is logged, never sent). The Host header is checked on every request
-(`trd.serve.admission`); the token (when set) on every request but health checks and the page,
-which holds no data.
+the pixels are spent or the service is draining (with Retry-After), 507 when a new model file cannot
+be written, 500 only for a fault of the service itself (its traceback is logged, never sent). The
+Host header is checked on every request (`trd.serve.admission`); the token (when set) on every
+request but health checks and the page, which holds no data.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
@@ -34,8 +36,12 @@ from ..data.inputs import AspectOnce, camera_stored
 from ..data.io import pixels
 from ..data.readers import READERS
 from ..data.samples import RGB_SUFFIXES, Sample
+from ..errors import ConfigError, OutputError
+from ..runtime.findings import find
 from ..runtime.records import build_record, model_record
+from ..scoring.threshold import bound_90
 from ..workflows.engine import LoadedModel
+from ..workflows.threshold import write_threshold
 from .admission import PixelBudget, host_allowed
 from .batcher import Batcher
 from .metrics import CONTENT_TYPE, Metrics
@@ -46,7 +52,7 @@ STATIC = Path(__file__).with_name("static")
 #: Paths answered without the token: health checks and the page (no data in it).
 OPEN_PATHS = ("/healthz", "/readyz", "/")
 #: Endpoint labels of the metrics (anything else counts as "other", so labels stay few).
-ENDPOINTS = ("/v1/score", "/v1/model", "/v1/recent", "/healthz", "/readyz", "/metrics", "/")
+ENDPOINTS = ("/v1/score", "/v1/model", "/v1/threshold", "/v1/recent", "/healthz", "/readyz", "/metrics", "/")
 #: How long a request whose pixels do not fit waits for the budget before it gets 503.
 BUDGET_WAIT_S = 30.0
 log = logging.getLogger("trd.serve")
@@ -59,9 +65,10 @@ class Service:
     def __init__(self, model: LoadedModel, *, max_batch: int = 8, max_wait_s: float = 0.005, queue: int = 32,
                  max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20,
                  pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0,
-                 hosts: frozenset[str] | None = None) -> None:
+                 hosts: frozenset[str] | None = None, models_dir: Path | None = None) -> None:
         self.model, self.max_upload_bytes, self.token, self.hosts = model, max_upload_bytes, token, hosts
         self.upload_timeout_s = upload_timeout_s
+        self.models_dir = models_dir  # where POST /v1/threshold writes (None: beside the model)
         self.draining = False
         self.stop_uploads = asyncio.Event()  # set when the grace time after a signal is over
         # Touched by the event loop only: score requests accepted and not yet answered; uploads coming in.
@@ -190,6 +197,19 @@ def create_app(service: Service) -> Gate:
     async def model() -> dict[str, Any]:
         return without_machine_paths(model_info(service))
 
+    @app.post("/v1/threshold")
+    async def threshold(choice: ThresholdChoice) -> dict[str, Any]:
+        try:
+            path, thresholds = await run_in_threadpool(write_threshold, service.model, choice.image,
+                                                       service.models_dir)
+        except ConfigError as exc:
+            raise ApiError(422, str(exc)) from None
+        except OutputError as exc:
+            raise ApiError(507, str(exc)) from None
+        log.info("wrote %s (image threshold %s set on the page)", path, choice.image)
+        return {"file": path.name, "folder": str(path.parent), "thresholds": thresholds.to_dict(),
+                "served": service.model.files[0].name}
+
     @app.get("/v1/recent")
     async def recent() -> dict[str, Any]:
         return {"results": service.recent.summary()}
@@ -199,7 +219,7 @@ def create_app(service: Service) -> Gate:
         result = service.recent.get(result_id)
         if result is None:
             raise ApiError(404, f"no recent result {result_id!r} (only the last {service.recent.capacity} are kept)")
-        return JSONResponse(await run_in_threadpool(with_images, result, service.model.thresholds.pixel))
+        return JSONResponse(await run_in_threadpool(with_images, result))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -223,20 +243,30 @@ def create_app(service: Service) -> Gate:
     return Gate(app, service)
 
 
+class ThresholdChoice(BaseModel):
+    """``POST /v1/threshold``: the image threshold to write a new model file with."""
+
+    image: float
+
+
 def model_info(service: Service) -> dict[str, Any]:
-    """``GET /v1/model``: what the loaded model is and promises."""
+    """``GET /v1/model``: what the loaded model is and promises; with the validation scores, the
+    90 % bound of every rank k = 1..n (for the page's explorer: `trd.scoring.threshold.bound_90`)."""
     m = service.model
     data = m.config.data
     kinds = [r for r in READERS.values() if data.format in r.formats]
     # camera.json: "none" (no kind of 3D file this model reads needs one), "optional" (the model keeps
     # the camera it was trained with; a scan's own camera.json still wins), "required" (older models).
     camera = "none" if not any(r.camera for r in kinds) else "optional" if camera_stored(m.reference) else "required"
+    scores = m.validation_scores
+    n = len(scores or [])
     input_3d = {"modality": data.modality_3d, "format": data.format,
                 "files": sorted({s for r in kinds for s in r.suffixes}),
                 "kinds": [r.description for r in kinds], "camera": camera}
     return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "branches": list(m.branches),
             "image_size": data.image_size, "input_rgb": {"files": list(RGB_SUFFIXES)}, "input_3d": input_3d,
-            "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": m.validation_scores}
+            "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": scores,
+            "fpr_bound_90_by_rank": None if not scores else [float(b) for b in bound_90(np.arange(1, n + 1), n)]}
 
 
 async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str, Any]:
@@ -276,17 +306,22 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
         future = service.batcher.submit(batch.rgb, batch.x3d)
         submitted = True
         scored = await asyncio.wrap_future(future)
+        measured = time.perf_counter()
+        model = service.model
+        found = await run_in_threadpool(find, scored.outputs["anomaly_map"][scored.row, 0],
+                                        float(scored.outputs["score"][scored.row]), batch.images[0].shape[:2],
+                                        batch.clouds[0], model.config, model.thresholds)
         timings = {"read": batch.read_ms[0], "queue": scored.queue_ms, "score": scored.score_ms,
-                   "total": (time.perf_counter() - start) * 1e3}
+                   "regions": (time.perf_counter() - measured) * 1e3, "total": (time.perf_counter() - start) * 1e3}
         record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, key=key, rgb=files["rgb"].name,
-                              xyz=files["xyz"].name, thresholds=service.model.thresholds, model=service.about,
+                              xyz=files["xyz"].name, thresholds=model.thresholds, findings=found, model=service.about,
                               timings_ms=timings)
         record["id"] = service.recent.new_id()
         result = Result(record, batch.display[0], batch.display_3d[0], sample_maps(scored.outputs, scored.row),
                         utc_now())
         service.recent.add(result)
         if heatmaps:
-            return await run_in_threadpool(with_images, result, service.model.thresholds.pixel)
+            return await run_in_threadpool(with_images, result)
         return record
     finally:
         if admitted and not submitted:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.heatmap import map_range, overlay, png_bytes
+from ..runtime.heatmap import overlay, png_bytes
 
 
 @dataclass
@@ -46,13 +46,14 @@ def _data_url(img: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")
 
 
-def with_images(result: Result, pixel_threshold: float) -> dict[str, Any]:
-    """The record plus its images as PNG data URLs and the overlays' colour scale."""
-    vmin, vmax = map_range(pixel_threshold)
+def with_images(result: Result) -> dict[str, Any]:
+    """The record plus its images as PNG data URLs, drawn on the record's colour scale
+    (``heatmap_range``, which covers the score)."""
+    scale = result.record["heatmap_range"]
+    vmin, vmax = scale["vmin"], scale["vmax"]
     return result.record | {
         "images": {"rgb": _data_url(result.rgb), "3d": _data_url(result.image_3d)},
         "heatmaps": {name: _data_url(overlay(result.rgb, amap, vmin, vmax)) for name, amap in result.maps.items()},
-        "heatmap_range": {"vmin": vmin, "vmax": vmax},
     }
 
 

@@ -100,7 +100,8 @@ class _Server(uvicorn.Server):
 def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch: int = 8,
           max_wait_ms: float = 5.0, queue: int = 32, max_upload_mb: float = 64.0, max_pixels: int | None = None,
           pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0, grace_s: float = 20.0,
-          allowed_hosts: tuple[str, ...] = (), recent: int = 20, threads: int | None = None, engine: str = "auto",
+          allowed_hosts: tuple[str, ...] = (), recent: int = 20, models_dir: Path | None = None,
+          threads: int | None = None, engine: str = "auto",
           log: Log = print) -> None:
     """Serve ``model`` (an ONNX export, or a model.pt where torch is installed) until SIGTERM.
 
@@ -108,9 +109,12 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     caps the pixels of an uploaded image or cloud (default: the model's ``data.max_image_pixels``);
     ``pixel_budget`` the pixels of the pairs decoded at once; ``upload_timeout_s`` the time an
     upload may take; ``grace_s`` the time uploads in flight get after SIGTERM; ``allowed_hosts`` the
-    names besides localhost and IP literals that Host headers may give (`trd.serve.admission`).
+    names besides localhost and IP literals that Host headers may give (`trd.serve.admission`);
+    ``models_dir``: where ``POST /v1/threshold`` writes new model files (default: beside ``model``).
     """
     token = resolve_token(host, token)
+    if models_dir is not None and not Path(models_dir).is_dir():
+        raise ConfigError(f"--models-dir {models_dir}: no such folder")
     sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
     model = Path(model)
     onnx = model.suffix.lower() == ".onnx"
@@ -120,7 +124,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     service = Service(loaded, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
                       max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent,
                       pixel_budget=pixel_budget, upload_timeout_s=upload_timeout_s,
-                      hosts=allowed_names(host, allowed_hosts, token))
+                      hosts=allowed_names(host, allowed_hosts, token),
+                      models_dir=None if models_dir is None else Path(models_dir))
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name}, "

@@ -157,15 +157,17 @@ def _pct(value: float | None) -> str:
 def decisions_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown: per run, the image threshold's promise beside the realised test rate and recall."""
     defects = _defect_types(results)
-    head = ["category", "variant", "image threshold", "promised FPR", "test FPR (95 % CI)",
-            *[f"recall {d}" for d in defects]]
+    head = ["category", "variant", "image threshold", "promised false-alarm rate", "false alarms on test (95 % range)",
+            *[f"defects found {d}" for d in defects]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for category, per in results.items():
         for variant, r in per.items():
             image = r["operating_point"]["image"]
             fp = image["false_positives"]
             n = image["n_validation"]
-            promised = "unknown" if image["guaranteed_fpr"] is None else f"<= {_pct(image['guaranteed_fpr'])} (n = {n})"
+            promised = "unknown" if image["guaranteed_fpr"] is None else (
+                f"<= {_pct(image['guaranteed_fpr'])} on average, <= {_pct(image['fpr_bound_90'])} with 90 % confidence "
+                f"(n = {n})")
             realised = f"{fp['count']}/{fp['of']} = {_pct(fp['rate'])} ({_pct(fp['ci95'][0])} to {_pct(fp['ci95'][1])})"
             recalls = [image["recall"].get(d) for d in defects]
             cells = [f"{x['count']}/{x['of']}" if x else "–" for x in recalls]

@@ -3,7 +3,7 @@
 `trd reproduce` prints it before it starts. `warm_up` builds the run's model on the run's device
 with the run's settings, times the teachers' forward, one training step of every student and the
 inference forward on random inputs of the configured size, reads and preprocesses one real sample,
-renders one report panel and saves a 256 MiB tensor the way a checkpoint is saved (torch.save,
+renders one sample's report pictures and saves a 256 MiB tensor the way a checkpoint is saved (torch.save,
 fsync, rename) into the output folder. `estimate` turns these figures and the sample counts into
 seconds and bytes; `describe` says it in a few lines. Not counted: the overlap of data loading with
 compute, and evaluation's metric computation (AU-PRO, seconds per category).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from ..config import Config
 from ..data.dataset import PairDataset
 from ..data.readers import reader
 from ..data.samples import Sample
-from ..reporting.figures import save_panel_png
+from ..reporting.figures import save_sample_images
 from ..training.device import DistInfo, autocast, seed_all
 from ..training.trainer import Trainer, checkpoint_due
 from ..training.teacher_cache import teacher_cache_bytes
@@ -63,7 +64,7 @@ class Warmup:
     state_bytes: int  # the train state (students, optimiser moments)
     model_bytes: int  # model.pt
     cache_bytes_per_pair: int  # preprocessing cache entry (0 where nothing is cached)
-    panel_bytes: int  # one report panel PNG
+    panel_bytes: int  # one test sample's report pictures (PNGs)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _write_speed(folder: Path) -> float:
 
 
 def _sample_costs(cfg: Config, sample: Sample, folder: Path) -> tuple[float, int, int]:
-    """(seconds to load one pair without cache, cache bytes per pair, bytes of its report panel)."""
+    """(seconds to load one pair without cache, cache bytes per pair, bytes of its report pictures)."""
     dataset = PairDataset([sample], cfg.data, None)
     start = time.perf_counter()
     item = dataset[0]
@@ -123,13 +124,14 @@ def _sample_costs(cfg: Config, sample: Sample, folder: Path) -> tuple[float, int
     cached = 0 if not reader(sample.xyz_kind).cloud else item["x3d"].numel() * 4 + 128  # .npy float32
     rgb, x3d, _ = dataset.load_raw(0)
     stand_in = x3d.mean(axis=0)  # a smooth map shaped like the real ones
-    panel = folder / f".trd-panel-probe-{os.getpid()}.png"
+    probe = folder / f".trd-pictures-probe-{os.getpid()}"
     try:
-        save_panel_png(panel, rgb=rgb, x3d=x3d, gt=None, anomaly_map=stand_in, branch_maps={"rgb": stand_in},
-                       vmin=0.0, vmax=1.0, branch_ranges={"rgb": (0.0, 1.0)}, title="size probe")
-        return load_s, cached, panel.stat().st_size
+        pictures = save_sample_images(probe, "sample", rgb=rgb, x3d=x3d, gt=None, anomaly_map=stand_in,
+                                      branch_maps={"rgb": stand_in, "geo": stand_in}, scale=(0.0, 1.0, 0.5),
+                                      outlines=[])
+        return load_s, cached, sum((probe / p.path).stat().st_size for p in pictures)
     finally:
-        panel.unlink(missing_ok=True)
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 def warm_up(cfg: Config, device: torch.device, sample: Sample, folder: Path) -> Warmup:

@@ -1,4 +1,4 @@
-"""Evaluate a calibrated detector on a labelled split: metrics, side-by-side panels and the report."""
+"""Evaluate a calibrated detector on a labelled split: metrics, per-sample pictures and the report."""
 
 from __future__ import annotations
 
@@ -9,23 +9,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..calibration import threshold_source
 from ..config import Config, apply_input_overrides
 from ..console import Progress
 from ..data.cache import build_cache
 from ..data.dataset import PairDataset
-from ..data.inputs import camera_stored
+from ..data.inputs import camera_stored, load_scan
 from ..data.samples import split_samples
+from ..data.transforms import resize_rgb
 from ..detector import MODALITY_INPUTS
+from ..detector.passes import iterate_outputs
 from ..evaluation.attribution import attribution_by_defect, peak_on_defect
 from ..evaluation.decisions import decision_lines, operating_point
 from ..evaluation.tables import evaluate_arrays
-from ..reporting.figures import save_panel_png
+from ..reporting.figures import save_sample_images
+from ..reporting.labels import region_lines
 from ..reporting.report import SampleRow, write_metrics, write_report
 from ..reporting.sections import border_section, decisions_section
 from ..runfolder import folder_lock
+from ..runtime.findings import find
 from ..scoring.border import BorderCheck, border_check
-from ..calibration import threshold_source
-from ..detector.passes import iterate_outputs
 from ..scoring.threshold import Thresholds
 from .engine import Engine, load_model
 
@@ -36,10 +39,6 @@ PRO_NOTES = {
     "thresholds": "the reference code's 100-threshold curve (aupro100@L)",
     "both": "aupro@L is the official exact MVTec curve, aupro100@L the reference code's 100-threshold curve",
 }
-
-
-def _silent(line: str) -> None:
-    """A log that drops its lines."""
 
 
 def _display_range(values: np.ndarray, floor: float) -> tuple[float, float]:
@@ -53,7 +52,7 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
                       title: str = "TRD evaluation", batch_size: int = 8, explain: bool = False,
                       validation_border: BorderCheck | None = None, split: str = "test",
                       log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``engine`` over ``dataset``, compute every metric, write metrics/panels/report to ``out_dir``.
+    """Run ``engine`` over ``dataset``, compute every metric, write metrics, pictures and the report to ``out_dir``.
 
     ``engine``: numpy in, numpy out (`trd.workflows.engine`), returning the detector's outputs
     including ``scored_<branch>``, and with ``explain`` its modality attribution
@@ -92,44 +91,48 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
         on_defect = peak_on_defect(fused, gts, int(round(cfg.score.sigma)))
         result["modality_attribution"] = attribution_by_defect(defects, attribution["colour"], attribution["geometry"],
                                                                on_defect)
-    point = operating_point(scores, defects, fused, gts, thresholds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale_floor = _display_range(fused, thresholds.pixel * 1.5)[1]
+    rows, flagged = [], np.zeros(n, bool)
+    # Regions (each sample read again at its own resolution, measured in its cloud) and the pictures
+    # are the slow part of a report: shown as a step of its own.
+    with Progress("test: regions" + (" and pictures" if panels else ""), n, "samples", log) as drawing:
+        for i, sample in enumerate(samples):
+            scan = load_scan(sample, cfg.data, dataset.cache, dataset.reference, with_cloud=True)
+            found = find(fused[i], float(scores[i]), scan.rgb.shape[:2], scan.cloud, cfg, thresholds)
+            flagged[i] = found.decision.anomalous
+            pictures = []
+            if panels:
+                h, w = scan.rgb.shape[:2]
+                pictures = save_sample_images(
+                    out_dir, f"samples/{sample.defect}/{sample.rgb.stem}", rgb=resize_rgb(scan.rgb, size),
+                    x3d=scan.x3d, gt=gts[i] if sample.label else None, anomaly_map=fused[i],
+                    branch_maps={b: per_branch[b][i] for b in branches},
+                    scale=(0.0, max(scale_floor, float(scores[i])), thresholds.pixel),  # covers the score it explains
+                    outlines=[(r.outline, found.rules.failure(r) is None) for r in found.regions],
+                    outline_scale=(size / w, size / h))
+            rows.append(SampleRow(
+                name=f"{sample.defect}/{sample.rgb.stem}", category=sample.category, defect=sample.defect,
+                label=sample.label, score=float(scores[i]), decision=bool(found.decision.anomalous),
+                branch_shares={b: float(shares[b][i]) for b in branches}, pictures=pictures,
+                attribution=None if attribution is None else {m: float(v[i]) for m, v in attribution.items()},
+                regions=region_lines(found), reason=found.decision.reason))
+            drawing.advance()
+    point = operating_point(scores, defects, fused, gts, thresholds, flagged)
     result["operating_point"] = point | {"statements": decision_lines(point, thresholds)}
     result["thresholds"] = thresholds.to_dict()
     test_border = border_check(fused.reshape(n, -1).argmax(axis=1), size)
     result["border_check"] = {"validation": None if validation_border is None else validation_border.to_dict(),
                               "this_split": test_border.to_dict()}
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(out_dir, result)
-    rows = []
-    decisions = scores > thresholds.image
-    vmin, vmax = _display_range(fused, thresholds.pixel * 1.5)
-    ranges = {b: _display_range(per_branch[b], 1.0) for b in branches}
-    # Panels are the slow part of a report (one figure per sample): shown as a step of its own.
-    with Progress("test: panels", n, "panels", log if panels else _silent, bar=None if panels else False) as drawing:
-        for i, sample in enumerate(samples):
-            branch_share = {b: float(shares[b][i]) for b in branches}
-            explained = None if attribution is None else {m: float(v[i]) for m, v in attribution.items()}
-            panel = None
-            if panels:
-                rgb, x3d, _ = dataset.load_raw(i)
-                panel = f"panels/{sample.defect}/{sample.rgb.stem}.png"
-                parts = ", ".join(f"{b} {v:+.2f}" for b, v in branch_share.items())
-                save_panel_png(out_dir / panel, rgb=rgb, x3d=x3d, gt=gts[i] if sample.label else None,
-                               anomaly_map=fused[i], branch_maps={b: per_branch[b][i] for b in branches},
-                               vmin=vmin, vmax=vmax, branch_ranges=ranges,
-                               title=f"{sample.defect}/{sample.rgb.stem}  score {scores[i]:.2f} "
-                                     f"(branch shares {parts})")
-            rows.append(SampleRow(name=f"{sample.defect}/{sample.rgb.stem}", category=sample.category,
-                                  defect=sample.defect, label=sample.label, score=float(scores[i]), decision=bool(decisions[i]),
-                                  branch_shares=branch_share, panel=panel, attribution=explained))
-            drawing.advance()
     notes = [
-        f"Normalisation statistics come from the validation split; thresholds from {thresholds.source or 'it too'}.",
+        "Normalisation statistics come from the validation split (a part of it that the thresholds do not use, "
+        f"unless the statements say approximate); thresholds from {thresholds.source or 'the validation split'}.",
         f"AU-PRO: {PRO_NOTES[pro_method]}.",
-        "Branch shares: each branch's blurred z-value at the fused map's maximum; they add up to the score. They "
-        "are not modality shares: each branch sees both inputs through its Filter and Amplifier"
-        + ("; modality attribution (measured) is shown per sample." if explain else
-           " (`trd test --explain` measures modality attribution)."),
+        "Parts of the score: how much of each sample's score came from the colour student and how much from the "
+        "shape student. Each student also sees the other input, so this is not which input caused the score"
+        + ("; that is measured per sample ('which input caused it')." if explain else
+           " (`trd test --explain` measures that)."),
     ]
     if thresholds.source == threshold_source(cfg, split):
         notes.insert(0, "The thresholds were chosen on this very split: the realised rates below are not an "
@@ -144,17 +147,17 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
              device: str = "auto", xyz_unit: str | None = None, flip_z: bool | None = None,
              explain: bool = False, engine: str = "auto", threads: int | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Metrics, heatmap panels and the HTML report of a trained model on a labelled split.
+    """Metrics, per-sample pictures and the HTML report of a trained model on a labelled split.
 
     Args:
         model_path: a ``model.pt`` written by `fit`.
         data_root: the dataset root; default: the one the model was trained on.
         split: "test" (default) or any labelled split of the dataset.
         out_dir: where ``metrics.json``, ``metrics.csv``, ``report.md``, ``report.html`` and
-            ``panels/`` go; default: the model's folder.
+            ``samples/`` (the pictures) go; default: the model's folder.
         pro_method: AU-PRO curve: "exact" (official MVTec), "thresholds" (the reference code's 100
             thresholds) or "both".
-        panels: draw one side-by-side PNG per sample for the report.
+        panels: draw each sample's pictures (RGB, 3D, heatmaps with its regions outlined) for the report.
         device: "auto", "cpu", "cuda" or "cuda:N".
         xyz_unit, flip_z: how this split's point clouds are stored, when it differs from the
             training data (default: as trained; see README "Data formats").

@@ -4,11 +4,13 @@ The output folder holds::
 
     predictions.jsonl   one JSON line per scored sample (schema ``trd.record/2``,
                         `trd.runtime.records`; docs/SERVE.md), appended and synced to disk as soon as the
-                        sample is scored, after its heatmap and mask are in place (so a line never
-                        points at a missing file)
-    heatmaps/<name>-<key>.png  overlay of the anomaly map on the RGB image (``key``: the first 12
-                        hex digits of the scan's content key, so a rewritten ``latest.png`` gets new files)
-    masks/<name>-<key>.png     pixels above the validation pixel threshold
+                        sample is scored, after its heatmap, mask and outline are in place (so a line
+                        never points at a missing file)
+    heatmaps/<name>-<key>.png  overlay of the anomaly map on the RGB image (model resolution; ``key``:
+                        the first 12 hex digits of the scan's content key, so a rewritten ``latest.png``
+                        gets new files)
+    masks/<name>-<key>.png     pixels above the validation pixel threshold (model resolution)
+    outlines/<name>-<key>.png  the RGB image as read with its defect regions outlined (`trd.runtime.findings`)
     predict.json        the model that wrote the folder (path, sha256, trd version)
 
 A scan is its content (`trd.data.identity.content_key` of its files), not its path: running again
@@ -43,13 +45,14 @@ from ..data.samples import Sample, check_input_paths, unlabelled_samples
 from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
-from ..runtime.heatmap import map_range, overlay, png_bytes
+from ..runtime.findings import find
+from ..runtime.heatmap import draw_outlines, map_range, overlay, png_bytes
 from ..runtime.records import build_record, model_record, path_identity, record_identity
 from .engine import LoadedModel, load_model
 
 Log = Callable[[str], None]
 PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
-_OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks")
+_OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks", "outlines")
 
 
 #: Hex digits of the content key in output file names (48 bits: names of one folder never collide).
@@ -205,7 +208,6 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
         log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (same content); "
             f"scoring the other {len(todo)}")
     thresholds = model.thresholds
-    vmin, vmax = map_range(thresholds.pixel)
     about = model_record(model.sha256, model.name)
     n_scored = 0
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
@@ -224,16 +226,23 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
                 sample = todo[index]
                 key = keys[index] or content_key(sample.rgb, sample.xyz, sample.camera)  # unreadable when listed
                 name = sample.rgb.stem
+                score = float(out["score"][j])
+                found = find(maps[j], score, batch.images[j].shape[:2], batch.clouds[j], model.config, thresholds)
+                regions_ms = (time.perf_counter() - written) * 1e3
+                vmin, vmax = map_range(thresholds.pixel, score)
                 stem = f"{name}-{key[:KEY_CHARS]}"
-                heat, mask = f"heatmaps/{stem}.png", f"masks/{stem}.png"
+                heat, mask, outline = f"heatmaps/{stem}.png", f"masks/{stem}.png", f"outlines/{stem}.png"
                 atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
                 atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
+                drawn = [(r.outline, found.rules.failure(r) is None) for r in found.regions]
+                atomic_write_bytes(out_dir / outline, png_bytes(draw_outlines(batch.images[j], drawn)))
                 write_ms = (time.perf_counter() - written) * 1e3
-                timings = {"read": batch.read_ms[j], "score": score_ms,
+                timings = {"read": batch.read_ms[j], "score": score_ms, "regions": regions_ms,
                            "total": batch.read_ms[j] + score_ms + write_ms}
                 record = build_record(out, j, name=name, key=key, rgb=shown_path(sample.rgb, base),
-                                      xyz=shown_path(sample.xyz, base), thresholds=thresholds, model=about,
-                                      timings_ms=timings) | {"heatmap": heat, "mask": mask}
+                                      xyz=shown_path(sample.xyz, base), thresholds=thresholds, findings=found,
+                                      model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask,
+                                                                          "outline": outline}
                 ledger.append(record)
                 given.add(key)
                 n_scored += 1
@@ -247,8 +256,8 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
 def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
     """The anomalous scans among ``given`` (their identities, `record_identity`) that
     ``predictions.jsonl`` holds, scored in this run or an earlier one: name, score and where the
-    heatmap and mask are, highest score first. Read from the file, so a rerun reports the same as
-    the run that scored them."""
+    heatmap, mask and outline are, highest score first. Read from the file, so a rerun reports the
+    same as the run that scored them."""
     flagged = []
     path = out_dir / PREDICTIONS
     if not path.is_file():
@@ -260,7 +269,7 @@ def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
                 continue
             if record_identity(record) in given:
                 flagged.append({"name": record["name"], "score": record.get("score"),
-                                "heatmap": str(out_dir / record["heatmap"]), "mask": str(out_dir / record["mask"])})
+                                **{k: str(out_dir / record[k]) for k in ("heatmap", "mask", "outline") if k in record}})
     return sorted(flagged, key=lambda r: -(r["score"] or 0.0))
 
 
