@@ -125,6 +125,20 @@ def _engine_options(f):
     return f
 
 
+def _store_options(f):
+    """Where results are stored (predict, serve; docs/LINE.md)."""
+    f = click.option("--retain", default="10000", show_default=True, metavar="COUNT|AGEd|COUNT,AGEd|none",
+                     help="Keep the newest COUNT unlabelled results and/or those of the last AGE days (labelled "
+                          "ones are kept); what is removed is logged.")(f)
+    f = click.option("--store-files", default=None, type=click.Path(file_okay=False),
+                     help="Folder of the stored scans and images (default: STORE-files beside a SQLite store; "
+                          "required for PostgreSQL).")(f)
+    f = click.option("--store", default=None, metavar="FILE|URL|none",
+                     help="Result store: a SQLite file or postgresql://user@host/db (default: results.db beside the "
+                          "model).")(f)
+    return f
+
+
 def _input_options(f):
     """How new scans' clouds are stored, when it differs from the training data (test, predict)."""
     f = click.option("--flip-z", "flip_z", is_flag=True, default=None,
@@ -206,9 +220,10 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
 @click.option("--explain", is_flag=True,
               help="Add modality attribution to each record (needs --model; 3x the inference time).")
 @_input_options
+@_store_options
 @_engine_options
 def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, batch_size, explain, xyz_unit,
-            flip_z, engine, threads) -> None:
+            flip_z, engine, threads, store, store_files, retain) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Each sample's line is appended as soon as it is scored; running again on the same --out with
@@ -227,8 +242,8 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
 
     summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
-                          flip_z=flip_z, explain=explain, engine=engine, threads=threads,
-                          log=lambda line: click.echo(line, err=True))
+                          flip_z=flip_z, explain=explain, engine=engine, threads=threads, store=store,
+                          store_files=store_files, retain=retain, log=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(summary, indent=2))
     if summary.get("failed"):
         sys.exit(1)
@@ -333,10 +348,11 @@ def export(model_path, fmt, out) -> None:
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1),
               help="Largest uploaded image or cloud, in pixels (default: the model's data.max_image_pixels).")
 @click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Results kept in memory for GET /v1/recent.")
+              help="Results listed by GET /v1/recent (the page's list), newest first, from the store.")
+@_store_options
 @_engine_options
 def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, engine,
-          threads) -> None:
+          threads, store, store_files, retain) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -352,7 +368,7 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
 
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, threads=threads, engine=engine,
-              log=lambda line: click.echo(line, err=True))
+              store=store, store_files=store_files, retain=retain, log=lambda line: click.echo(line, err=True))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -65,3 +65,27 @@ def map_range(pixel_threshold: float) -> tuple[float, float]:
     """The fixed colour scale of fused (z-scored) maps: 0 to twice the pixel threshold (at least 1),
     so the threshold sits mid-scale and overlays of different samples compare."""
     return 0.0, max(pixel_threshold * 2.0, 1.0)
+
+
+def sample_maps(outputs: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
+    """The fused map and each branch's scored map (``scored_<branch>``: z-scored and smoothed like the
+    fused map, so one colour scale fits all; exports without them give the fused map only) of batch
+    row ``row`` (S x S each)."""
+    maps = {"fused": np.asarray(outputs["anomaly_map"][row]).reshape(outputs["anomaly_map"].shape[-2:])}
+    for key, value in outputs.items():
+        if key.startswith("scored_"):
+            maps[key[len("scored_"):]] = np.asarray(value[row]).reshape(value.shape[-2:])
+    return maps
+
+
+def result_images(rgb: np.ndarray, image_3d: np.ndarray, maps: dict[str, np.ndarray],
+                  pixel_threshold: float) -> dict[str, bytes]:
+    """The images of one result as PNG files, by file name: the inputs as the model saw them
+    (``view-rgb.png``, ``view-3d.png``), the overlay of each map on the RGB image on the one colour
+    scale `map_range` (``heatmap-fused.png``, ``heatmap-<branch>.png``) and ``mask.png`` (fused map
+    above the pixel threshold). ``maps``: "fused" and each branch's scored map, HxW each."""
+    vmin, vmax = map_range(pixel_threshold)
+    images = {"view-rgb.png": png_bytes(rgb), "view-3d.png": png_bytes(image_3d)}
+    images |= {f"heatmap-{name}.png": png_bytes(overlay(rgb, amap, vmin, vmax)) for name, amap in maps.items()}
+    images["mask.png"] = png_bytes((np.asarray(maps["fused"]) > pixel_threshold).astype(np.uint8) * 255)
+    return images

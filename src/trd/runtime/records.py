@@ -5,6 +5,7 @@
 
     schema            "trd.record/1"
     name, rgb, xyz    sample name (RGB file stem); input paths (predict) or uploaded file names (serve)
+    key               the scan's identity: `trd.data.identity.content_key` of its files
     score, anomalous  image anomaly score; score > threshold.image
     image_threshold   threshold.image (the key predict wrote before the schema had a version)
     threshold         {image, pixel, target_fpr, guaranteed_fpr, validation_samples, statement}
@@ -45,16 +46,16 @@ def _per_sample(outputs: Mapping[str, np.ndarray], prefix: str, j: int) -> dict[
     return {k[len(prefix):]: float(v[j]) for k, v in outputs.items() if k.startswith(prefix)}
 
 
-def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, rgb: str, xyz: str,
+def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, key: str, rgb: str, xyz: str,
                  thresholds: Thresholds, model: Mapping[str, str], timings_ms: Mapping[str, float]) -> dict[str, Any]:
     """The record of sample ``j`` of a batch the engine scored into ``outputs``.
 
-    ``timings_ms``: milliseconds spent on this sample (``read``, ``score``, ``total``, ...), rounded
-    here to 0.01 ms.
+    ``key``: the scan's `trd.data.identity.content_key`; ``timings_ms``: milliseconds spent on this
+    sample (``read``, ``score``, ``total``, ...), rounded here to 0.01 ms.
     """
     score = float(outputs["score"][j])
     record: dict[str, Any] = {
-        "schema": SCHEMA, "name": name, "rgb": rgb, "xyz": xyz, "score": score,
+        "schema": SCHEMA, "name": name, "key": key, "rgb": rgb, "xyz": xyz, "score": score,
         "anomalous": bool(score > thresholds.image), "image_threshold": thresholds.image,
         "threshold": threshold_record(thresholds), "branch_shares": _per_sample(outputs, "share_", j),
     }

@@ -23,6 +23,7 @@ from types import FrameType
 import uvicorn
 
 from ..errors import ConfigError
+from ..store import DEFAULT_NAME, DEFAULT_RETENTION, open_store, parse_retention
 from ..workflows.engine import load_model
 from .app import Service, create_app
 
@@ -93,25 +94,33 @@ class _Server(uvicorn.Server):
 
 def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch: int = 8,
           max_wait_ms: float = 5.0, queue: int = 32, max_upload_mb: float = 64.0, max_pixels: int | None = None,
-          recent: int = 20, threads: int | None = None, engine: str = "auto", log: Log = print) -> None:
+          recent: int = 20, threads: int | None = None, engine: str = "auto", store: str | None = None,
+          store_files: str | None = None, retain: str = DEFAULT_RETENTION, log: Log = print) -> None:
     """Serve ``model`` (an ONNX export, or a model.pt where torch is installed) until SIGTERM.
 
     Prints ``trd serve: http://HOST:PORT/ ...`` on stdout once it accepts requests. ``max_pixels``
     caps the pixels of an uploaded image or cloud (default: the model's ``data.max_image_pixels``).
+    Every result goes into the result store ``store`` (a SQLite file or a database URL; default
+    ``results.db`` beside the model; `trd.store`) before it is answered; ``retain`` bounds it.
     """
     token = resolve_token(host, token)
-    sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
+    retention = parse_retention(retain)
+    if store is not None and store.lower() == "none":
+        raise ConfigError("--store none: trd serve keeps every result in a store (the page's list and labels come "
+                          "from it); give a file or a URL, or leave the default")
     model = Path(model)
+    results = open_store(store or str(model.parent / DEFAULT_NAME), store_files, retention, log)
+    sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
     onnx = model.suffix.lower() == ".onnx"
     loaded = load_model(None if onnx else model, model if onnx else None, engine=engine, threads=threads, log=log)
     if max_pixels is not None:
         loaded.config.data.max_image_pixels = max_pixels
-    service = Service(loaded, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
+    service = Service(loaded, results, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
                       max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name}, "
-             f"max batch {max_batch}, queue {queue}{', token required' if token else ''})")
+             f"max batch {max_batch}, queue {queue}, store {results.where}{', token required' if token else ''})")
     _log_to_stderr()
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=None, server_header=False)

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from ..config import DataConfig
 from ..data.inputs import AspectOnce, InputStats
 from ..data.readers import READERS
-from ..data.samples import unlabelled_samples
+from ..data.samples import Sample, unlabelled_samples
 from ..errors import TRDError
 from ..runtime.batches import Batch, load_batch
 
@@ -113,8 +113,9 @@ def client_message(message: str, folder: Path) -> str:
 
 
 def read_pair(files: dict[str, Path], folder: Path, cfg: DataConfig, reference: InputStats | None,
-              aspect: AspectOnce) -> Batch:
-    """The model inputs of the uploaded pair, read by predict's code; UploadError(422) for a bad file."""
+              aspect: AspectOnce) -> tuple[Batch, Sample]:
+    """The model inputs of the uploaded pair, read by predict's code, and its sample (which files,
+    which 3D kind); UploadError(422) for a bad file."""
     try:
         samples, _ = unlabelled_samples(cfg, rgb=files["rgb"], xyz=files["xyz"], camera=files.get("camera"))
         batch = load_batch(samples, range(1), cfg, None, reference, aspect)
@@ -122,4 +123,4 @@ def read_pair(files: dict[str, Path], folder: Path, cfg: DataConfig, reference: 
         raise UploadError(422, client_message(str(exc), folder)) from None
     if batch.errors:
         raise UploadError(422, client_message(batch.errors[0][1], folder))
-    return batch
+    return batch, samples[0]

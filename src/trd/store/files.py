@@ -35,6 +35,14 @@ def record_folder(model_sha256: str, key: str) -> str:
     return f"{model_sha256[:16]}/{safe[:2]}/{safe}"
 
 
+def scan_copies(rgb: Path, x3d: Path, camera: Path | None) -> dict[str, Path]:
+    """The files of a scan under their names in a record's folder (`stage`'s ``copies``)."""
+    copies = {f"rgb{rgb.suffix.lower()}": rgb, f"3d{x3d.suffix.lower()}": x3d}
+    if camera is not None:
+        copies["camera.json"] = camera
+    return copies
+
+
 def _write(path: Path, data: bytes) -> None:
     with path.open("wb") as fh:
         fh.write(data)

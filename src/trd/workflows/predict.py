@@ -36,9 +36,11 @@ from ..data.samples import Sample, unlabelled_samples
 from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
-from ..runtime.heatmap import map_range, overlay, png_bytes
+from ..runtime.heatmap import map_range, overlay, png_bytes, result_images, sample_maps
 from ..runtime.records import build_record, model_record
+from ..store import DEFAULT_NAME, DEFAULT_RETENTION, Retention, Store, open_store, parse_retention
 from .engine import LoadedModel, load_model
+from .stored import scan_key, store_result
 
 Log = Callable[[str], None]
 PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
@@ -135,8 +137,10 @@ def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
 
 
 def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
-                    unpaired: list[tuple[str, str]] = (), log: Log = print) -> dict[str, Any]:
-    """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed)."""
+                    unpaired: list[tuple[str, str]] = (), log: Log = print, store: Store | None = None) -> dict[str, Any]:
+    """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed) and
+    into ``store``: each record is committed to the store before its ledger line is written, so a
+    kill in between rescores the sample and the store keeps it once."""
     ledger = Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
     todo = []
@@ -168,25 +172,34 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
             sample = todo[index]
             name = sample.rgb.stem
             heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
-            atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
-            atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
+            if store is None:
+                images = {"heatmap-fused.png": png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)),
+                          "mask.png": png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255)}
+            else:
+                images = result_images(batch.display[j], batch.display_3d[j], sample_maps(out, j), thresholds.pixel)
+            atomic_write_bytes(out_dir / heat, images["heatmap-fused.png"])
+            atomic_write_bytes(out_dir / mask, images["mask.png"])
             write_ms = (time.perf_counter() - written) * 1e3
             timings = {"read": batch.read_ms[j], "score": score_ms,
                        "total": batch.read_ms[j] + score_ms + write_ms}
-            record = build_record(out, j, name=name, rgb=str(sample.rgb), xyz=str(sample.xyz), thresholds=thresholds,
-                                  model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask}
+            record = build_record(out, j, name=name, key=scan_key(sample), rgb=str(sample.rgb), xyz=str(sample.xyz),
+                                  thresholds=thresholds, model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask}
+            if store is not None:  # first the store, then the ledger that says "done"
+                store_result(store, record, sample, images, "predict")
             ledger.append(record)
             n_scored += 1
             n_anomalous += record["anomalous"]
     return {"scored": n_scored, "skipped": skipped, "anomalous": n_anomalous, "failed": failed,
-            "total": len(ledger.done), "predictions": str(ledger.path), "engine": model.name}
+            "total": len(ledger.done), "predictions": str(ledger.path), "engine": model.name,
+            "store": None if store is None else store.where}
 
 
 def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
             batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
             xyz_unit: str | None = None, flip_z: bool | None = None, explain: bool = False,
-            engine: str = "auto", threads: int | None = None, log: Log = print) -> dict[str, Any]:
+            engine: str = "auto", threads: int | None = None, store: str | None = None, store_files: str | None = None,
+            retain: str = DEFAULT_RETENTION, log: Log = print) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
@@ -209,12 +222,15 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         engine: "auto" (onnxruntime on a CPU when installed, the export cached beside the model),
             "onnx" or "torch" (`trd.workflows.engine`).
         threads: intra-op threads (default: the CPUs this process may use).
+        store, store_files, retain: the result store every record also goes to (`trd.store`: a SQLite
+            file or a database URL; default ``results.db`` beside the model; "none": no store), its
+            files folder and its retention (`trd.store.parse_retention`).
         log: where progress lines go.
 
     Returns:
         ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "predictions",
-        "engine"}``: counts of this run, the samples that could not be scored, the number of lines
-        now in ``predictions.jsonl`` and the engine that scored.
+        "engine", "store"}``: counts of this run, the samples that could not be scored, the number of
+        lines now in ``predictions.jsonl``, the engine that scored and the store written (or None).
 
     Example:
         >>> from trd import api
@@ -222,6 +238,7 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, ...}
     """
     out_dir = Path(out_dir)
+    retention = parse_retention(retain)
     for given in (input_dir, rgb, xyz, camera):  # before the (slow) model load
         if given is not None and not given.exists():
             raise DataError(given, "folder not found" if given is input_dir else "file not found")
@@ -231,4 +248,17 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera)
     with folder_lock(out_dir, "trd predict"):
         _claim(out_dir, model.files[0], model.sha256, overwrite)
-        return predict_samples(model, samples, out_dir, batch_size, unpaired, log)
+        results = open_model_store(model, store, store_files, retention, log)
+        try:
+            return predict_samples(model, samples, out_dir, batch_size, unpaired, log, results)
+        finally:
+            if results is not None:
+                results.close()
+
+
+def open_model_store(model: LoadedModel, store: str | None, files: str | None, retention: Retention,
+                     log: Log) -> Store | None:
+    """The store ``store`` names (default: ``results.db`` beside the model file; "none": None)."""
+    if store is not None and store.lower() == "none":
+        return None
+    return open_store(store or str(model.files[0].parent / DEFAULT_NAME), files, retention, log)
