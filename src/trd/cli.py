@@ -191,18 +191,30 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
 @click.option("--target-fpr", type=float, default=None, help="Requested image false-positive rate (default: the model's).")
 @click.option("--pixel-fpr", type=float, default=None, help="Requested share of flagged pixels per good image (default: the model's).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never the input model).")
-def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite) -> None:
-    """Re-derive a trained model's thresholds from (new) good samples, without retraining.
+@click.option("--store", default=None, metavar="FILE|URL",
+              help="Add the scans labelled good in this result store (rescored with the model).")
+@click.option("--store-files", default=None, type=click.Path(file_okay=False),
+              help="The store's files folder (default: STORE-files beside a SQLite store).")
+@click.option("--store-labels", type=click.Choice(["good", "false-alarm"]), default="good", show_default=True,
+              help="good: every scan labelled good; false-alarm: only those that had been flagged.")
+@click.option("--replace", is_flag=True, help="Choose the thresholds on the new samples alone (a new validation pool) "
+                                              "instead of adding them to the model's.")
+def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite, store, store_files,
+              store_labels, replace) -> None:
+    """Add (new) good samples to a trained model's validation pool and re-derive its thresholds.
 
-    Keeps the normalisation statistics (scores stay comparable); writes a NEW model file
-    atomically and prints what its thresholds promise.
+    Keeps the normalisation statistics (scores stay comparable); prints the thresholds before and
+    after with what they promise, and writes a NEW model file atomically.
 
     \b
-    Example:
+    Examples:
       trd calibrate --model runs/puck/model.pt --data line/good_scans --out runs/puck/model.v2.pt
+      trd calibrate --model runs/puck/model.pt --store runs/puck/results.db --out runs/puck/model.v2.pt
     """
     _api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
-                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite)
+                     target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite, store=store,
+                     store_files=store_files, store_labels=store_labels, replace=replace,
+                     log=lambda line: click.echo(line, err=True))
 
 
 @cli.command()
