@@ -226,6 +226,12 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
 @click.option("--xyz", type=click.Path(path_type=Path), default=None, help="Its 3D file (XYZ TIFF, depth PNG or normal map).")
 @click.option("--camera", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="camera.json of depth PNGs (default: INPUT/camera.json).")
+@click.option("--watch", "watch_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Score the pairs a scanner writes into this folder (laid out like --input) until stopped.")
+@click.option("--settle", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="--watch: a pair counts once both files are unchanged for this many seconds.")
+@click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
+              help="--watch: seconds between looks at the folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Replace predictions of another model in --out.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
@@ -234,8 +240,8 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
 @_input_options
 @_store_options
 @_engine_options
-def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, batch_size, explain, xyz_unit,
-            flip_z, engine, threads, store, store_files, retain) -> None:
+def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settle, poll, out, overwrite, batch_size,
+            explain, xyz_unit, flip_z, engine, threads, store, store_files, retain) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Each sample's line is appended as soon as it is scored; running again on the same --out with
@@ -247,6 +253,7 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
     Examples:
       trd predict --model runs/puck/model.pt --input line_scans/ --out preds/
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
+      trd predict --onnx puck.onnx --watch /scanner/out --out preds/
     """
     if model_path is not None:
         _api()  # a model.pt needs torch (an --onnx file does not): say so in one line where it is missing
@@ -255,9 +262,10 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
     summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
                           flip_z=flip_z, explain=explain, engine=engine, threads=threads, store=store,
-                          store_files=store_files, retain=retain, log=lambda line: click.echo(line, err=True))
+                          store_files=store_files, retain=retain, watch_dir=watch_dir, settle=settle, poll=poll,
+                          log=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(summary, indent=2))
-    if summary.get("failed"):
+    if summary.get("failed") and watch_dir is None:  # a watch ends on a signal: its failures were reported as they came
         sys.exit(1)
 
 

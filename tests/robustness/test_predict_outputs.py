@@ -63,18 +63,20 @@ def test_single_pair_runs_into_one_folder_accumulate(rob_root: Path, ref_run: Pa
         assert result.code == 0, result.stderr
     records = _lines(out)
     assert [r["name"] for r in records] == ["good", "color", "crack"]  # was: 1 line, 3 heatmaps
-    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["color.png", "crack.png", "good.png"]
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == sorted(
+        f"{r['name']}-{r['key'][:12]}.png" for r in records)
 
-    # the same name from another file: refused for that sample (exit 1), nothing overwritten
+    # the same name from another file is another scan: scored beside the first, nothing overwritten
     other = tmp_path / "other"
     other.mkdir()
     os.link(rob_root / "puck/test/dent/rgb/000.png", other / "good.png")
     os.link(rob_root / "puck/test/dent/xyz/000.tiff", other / "good.tiff")
+    before = (out / records[0]["heatmap"]).read_bytes()
     result = _predict(tools, ref_run / "model.pt", out, "--rgb", str(other / "good.png"), "--xyz", str(other / "good.tiff"))
-    assert result.code == 1
-    assert json.loads(result.stdout)["failed"][0]["error"].endswith("already used by another sample in this folder; "
-                                                                     "use another --out")
-    assert [r["rgb"] for r in _lines(out)][0].endswith("good/good.png")
+    assert result.code == 0, result.stderr
+    goods = [r for r in _lines(out) if r["name"] == "good"]
+    assert len(goods) == 2 and goods[0]["key"] != goods[1]["key"] and goods[0]["heatmap"] != goods[1]["heatmap"]
+    assert (out / records[0]["heatmap"]).read_bytes() == before
 
 
 def test_rerun_skips_done_samples_and_another_model_is_refused(rob_root: Path, ref_run: Path, tmp_path: Path,

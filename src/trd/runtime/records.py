@@ -20,6 +20,7 @@ Predict adds ``heatmap`` and ``mask`` (file paths); serve adds ``id`` and, on re
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,20 @@ from .. import __version__
 from ..scoring.threshold import Thresholds
 
 SCHEMA = "trd.record/1"
+
+
+def path_identity(rgb: str | Path, xyz: str | Path) -> str:
+    """The identity of a record written before records carried a ``key``: its files' resolved paths
+    (relative ones resolved from the current folder, as trd did then)."""
+    return f"paths:{Path(rgb).resolve()}\n{Path(xyz).resolve()}"
+
+
+def record_identity(record: Mapping[str, Any]) -> str:
+    """Which scan a record is of: its content ``key``; for lines without one, `path_identity`.
+    Two records of one scan have the same identity (the question "is this scan done?" of
+    `trd.workflows.predict.Ledger`, and of any store of records)."""
+    key = record.get("key")
+    return key if isinstance(key, str) and key else path_identity(record["rgb"], record["xyz"])
 
 
 def threshold_record(thresholds: Thresholds) -> dict[str, Any]:

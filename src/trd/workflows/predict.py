@@ -6,15 +6,19 @@ The output folder holds::
                         `trd.runtime.records`; docs/SERVE.md), appended and synced to disk as soon as the
                         sample is scored, after its heatmap and mask are in place (so a line never
                         points at a missing file)
-    heatmaps/<name>.png overlay of the anomaly map on the RGB image
-    masks/<name>.png    pixels above the validation pixel threshold
+    heatmaps/<name>-<key>.png  overlay of the anomaly map on the RGB image (``key``: the first 12
+                        hex digits of the scan's content key, so a rewritten ``latest.png`` gets new files)
+    masks/<name>-<key>.png     pixels above the validation pixel threshold
     predict.json        the model that wrote the folder (path, sha256, trd version)
 
-A killed run loses at most the sample in flight. Running again with the same model skips the
-samples already in ``predictions.jsonl`` (and says how many); another model is refused unless
-``overwrite`` removes the earlier outputs first. A second writer on a busy folder is refused at once
+A scan is its content (`trd.data.identity.content_key` of its files), not its path: running again
+with the same model skips the scans already in ``predictions.jsonl`` (and says how many), scores a
+file rewritten under the same name as the new scan it is, and never scores the same content twice.
+A killed run loses at most the sample in flight. Another model is refused unless ``overwrite``
+removes the earlier outputs first. A second writer on a busy folder is refused at once
 (`trd.runfolder.folder_lock`). Memory stays flat over any number of samples, and predict keeps no
-preprocessing cache (a line scores each scan once; the cache would only grow).
+preprocessing cache (a line scores each scan once; the cache would only grow). Every record also
+goes to the result store (`trd.store`), committed before its ledger line.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import apply_input_overrides
 from ..data.samples import Sample, unlabelled_samples
-from ..errors import DataError, OutputError, write_error
+from ..errors import ConfigError, DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
 from ..runtime.heatmap import map_range, overlay, png_bytes, result_images, sample_maps
-from ..runtime.records import build_record, model_record
+from ..runtime.records import build_record, model_record, path_identity, record_identity
 from ..store import DEFAULT_NAME, DEFAULT_RETENTION, Retention, Store, open_store, parse_retention
 from .engine import LoadedModel, load_model
 from .stored import scan_key, store_result
@@ -47,21 +51,23 @@ PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
 _OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks")
 
 
-def _source_key(sample: Sample) -> str:
-    return f"{sample.rgb.resolve()}\n{sample.xyz.resolve()}"
+#: Hex digits of the content key in output file names (48 bits: names of one folder never collide).
+KEY_CHARS = 12
 
 
 class Ledger:
-    """``predictions.jsonl`` of an output folder: which samples are done, and appending new ones.
+    """``predictions.jsonl`` of an output folder: the one place that says which scans are done, and
+    appending new ones.
 
     Opening it drops lines a killed run left incomplete (a torn last line, or a line whose heatmap
-    or mask is gone), rewriting the file atomically. ``done`` maps each output name to the sample
-    source it came from.
+    or mask is gone), rewriting the file atomically. ``done`` holds the identity of every recorded
+    scan (`trd.runtime.records.record_identity`: its content key; for lines of trd before keys,
+    the resolved paths of its files).
     """
 
     def __init__(self, out: Path, log: Log) -> None:
         self.path = out / PREDICTIONS
-        self.done: dict[str, str] = {}
+        self.done: set[str] = set()
         if not self.path.is_file():
             return
         kept, dropped = [], 0
@@ -71,11 +77,15 @@ class Ledger:
                 dropped += bool(line.strip())
                 continue
             kept.append(line + b"\n")
-            self.done[record["name"]] = f"{Path(record['rgb']).resolve()}\n{Path(record['xyz']).resolve()}"
+            self.done.add(record_identity(record))
         if dropped:
             atomic_write_bytes(self.path, b"".join(kept))
             log(f"predict: dropped {dropped} incomplete line(s) of {self.path} (an interrupted run); "
                 "those samples are scored again")
+
+    def has(self, sample: Sample, key: str) -> bool:
+        """Whether the scan ``sample`` (content key ``key``) is recorded (lines of older trd: by path)."""
+        return key in self.done or path_identity(sample.rgb, sample.xyz) in self.done
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one line and sync it; on failure the file is cut back to its previous end."""
@@ -93,7 +103,7 @@ class Ledger:
             raise write_error(self.path, exc) from None
         finally:
             os.close(fd)
-        self.done[record["name"]] = f"{Path(record['rgb']).resolve()}\n{Path(record['xyz']).resolve()}"
+        self.done.add(record_identity(record))
 
 
 def _record(line: bytes, out: Path) -> dict[str, Any] | None:
@@ -137,23 +147,30 @@ def _claim(out: Path, model_file: Path, sha: str, overwrite: bool) -> None:
 
 
 def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
-                    unpaired: list[tuple[str, str]] = (), log: Log = print, store: Store | None = None) -> dict[str, Any]:
+                    unpaired: list[tuple[str, str]] = (), log: Log = print, store: Store | None = None,
+                    ledger: Ledger | None = None) -> dict[str, Any]:
     """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed) and
     into ``store``: each record is committed to the store before its ledger line is written, so a
-    kill in between rescores the sample and the store keeps it once."""
-    ledger = Ledger(out_dir, log)
+    kill in between rescores the sample and the store keeps it once. ``ledger``: the folder's
+    `Ledger` when the caller keeps one open (the watcher), else it is read here."""
+    ledger = ledger or Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
-    todo = []
+    todo, keys, seen, skipped = [], [], set(), 0
     for sample in samples:
-        name, key = sample.rgb.stem, _source_key(sample)
-        if name not in ledger.done:
-            todo.append(sample)
-        elif ledger.done[name] != key:
-            failed.append({"file": str(sample.rgb), "error": f"{out_dir}: the output name {name!r} is already used "
-                                                            "by another sample in this folder; use another --out"})
-    skipped = len(samples) - len(todo) - (len(failed) - len(unpaired))
+        try:
+            key = scan_key(sample)
+        except DataError as exc:
+            failed.append({"file": str(sample.rgb), "error": str(exc)})
+            continue
+        if ledger.has(sample, key) or key in seen:  # the same content is never scored twice
+            skipped += 1
+            continue
+        todo.append(sample)
+        keys.append(key)
+        seen.add(key)
     if skipped:
-        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path}; scoring the other {len(todo)}")
+        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (the same content); "
+            f"scoring the other {len(todo)}")
     thresholds = model.thresholds
     vmin, vmax = map_range(thresholds.pixel)
     about = model_record(model.sha256, model.name)
@@ -169,9 +186,10 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
         maps = out["anomaly_map"][:, 0]
         for j, index in enumerate(batch.indices):
             written = time.perf_counter()
-            sample = todo[index]
+            sample, key = todo[index], keys[index]
             name = sample.rgb.stem
-            heat, mask = f"heatmaps/{name}.png", f"masks/{name}.png"
+            stem = f"{name}-{key[:KEY_CHARS]}"
+            heat, mask = f"heatmaps/{stem}.png", f"masks/{stem}.png"
             if store is None:
                 images = {"heatmap-fused.png": png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)),
                           "mask.png": png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255)}
@@ -182,7 +200,7 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
             write_ms = (time.perf_counter() - written) * 1e3
             timings = {"read": batch.read_ms[j], "score": score_ms,
                        "total": batch.read_ms[j] + score_ms + write_ms}
-            record = build_record(out, j, name=name, key=scan_key(sample), rgb=str(sample.rgb), xyz=str(sample.xyz),
+            record = build_record(out, j, name=name, key=key, rgb=str(sample.rgb), xyz=str(sample.xyz),
                                   thresholds=thresholds, model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask}
             if store is not None:  # first the store, then the ledger that says "done"
                 store_result(store, record, sample, images, "predict")
@@ -199,7 +217,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
             batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
             xyz_unit: str | None = None, flip_z: bool | None = None, explain: bool = False,
             engine: str = "auto", threads: int | None = None, store: str | None = None, store_files: str | None = None,
-            retain: str = DEFAULT_RETENTION, log: Log = print) -> dict[str, Any]:
+            retain: str = DEFAULT_RETENTION, watch_dir: Path | None = None, settle: float = 2.0, poll: float = 0.5,
+            log: Log = print) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
@@ -225,6 +244,9 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         store, store_files, retain: the result store every record also goes to (`trd.store`: a SQLite
             file or a database URL; default ``results.db`` beside the model; "none": no store), its
             files folder and its retention (`trd.store.parse_retention`).
+        watch_dir, settle, poll: instead of ``input_dir``: score the pairs a scanner writes into
+            ``watch_dir`` (laid out like ``input_dir``) as they become complete, until SIGINT or
+            SIGTERM (`trd.workflows.watch`: unchanged for ``settle`` s, looked at every ``poll`` s).
         log: where progress lines go.
 
     Returns:
@@ -239,17 +261,28 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     """
     out_dir = Path(out_dir)
     retention = parse_retention(retain)
+    if watch_dir is not None and (input_dir, rgb, xyz) != (None, None, None):
+        raise ConfigError("--watch DIR scores what appears in DIR: give it without --input, --rgb or --xyz")
+    if watch_dir is not None and not watch_dir.is_dir():
+        raise DataError(watch_dir, "folder not found (the watched folder must exist; rgb/ and the 3D folder may "
+                                   "appear later)")
     for given in (input_dir, rgb, xyz, camera):  # before the (slow) model load
         if given is not None and not given.exists():
             raise DataError(given, "folder not found" if given is input_dir else "file not found")
     model = load_model(None if model_path is None else Path(model_path), None if onnx_path is None else Path(onnx_path),
                        engine=engine, device=device, threads=threads, explain=explain, log=log)
     apply_input_overrides(model.config, xyz_unit, flip_z)
-    samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera)
-    with folder_lock(out_dir, "trd predict"):
+    if watch_dir is None:
+        samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera)
+    with folder_lock(out_dir, "trd predict --watch" if watch_dir else "trd predict"):
         _claim(out_dir, model.files[0], model.sha256, overwrite)
         results = open_model_store(model, store, store_files, retention, log)
         try:
+            if watch_dir is not None:
+                from .watch import watch  # watch builds on predict_samples
+
+                return watch(model, watch_dir, out_dir, results, settle=settle, poll=poll, batch_size=batch_size,
+                             camera=camera, log=log)
             return predict_samples(model, samples, out_dir, batch_size, unpaired, log, results)
         finally:
             if results is not None:
