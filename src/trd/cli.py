@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from .cli_store import store_group
 from .config import XYZ_UNITS, load_config
 from .errors import TRDError
 
@@ -389,6 +390,9 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, threads=threads, engine=engine,
               store=store, store_files=store_files, retain=retain, log=lambda line: click.echo(line, err=True))
+
+
+cli.add_command(store_group)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
