@@ -4,6 +4,7 @@
 // heatmaps, its score against the threshold, and explore thresholds over the validation scores.
 
 const TOKEN_KEY = "trd-token";
+const REVIEWER_KEY = "trd-reviewer"; // the reviewer's name, remembered by this browser
 const BRANCH_ROLES = { rgb: "colour student", geo: "geometry (3D) student" };
 const $ = (id) => document.getElementById(id);
 
@@ -60,7 +61,7 @@ function authHeaders() {
 async function api(path, options = {}) {
   let response;
   try {
-    response = await fetch(path, { ...options, headers: authHeaders() });
+    response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
   } catch (err) {
     throw new ApiError(`cannot reach the server: ${err.message}`, 0);
   }
@@ -180,9 +181,12 @@ function showRecord(record) {
   $("heatmap-range").textContent = figures.length === 0 ? "This record carries no images." : range
     ? `All heatmaps share one colour scale, blue ${fixed(range.vmin)} to red ${fixed(range.vmax)}.` : "";
   for (const item of document.querySelectorAll("#recent-list button")) {
-    item.setAttribute("aria-current", String(item.dataset.id === record.id));
+    item.setAttribute("aria-current", String(item.dataset.id === String(record.id)));
   }
   updateExplorer();
+  $("label-good").textContent = record.anomalous ? "False alarm" : "Confirmed good";
+  showReview(null);
+  guarded(loadReview);
   // Keyboard and screen-reader users land on the result; a phone scrolls to it when it is far down.
   const title = $("result-title");
   title.focus({ preventScroll: true });
@@ -212,6 +216,54 @@ async function scoreUpload() {
   }
 }
 
+// --- review: labels with who and when, and undo ----------------------------------------------------
+
+/** What a label says, e.g. "false alarm" or "confirmed defect (scratch)". */
+function labelText(label, defectType, anomalous) {
+  if (label === "good") return anomalous ? "false alarm" : "confirmed good";
+  if (label === "defect") return `confirmed defect (${defectType})`;
+  return "not labelled";
+}
+
+/** Show a review (GET/POST /v1/results/{id}/labels), or "loading" for null. */
+function showReview(review) {
+  const record = state.record;
+  if (review === null) {
+    $("review-state").textContent = "Loading the review…";
+    $("review-history").replaceChildren();
+    return;
+  }
+  const text = labelText(review.label, review.defect_type, record.anomalous);
+  setValue("review-state", review.label ? `Labelled ${text} by ${review.by} at ${when(review.at)}.` : "Not labelled.",
+    review.label ?? "");
+  $("label-undo").disabled = !review.label;
+  $("review-history").replaceChildren(...review.history.map((e) => {
+    const li = document.createElement("li");
+    li.textContent = e.action === "undo" ? `${e.by} took back a label (${when(e.at)})`
+      : `${e.by}: ${labelText(e.label, e.defect_type, record.anomalous)} (${when(e.at)})`;
+    return li;
+  }));
+}
+
+async function loadReview() {
+  showReview(await api(`v1/results/${encodeURIComponent(state.record.id)}/labels`));
+}
+
+/** POST a label (or an undo) for the result on show, as the named reviewer. */
+async function review(path, body) {
+  const by = $("reviewer").value.trim();
+  if (!by) {
+    $("reviewer").focus();
+    throw new ApiError("enter your name first: it is kept with the label", 0);
+  }
+  localStorage.setItem(REVIEWER_KEY, by);
+  const answer = await api(`v1/results/${encodeURIComponent(state.record.id)}/labels${path}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ...body, by }),
+  });
+  showReview(answer);
+  await loadRecent();
+}
+
 // --- recent results ---------------------------------------------------------------------------
 
 async function loadRecent() {
@@ -220,7 +272,8 @@ async function loadRecent() {
     const button = document.createElement("button");
     button.type = "button";
     button.dataset.id = r.id;
-    button.textContent = `${r.name}: ${fixed(r.score)}, ${r.anomalous ? "anomalous" : "good"}, ${when(r.time)}`;
+    const reviewed = r.label ? `, ${labelText(r.label, r.defect_type, r.anomalous)}` : "";
+    button.textContent = `${r.name}: ${fixed(r.score)}, ${r.anomalous ? "anomalous" : "good"}${reviewed}, ${when(r.time)}`;
     button.setAttribute("aria-current", String(state.record !== null && state.record.id === r.id));
     const open = async () => showRecord(await api(`v1/recent/${encodeURIComponent(r.id)}`));
     button.addEventListener("click", () => guarded(open));
@@ -394,6 +447,12 @@ function init() {
     guarded(scoreUpload);
   });
   $("recent-refresh").addEventListener("click", () => guarded(loadRecent));
+  $("reviewer").value = localStorage.getItem(REVIEWER_KEY) || "";
+  $("label-good").addEventListener("click", () => guarded(() => review("", { label: "good" })));
+  $("label-defect").addEventListener("click", () => guarded(() => review("", {
+    label: "defect", defect_type: $("defect-type").value.trim(),
+  })));
+  $("label-undo").addEventListener("click", () => guarded(() => review("/undo", {})));
   $("threshold").addEventListener("input", updateExplorer);
   const zone = $("drop-zone");
   zone.addEventListener("dragenter", () => zone.classList.add("over"));
