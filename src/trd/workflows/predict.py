@@ -274,24 +274,24 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     apply_input_overrides(model.config, xyz_unit, flip_z)
     if watch_dir is None:
         samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera)
-    with folder_lock(out_dir, "trd predict --watch" if watch_dir else "trd predict"):
-        _claim(out_dir, model.files[0], model.sha256, overwrite)
-        results = open_model_store(model, store, store_files, retention, log)
-        try:
+    results = open_model_store(model.files[0], store, store_files, retention, log)  # before the output folder
+    try:
+        with folder_lock(out_dir, "trd predict --watch" if watch_dir else "trd predict"):
+            _claim(out_dir, model.files[0], model.sha256, overwrite)
             if watch_dir is not None:
                 from .watch import watch  # watch builds on predict_samples
 
                 return watch(model, watch_dir, out_dir, results, settle=settle, poll=poll, batch_size=batch_size,
                              camera=camera, log=log)
             return predict_samples(model, samples, out_dir, batch_size, unpaired, log, results)
-        finally:
-            if results is not None:
-                results.close()
+    finally:
+        if results is not None:
+            results.close()
 
 
-def open_model_store(model: LoadedModel, store: str | None, files: str | None, retention: Retention,
+def open_model_store(model_file: Path, store: str | None, files: str | None, retention: Retention,
                      log: Log) -> Store | None:
     """The store ``store`` names (default: ``results.db`` beside the model file; "none": None)."""
     if store is not None and store.lower() == "none":
         return None
-    return open_store(store or str(model.files[0].parent / DEFAULT_NAME), files, retention, log)
+    return open_store(store or str(model_file.parent / DEFAULT_NAME), files, retention, log)
