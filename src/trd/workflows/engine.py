@@ -25,7 +25,7 @@ from ..config import Config
 from ..data.cache import default_cache_dir
 from ..data.identity import files_sha256
 from ..data.inputs import InputStats
-from ..errors import ConfigError, OutputError
+from ..errors import CheckpointError, ConfigError, OutputError
 from ..runtime.ort import open_onnx
 from ..runtime.threads import inference_threads
 from ..scoring.threshold import Thresholds
@@ -130,6 +130,8 @@ def _load_checkpoint(model_path: Path, engine: str, device: str, threads: int, e
     use_onnx = engine == "onnx" or (engine == "auto" and not explain and dev.type == "cpu" and onnxruntime_available())
     if engine == "onnx" and not onnxruntime_available():
         raise ConfigError("--engine onnx needs onnxruntime and onnx: pip install 'trd-anomaly[train]'")
+    if not model_path.is_file():
+        raise CheckpointError(model_path, "checkpoint file not found")
     sha = files_sha256(model_path)
     if use_onnx:
         from ..checkpoint import load_checkpoint
