@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from trd.errors import ConfigError, TRDError
 from trd.store import (NothingToUndo, NoSuchRecord, Retention, SchemaTooNew, open_store, parse_retention, review,
                        set_label, undo_label)
 from trd.store.exports import export_defects, export_table, import_ledger
+from trd.store.files import record_folder
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 UTC = dt.timezone.utc
@@ -119,6 +122,20 @@ def test_retention_bounds_unlabelled_records_says_so_and_removes_their_files(tar
     for bad in ("0", "ten", "5,6", ""):
         with pytest.raises(ConfigError, match="--retain"):
             parse_retention(bad)
+
+
+def test_staging_left_by_a_killed_writer_is_removed_and_a_placed_folder_reused(tmp_path) -> None:
+    store = open_store(str(tmp_path / "results.db"), log=lambda _: None)
+    stale, fresh = store.stage({}, {"a.png": b"1"}), store.stage({}, {"a.png": b"2"})
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))  # a writer killed two hours ago
+    store.close()
+    store = open_store(str(tmp_path / "results.db"), log=lambda _: None)
+    assert not stale.exists() and fresh.exists()  # a live writer's staging is left alone
+    orphan = store.root / record_folder(SHA_A, "key-s1")  # placed, then the writer died before its commit
+    orphan.mkdir(parents=True)
+    (orphan / "heatmap-fused.png").write_bytes(b"complete")
+    stored, new = store.add(record("s1", 2.0), source="serve", staged=fresh)
+    assert new and store.folder(stored) == orphan and not fresh.exists()
 
 
 def test_a_newer_schema_or_a_foreign_database_is_refused(target) -> None:
