@@ -100,7 +100,7 @@ def test_a_fault_of_the_service_is_a_500_with_one_line_and_the_service_goes_on(s
 def test_the_token_guards_everything_but_health_and_the_page(start_server) -> None:
     server = start_server("--host", "0.0.0.0", env={"TRD_TOKEN": "s3cret"}, token="s3cret")
     for path in ("/v1/model", "/v1/recent", "/v1/results", "/v1/results/1", "/v1/results/1/labels", "/metrics"):
-        refused = httpx.get(f"{server.url.replace('0.0.0.0', '127.0.0.1')}{path}")
+        refused = httpx.get(f"{server.url.replace('0.0.0.0', '127.0.0.1')}{path}", timeout=60)
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", path
         assert refused.json()["error"].startswith("missing or wrong token")
     server.url = server.url.replace("0.0.0.0", "127.0.0.1")
@@ -108,10 +108,10 @@ def test_the_token_guards_everything_but_health_and_the_page(start_server) -> No
     assert wrong.status_code == 401
     assert server.score(0).status_code == 200
     assert httpx.get(f"{server.url}/v1/model", headers=server.headers()).status_code == 200
-    label = httpx.post(f"{server.url}/v1/results/1/labels", json={"label": "good", "by": "eve"})
+    label = httpx.post(f"{server.url}/v1/results/1/labels", json={"label": "good", "by": "eve"}, timeout=60)
     assert label.status_code == 401  # labels need the token too
     assert httpx.post(f"{server.url}/v1/results/1/labels", json={"label": "good", "by": "ann"},
-                      headers=server.headers()).status_code == 200
+                      headers=server.headers(), timeout=60).status_code == 200
     unsent = server.token
     server.token = None
     assert server.score(0).status_code == 401

@@ -107,22 +107,23 @@ def test_a_killed_server_loses_no_acknowledged_record(backend: str, start_server
 
 
 def test_labels_over_http_keep_history_and_undo(served) -> None:
+    http = httpx.Client(timeout=60)
     record = served.score(3).json()
     url = f"{served.url}/v1/results/{record['id']}/labels"
-    first = httpx.post(url, json={"label": "good", "by": "ann"}).json()
+    first = http.post(url, json={"label": "good", "by": "ann"}).json()
     assert (first["label"], first["by"]) == ("good", "ann") and first["at"].endswith("Z")
-    second = httpx.post(url, json={"label": "defect", "defect_type": "scratch", "by": "bob"}).json()
+    second = http.post(url, json={"label": "defect", "defect_type": "scratch", "by": "bob"}).json()
     assert (second["label"], second["defect_type"]) == ("defect", "scratch")
-    assert httpx.post(url + "/undo", json={"by": "bob"}).json()["label"] == "good"
-    history = httpx.get(url).json()["history"]
+    assert http.post(url + "/undo", json={"by": "bob"}).json()["label"] == "good"
+    history = http.get(url).json()["history"]
     assert [(e["action"], e["by"]) for e in history] == [("set", "ann"), ("set", "bob"), ("undo", "bob")]
-    listed = httpx.get(f"{served.url}/v1/results", params={"label": "good"}).json()["results"]
+    listed = http.get(f"{served.url}/v1/results", params={"label": "good"}).json()["results"]
     assert record["id"] in [r["id"] for r in listed]
-    assert httpx.get(f"{served.url}/v1/results/{record['id']}").json()["review"]["label"] == "good"
-    bad = httpx.post(url, json={"label": "defect", "by": "ann"})
+    assert http.get(f"{served.url}/v1/results/{record['id']}").json()["review"]["label"] == "good"
+    bad = http.post(url, json={"label": "defect", "by": "ann"})
     assert bad.status_code == 422 and bad.json()["error"].startswith("defect type None")
-    assert httpx.post(f"{served.url}/v1/results/99999/labels", json={"label": "good", "by": "a"}).status_code == 404
-    httpx.post(url + "/undo", json={"by": "bob"})
-    again = httpx.post(url + "/undo", json={"by": "bob"})
+    assert http.post(f"{served.url}/v1/results/99999/labels", json={"label": "good", "by": "a"}).status_code == 404
+    http.post(url + "/undo", json={"by": "bob"})
+    again = http.post(url + "/undo", json={"by": "bob"})
     assert again.status_code == 409 and "no label to undo" in again.json()["error"]
-    assert httpx.post(url, content=b"not json").status_code == 422
+    assert http.post(url, content=b"not json").status_code == 422
