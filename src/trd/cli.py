@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from .cli_store import store_group
+from .cli_store import store_group, store_options
 from .config import XYZ_UNITS, load_config
 from .errors import TRDError
 
@@ -126,20 +126,6 @@ def _engine_options(f):
     return f
 
 
-def _store_options(f):
-    """Where results are stored (predict, serve; docs/LINE.md)."""
-    f = click.option("--retain", default="10000", show_default=True, metavar="COUNT|AGEd|COUNT,AGEd|none",
-                     help="Keep the newest COUNT unlabelled results and/or those of the last AGE days (labelled "
-                          "ones are kept); what is removed is logged.")(f)
-    f = click.option("--store-files", default=None, type=click.Path(file_okay=False),
-                     help="Folder of the stored scans and images (default: STORE-files beside a SQLite store; "
-                          "required for PostgreSQL).")(f)
-    f = click.option("--store", default=None, metavar="FILE|URL|none",
-                     help="Result store: a SQLite file or postgresql://user@host/db (default: results.db beside the "
-                          "model).")(f)
-    return f
-
-
 def _input_options(f):
     """How new scans' clouds are stored, when it differs from the training data (test, predict)."""
     f = click.option("--flip-z", "flip_z", is_flag=True, default=None,
@@ -239,7 +225,7 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
 @click.option("--explain", is_flag=True,
               help="Add modality attribution to each record (needs --model; 3x the inference time).")
 @_input_options
-@_store_options
+@store_options
 @_engine_options
 def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settle, poll, out, overwrite, batch_size,
             explain, xyz_unit, flip_z, engine, threads, store, store_files, retain) -> None:
@@ -370,7 +356,7 @@ def export(model_path, fmt, out) -> None:
               help="Largest uploaded image or cloud, in pixels (default: the model's data.max_image_pixels).")
 @click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
               help="Results listed by GET /v1/recent (the page's list), newest first, from the store.")
-@_store_options
+@store_options
 @_engine_options
 def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, engine,
           threads, store, store_files, retain) -> None:

@@ -18,6 +18,20 @@ from .errors import ConfigError
 STORE_HELP = "The result store: a SQLite file (e.g. runs/puck/results.db) or postgresql://user@host/db."
 
 
+def store_options(f):
+    """Where `trd predict` and `trd serve` store their results (docs/LINE.md)."""
+    f = click.option("--retain", default="10000", show_default=True, metavar="COUNT|AGEd|COUNT,AGEd|none",
+                     help="Keep the newest COUNT unlabelled results and/or those of the last AGE days (labelled "
+                          "ones are kept); what is removed is logged.")(f)
+    f = click.option("--store-files", default=None, type=click.Path(file_okay=False),
+                     help="Folder of the stored scans and images (default: STORE-files beside a SQLite store; "
+                          "required for PostgreSQL).")(f)
+    f = click.option("--store", default=None, metavar="FILE|URL|none",
+                     help="Result store: a SQLite file or postgresql://user@host/db (default: results.db beside the "
+                          "model).")(f)
+    return f
+
+
 def _open(store: str, files: str | None):  # noqa: ANN202 - trd.store.Store
     """The store, opened without a retention pass (these commands remove nothing unasked)."""
     from .store import Retention, open_store
