@@ -123,3 +123,31 @@ def messages(request: pytest.FixtureRequest) -> MessageLog:
     if target:
         request.addfinalizer(lambda: Path(target).write_text(log.render()))
     return log
+
+
+# --- a real PostgreSQL server for the result store's tests (tests/pgserver.py) -------------------
+
+@pytest.fixture(scope="session")
+def pg_server():  # noqa: ANN201 - tests/pgserver.PgServer
+    """One throwaway PostgreSQL server for the session. Skipped where Debian's postgresql package is
+    not installed (`.ci/run` installs it; with CI set a missing server fails the run instead)."""
+    import os
+
+    from . import pgserver
+
+    if pgserver.bindir() is None:
+        reason = "no PostgreSQL server binaries: apt-get install postgresql (.ci/run installs it), or set TRD_PG_BINDIR"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = pgserver.start()
+    yield server
+    pgserver.stop(server)
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:  # noqa: ANN001
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    from . import pgserver
+
+    return pgserver.create_database(pg_server)

@@ -1,9 +1,10 @@
 """The layer contract of pyproject.toml ([tool.importlinter]): imports point down only.
 
-Layers, highest first ("|": independent siblings): cli > api | serve > workflows >
-calibration | export | reporting > detector | evaluation | runtime > scoring | training >
+Layers, highest first ("|": independent siblings): cli > api | serve | cli_store > workflows >
+calibration | export | reporting > detector | evaluation | runtime | store > scoring | training >
 checkpoint | data | model | runfolder > config > atomic > errors (docs/ARCHITECTURE.md). Beside them:
-the runtime never imports torch, and importing the runtime, the service or the CLI loads no torch,
+the runtime and the store never import torch, and importing the runtime, the store, the service or
+the CLI loads no torch,
 package ``__init__`` files included (`tests/import_contracts.py`).
 """
 

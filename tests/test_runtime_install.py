@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from trd import api
+from trd.store import open_store
 
 pytest.importorskip("onnx")
 
@@ -50,6 +51,8 @@ def test_predict_with_an_export_needs_no_torch(exported: tuple[Path, Path], synt
     reference = [json.loads(line) for line in (tmp_path / "q" / "predictions.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([r["score"] for r in lines], [r["score"] for r in reference], rtol=1e-5, atol=1e-5)
     assert (tmp_path / "p" / lines[0]["heatmap"]).is_file()
+    stored = open_store(str(onnx_file.parent / "results.db")).query(model=lines[0]["model"]["sha256"], limit=None)
+    assert {line["key"] for line in lines} <= {s.key for s in stored}  # the store written without torch
 
 
 def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path], synth_root: Path,

@@ -20,6 +20,7 @@ import click
 
 from .checkpoint import check_model_file
 from .cli_setup import FORMAT_HELP, check_folder, log as _log, settings, weights
+from .cli_store import store_group, store_options
 from .config import FORMATS, XYZ_UNITS, load_config
 from .console import WarningTally
 from .errors import ConfigError, TRDError, require_torch
@@ -193,20 +194,31 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
 @click.option("--force", is_flag=True,
               help="Calibrate on the model's own training split or a test split anyway (refused otherwise: the "
                    "promise would not hold).")
-def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite, force) -> None:
-    """Re-derive a trained model's thresholds from (new) good samples, without retraining.
+@click.option("--store", default=None, metavar="FILE|URL",
+              help="Add the scans labelled good in this result store (rescored with the model).")
+@click.option("--store-files", default=None, type=click.Path(file_okay=False),
+              help="The store's files folder (default: STORE-files beside a SQLite store).")
+@click.option("--store-labels", type=click.Choice(["good", "false-alarm"]), default="good", show_default=True,
+              help="good: every scan labelled good; false-alarm: only those that had been flagged.")
+@click.option("--replace", is_flag=True, help="Choose the thresholds on the new samples alone (a new validation pool) "
+                                              "instead of adding them to the model's.")
+def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr, overwrite, force, store, store_files,
+              store_labels, replace) -> None:
+    """Add (new) good samples to a trained model's validation pool and re-derive its thresholds.
 
-    Keeps the normalisation statistics (scores stay comparable); writes a NEW model file
-    atomically and prints what its thresholds promise.
+    Keeps the normalisation statistics (scores stay comparable); prints the thresholds before and
+    after with what they promise, and writes a NEW model file atomically.
 
     \b
-    Example:
+    Examples:
       trd calibrate --model runs/puck/model.pt --data line/good_scans --out runs/puck/model.v2.pt
+      trd calibrate --model runs/puck/model.pt --store runs/puck/results.db --out runs/puck/model.v2.pt
     """
     check_model_file(model_path, "--model")
     check_folder(root)
     _api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
-                  target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite, force=force)
+                     target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite, force=force, store=store,
+                     store_files=store_files, store_labels=store_labels, replace=replace, log=_log)
 
 
 @cli.command(short_help="Score new scans: decisions, heatmaps, predictions.jsonl and a summary.")
@@ -219,15 +231,22 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
 @click.option("--xyz", type=click.Path(path_type=Path), default=None, help="Its 3D file (XYZ TIFF, depth PNG or normal map).")
 @click.option("--camera", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="camera.json of depth PNGs (default: INPUT/camera.json).")
+@click.option("--watch", "watch_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Score the pairs a scanner writes into this folder (laid out like --input) until stopped.")
+@click.option("--settle", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="--watch: a pair counts once both files are unchanged for this many seconds.")
+@click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
+              help="--watch: seconds between looks at the folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Replace predictions of another model in --out.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--explain", is_flag=True,
               help="Add modality attribution to each record (needs --model; 3x the inference time).")
 @_input_options
+@store_options
 @_engine_options
-def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, batch_size, explain, xyz_unit,
-            flip_z, engine, threads) -> None:
+def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settle, poll, out, overwrite, batch_size,
+            explain, xyz_unit, flip_z, engine, threads, store, store_files, retain) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Each sample's line is appended as soon as it is scored; running again on the same --out with
@@ -239,6 +258,7 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
     Examples:
       trd predict --model runs/puck/model.pt --input line_scans/ --out preds/
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
+      trd predict --onnx puck.onnx --watch /scanner/out --out preds/
     """
     from .data.samples import check_input_paths  # numpy only
 
@@ -250,9 +270,11 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
 
     summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
-                          flip_z=flip_z, explain=explain, engine=engine, threads=threads, log=_log)
+                          flip_z=flip_z, explain=explain, engine=engine, threads=threads, store=store,
+                          store_files=store_files, retain=retain, watch_dir=watch_dir, settle=settle, poll=poll,
+                          log=_log)
     click.echo(json.dumps(summary, indent=2))
-    if summary.get("failed"):
+    if summary.get("failed") and watch_dir is None:  # a watch ends on a signal: its failures were reported as they came
         sys.exit(1)
 
 
@@ -372,13 +394,15 @@ def export(model_path, fmt, out) -> None:
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A Host name this service answers to besides localhost and IP addresses (repeatable).")
 @click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Results kept in memory for GET /v1/recent.")
+              help="Results listed by GET /v1/recent (the page's list), newest first, from the store.")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where POST /v1/threshold (the page's 'write a model file') writes new model files "
                    "(default: beside the served model).")
+@store_options
 @_engine_options
 def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, pixel_budget,
-          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, engine, threads) -> None:
+          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, engine, threads, store, store_files,
+          retain) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -394,7 +418,11 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,
               upload_timeout_s=upload_timeout_s, grace_s=grace_s, allowed_hosts=allowed_hosts, recent=recent,
-              models_dir=models_dir, threads=threads, engine=engine, log=_log)
+              models_dir=models_dir, threads=threads, engine=engine, store=store, store_files=store_files,
+              retain=retain, log=_log)
+
+
+cli.add_command(store_group)
 
 
 cli.add_command(settings)

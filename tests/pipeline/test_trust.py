@@ -130,7 +130,7 @@ def test_predict_explain_records(trained, synth_root, tmp_path) -> None:
         api.predict(None, tmp_path / "r", input_dir=inputs, onnx_path=tmp_path / "x.onnx", explain=True)
 
 
-def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path, messages) -> None:
+def test_calibrate_adds_new_good_samples_to_the_validation_pool(trained, tmp_path, messages) -> None:
     model = trained[0]
     out = tmp_path / "recal.pt"
     lines: list[str] = []
@@ -145,7 +145,7 @@ def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path
     assert api.calibrate(model, split="test", out=out, target_fpr=0.3, force=True, log=lines.append) == out
     assert any("defective left out" in line for line in lines)
     assert any(line.startswith("warning: --split test") and line.endswith("(--force)") for line in lines)
-    old_det, _, old, _ = load_detector(model)
+    old_det, _, old, old_extra = load_detector(model)
     new_det, _, new, extra = load_detector(out)
     # the statistics are kept: the same sample gets the same score from both models
     for a, b in zip(old_det.scorer.state_dict().values(), new_det.scorer.state_dict().values(), strict=True):
@@ -153,10 +153,25 @@ def test_calibrate_writes_a_new_model_with_new_thresholds_only(trained, tmp_path
     dataset = _good_dataset(model, "test")
     with torch.inference_mode():
         scores = np.array([float(old_det(d["rgb"][None], d["x3d"][None])["score"]) for d in dataset])
-    image, rank = order_statistic_threshold(scores, 0.3)
-    assert new.image == pytest.approx(image) and new.rank == rank and new.n_validation == 2
-    assert new.target_fpr == 0.3 and "(test split)" in new.source and "calibration samples" in new.image_statement()
-    assert extra["calibrations"][-1]["previous"]["image"] == old.image and extra["border_check"]["images"] == 2
+    pool = np.concatenate([old_extra["validation_scores"], scores])  # added to the 2 validation samples
+    image, rank = order_statistic_threshold(pool, 0.3)
+    assert new.image == pytest.approx(image) and new.rank == rank and new.n_validation == 4
+    assert extra["validation_scores"] == pytest.approx(pool.tolist()) and len(extra["validation_pixel_values"]) == 4
+    assert new.target_fpr == 0.3 and new.source.endswith("(validation split) + 2 of " + new.source.split(" + 2 of ")[1])
+    assert "(test split)" in new.source and "calibration samples" in new.image_statement()
+    assert extra["calibrations"][-1]["previous"]["image"] == old.image
+    assert extra["border_check"] == old_extra["border_check"]  # the training run's, when adding
+    before = next(i for i, ln in enumerate(lines) if ln.startswith("calibrate: before: image threshold"))
+    assert "(n = 2 validation samples)" in lines[before] and lines[before + 1].startswith("calibrate: after")
+    assert "(n = 4 calibration samples)" in lines[before + 2]
+    lines.clear()
+    again = api.calibrate(out, split="test", out=tmp_path / "again.pt", force=True, log=lines.append)  # nothing is added twice
+    assert load_detector(again)[2].n_validation == 4 and any("2 of the 2 samples" in ln for ln in lines)
+    alone = api.calibrate(model, split="test", out=tmp_path / "alone.pt", target_fpr=0.3, replace=True, force=True,
+                          log=lines.append)
+    _, _, fresh, fresh_extra = load_detector(alone)
+    assert fresh.n_validation == 2 and fresh.image == pytest.approx(order_statistic_threshold(scores, 0.3)[0])
+    assert fresh_extra["calibrations"][-1]["pool"] == "replaced" and fresh_extra["border_check"]["images"] == 2
     # never silently replaced, never the input model
     with pytest.raises(ConfigError, match="exists") as exists:
         api.calibrate(model, split="test", out=out, force=True)
@@ -222,6 +237,8 @@ def test_models_of_older_versions_load_and_say_the_guarantee_is_unknown(trained,
     blob["thresholds"] = {k: blob["thresholds"][k] for k in ("image", "pixel", "target_fpr", "pixel_fpr")}
     del blob["reference"]
     blob["extra"].pop("border_check")
+    for key in ("validation_pixel_values", "validation_keys", "validation_sources"):  # before the pool was kept
+        blob["extra"].pop(key)
     old = tmp_path / "old.pt"
     torch.save(blob, old)
     detector, _, thresholds, _ = load_detector(old)
@@ -237,7 +254,17 @@ def test_models_of_older_versions_load_and_say_the_guarantee_is_unknown(trained,
     api.evaluate(old, out_dir=tmp_path / "report", panels=False)
     md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "guarantee is unknown" in md and "Validation check not available" in md
-    # calibrate adds what was missing: a stated guarantee and the reference
-    new = api.calibrate(old, log=lambda _: None)
-    detector, _, thresholds, _ = load_detector(new)
-    assert thresholds.known and detector.reference is not None
+    # calibrate adds what was missing: a stated guarantee, the reference and the pool (its validation
+    # split rescored; the same samples are not added a second time)
+    lines: list[str] = []
+    new = api.calibrate(old, log=lines.append)
+    detector, _, thresholds, extra = load_detector(new)
+    assert thresholds.known and detector.reference is not None and thresholds.n_validation == 2
+    assert len(extra["validation_keys"]) == 2 and any("is rebuilt by rescoring its validation split" in ln for ln in lines)
+    moved = torch.load(old, map_location="cpu", weights_only=True)
+    moved["config"]["data"]["root"] = str(tmp_path / "gone")
+    torch.save(moved, tmp_path / "moved.pt")
+    with pytest.raises(ConfigError, match="cannot be read to rebuild them: pass --replace") as unreadable:
+        api.calibrate(tmp_path / "moved.pt", data_root=blob["config"]["data"]["root"], split="test")
+    messages.record("setting", "calibrate a model of an older trd whose validation data is gone",
+                    f"error: {unreadable.value}")

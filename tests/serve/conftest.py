@@ -102,12 +102,16 @@ def test_pairs(synth_root: Path) -> list[tuple[Path, Path]]:
 
 
 @pytest.fixture(scope="session")
-def start_server(exported: tuple[Path, Path], test_pairs: list[tuple[Path, Path]]) -> Iterator[Callable[..., Server]]:
-    """``start_server(*args, token=None, prelude="", env=None, model=None)``: a ready server, stopped at the end."""
+def start_server(exported: tuple[Path, Path], test_pairs: list[tuple[Path, Path]],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """``start_server(*args, token=None, prelude="", env=None, model=None)``: a ready server, stopped at the
+    end; each with a new result store of its own unless ``args`` name one (``--store``)."""
     started: list[Server] = []
 
     def start(*args: str, token: str | None = None, prelude: str = "", env: dict[str, str] | None = None,
               model: Path | None = None) -> Server:
+        if "--store" not in args:
+            args = (*args, "--store", str(tmp_path_factory.mktemp("store") / "results.db"))
         process = launch(exported[1], "--port", "0", *args, prelude=prelude, env=env, model=model)
         server = Server(process, wait_ready(process), exported[1], test_pairs, token)
         started.append(server)

@@ -86,11 +86,12 @@ def test_heatmaps_on_request_and_recent_results(served, tmp_path: Path) -> None:
     np.testing.assert_array_equal(_png(answer["heatmaps"]["fused"]),
                                   np.asarray(Image.open(tmp_path / "p" / line["heatmap"])))
     recent = httpx.get(f"{served.url}/v1/recent").json()["results"]
-    assert recent[0] == {k: answer[k] for k in ("id", "name", "score", "anomalous")} | {"time": recent[0]["time"]}
-    again = httpx.get(f"{served.url}/v1/recent/{answer['id']}").json()
-    assert again == answer
+    assert recent[0] == {k: answer[k] for k in ("id", "name", "score", "anomalous")} | {
+        "time": recent[0]["time"], "label": None, "defect_type": None}
+    again = httpx.get(f"{served.url}/v1/recent/{answer['id']}").json()  # from the store: its images too
+    assert again == answer | {"review": {"label": None, "defect_type": None, "by": None, "at": None, "history": []}}
     missing = httpx.get(f"{served.url}/v1/recent/0000")
-    assert missing.status_code == 404 and "no recent result" in missing.json()["error"]
+    assert missing.status_code == 404 and missing.json()["error"] == "no result 0 in the store"
 
 
 def test_a_typed_threshold_becomes_a_new_model_file(served) -> None:

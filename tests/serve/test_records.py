@@ -12,6 +12,7 @@ from trd import api
 from trd.runtime.ort import open_onnx
 from trd.runtime.records import SCHEMA
 from trd.data.identity import content_key, files_sha256
+from trd.store import open_store
 
 KEYS = {"schema", "name", "key", "rgb", "xyz", "score", "anomalous", "score_above_threshold", "decided_by", "image_threshold",
         "threshold", "image_px", "regions", "regions_omitted", "heatmap_range", "branch_shares", "timings_ms", "model",
@@ -51,6 +52,10 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
     assert [(line["rgb"], line["xyz"]) for line in lines] == [("rgb/000.png", "xyz/000.tiff"), ("rgb/001.png", "xyz/001.tiff")]
     assert [line["key"] for line in lines] == [content_key(inputs / "rgb" / f"{n}.png", inputs / "xyz" / f"{n}.tiff")
                                                for n in ("000", "001")]
+    store = open_store(str(exported[1].parent / "results.db"))  # by default, also in the store beside the model
+    stored = {s.key: s for s in store.query(source="predict", model=lines[0]["model"]["sha256"], limit=None)}
+    for line in lines:
+        assert stored[line["key"]].record == line and (store.folder(stored[line["key"]]) / "3d.tiff").is_file()
 
 
 def test_older_lines_without_the_schema_still_resume(exported, synth_root: Path, tmp_path: Path) -> None:

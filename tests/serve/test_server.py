@@ -99,8 +99,8 @@ def test_a_fault_of_the_service_is_a_500_with_one_line_and_the_service_goes_on(s
 
 def test_the_token_guards_everything_but_health_and_the_page(start_server) -> None:
     server = start_server("--host", "0.0.0.0", env={"TRD_TOKEN": "s3cret"}, token="s3cret")
-    for path in ("/v1/model", "/v1/recent", "/metrics"):
-        refused = httpx.get(f"{server.url.replace('0.0.0.0', '127.0.0.1')}{path}")
+    for path in ("/v1/model", "/v1/recent", "/v1/results", "/v1/results/1", "/v1/results/1/labels", "/metrics"):
+        refused = httpx.get(f"{server.url.replace('0.0.0.0', '127.0.0.1')}{path}", timeout=60)
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", path
         assert refused.json()["error"].startswith("missing or wrong token")
     server.url = server.url.replace("0.0.0.0", "127.0.0.1")
@@ -111,6 +111,10 @@ def test_the_token_guards_everything_but_health_and_the_page(start_server) -> No
     assert wrong.status_code == 401
     assert server.score(0).status_code == 200
     assert httpx.get(f"{server.url}/v1/model", headers=server.headers()).status_code == 200
+    label = httpx.post(f"{server.url}/v1/results/1/labels", json={"label": "good", "by": "eve"}, timeout=60)
+    assert label.status_code == 401  # labels need the token too
+    assert httpx.post(f"{server.url}/v1/results/1/labels", json={"label": "good", "by": "ann"},
+                      headers=server.headers(), timeout=60).status_code == 200
     unsent = server.token
     server.token = None
     assert server.score(0).status_code == 401
@@ -165,12 +169,11 @@ def test_the_cli_lists_serve() -> None:
         assert option in help_text
 
 
-def test_image_size_limit_and_bounded_recent_results(start_server, tmp_path) -> None:
+def test_image_size_limit_and_the_recent_list(start_server, tmp_path) -> None:
     server = start_server("--max-pixels", "4096", "--recent", "2")  # the pairs are 64 x 64 = 4096 px
     ids = [server.score(i).json()["id"] for i in range(3)]
     assert [r["id"] for r in httpx.get(f"{server.url}/v1/recent").json()["results"]] == ids[:0:-1]
-    assert httpx.get(f"{server.url}/v1/recent/{ids[0]}").status_code == 404  # dropped
-    assert httpx.get(f"{server.url}/v1/recent/{ids[2]}").json()["id"] == ids[2]
+    assert httpx.get(f"{server.url}/v1/recent/{ids[0]}").json()["id"] == ids[0]  # not listed, still stored
     big = tmp_path / "big.png"
     Image.new("RGB", (80, 64)).save(big)
     _, xyz = server.pair(0)

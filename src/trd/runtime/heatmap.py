@@ -88,3 +88,28 @@ def draw_outlines(rgb: np.ndarray, outlines: list[tuple[list[list[tuple[float, f
             draw.line(points, fill=(0, 0, 0), width=width + 2, joint="curve")
             draw.line(points, fill=OUTLINE_COLOURS[counts], width=width, joint="curve")
     return np.asarray(img)
+
+
+def sample_maps(outputs: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
+    """The fused map and each branch's scored map (``scored_<branch>``: z-scored and smoothed like the
+    fused map, so one colour scale fits all; exports without them give the fused map only) of batch
+    row ``row`` (S x S each)."""
+    maps = {"fused": np.asarray(outputs["anomaly_map"][row]).reshape(outputs["anomaly_map"].shape[-2:])}
+    for key, value in outputs.items():
+        if key.startswith("scored_"):
+            maps[key[len("scored_"):]] = np.asarray(value[row]).reshape(value.shape[-2:])
+    return maps
+
+
+def result_images(rgb: np.ndarray, image_3d: np.ndarray, maps: dict[str, np.ndarray],
+                  pixel_threshold: float, score: float = 0.0) -> dict[str, bytes]:
+    """The images of one result as PNG files, by file name: the inputs as the model saw them
+    (``view-rgb.png``, ``view-3d.png``), the overlay of each map on the RGB image on the one colour
+    scale `map_range` (``heatmap-fused.png``, ``heatmap-<branch>.png``) and ``mask.png`` (fused map
+    above the pixel threshold). ``maps``: "fused" and each branch's scored map, HxW each; the scale
+    reaches ``score``, the sample's image score (the record's ``heatmap_range``)."""
+    vmin, vmax = map_range(pixel_threshold, score)
+    images = {"view-rgb.png": png_bytes(rgb), "view-3d.png": png_bytes(image_3d)}
+    images |= {f"heatmap-{name}.png": png_bytes(overlay(rgb, amap, vmin, vmax)) for name, amap in maps.items()}
+    images["mask.png"] = png_bytes((np.asarray(maps["fused"]) > pixel_threshold).astype(np.uint8) * 255)
+    return images

@@ -38,21 +38,26 @@ from ..data.readers import READERS
 from ..data.samples import RGB_SUFFIXES, Sample
 from ..errors import ConfigError, OutputError
 from ..runtime.findings import find
+from ..runtime.heatmap import result_images, sample_maps
 from ..runtime.records import build_record, model_record
 from ..scoring.threshold import bound_90
+from ..store import Store
 from ..workflows.engine import LoadedModel
+from ..workflows.stored import store_result
 from ..workflows.threshold import write_threshold
 from .admission import PixelBudget, host_allowed
 from .batcher import Batcher
 from .metrics import CONTENT_TYPE, Metrics
-from .results import Recent, Result, sample_maps, utc_now, with_images
+from .results import with_images
+from .review import add_review_routes
 from .uploads import Deadline, UploadError, declared_pixels, pair, read_pair, receive
 
 STATIC = Path(__file__).with_name("static")
 #: Paths answered without the token: health checks and the page (no data in it).
 OPEN_PATHS = ("/healthz", "/readyz", "/")
 #: Endpoint labels of the metrics (anything else counts as "other", so labels stay few).
-ENDPOINTS = ("/v1/score", "/v1/model", "/v1/threshold", "/v1/recent", "/healthz", "/readyz", "/metrics", "/")
+ENDPOINTS = ("/v1/score", "/v1/model", "/v1/threshold", "/v1/recent", "/v1/results", "/healthz", "/readyz",
+             "/metrics", "/")
 #: How long a request whose pixels do not fit waits for the budget before it gets 503.
 BUDGET_WAIT_S = 30.0
 log = logging.getLogger("trd.serve")
@@ -60,10 +65,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Service:
-    """Everything the endpoints share: the model, the engine worker, limits and counters."""
+    """Everything the endpoints share: the model, the engine worker, the result store, limits and counters."""
 
-    def __init__(self, model: LoadedModel, *, max_batch: int = 8, max_wait_s: float = 0.005, queue: int = 32,
-                 max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20,
+    def __init__(self, model: LoadedModel, store: Store, *, max_batch: int = 8, max_wait_s: float = 0.005,
+                 queue: int = 32, max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20,
                  pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0,
                  hosts: frozenset[str] | None = None, models_dir: Path | None = None) -> None:
         self.model, self.max_upload_bytes, self.token, self.hosts = model, max_upload_bytes, token, hosts
@@ -83,7 +88,7 @@ class Service:
             "trd_pixel_budget": ("Pixels the service decodes at once at most (--pixel-budget).",
                                  lambda: self.budget.total)})
         self.batcher = Batcher(model.engine, max_batch, max_wait_s, queue, self.metrics.batch)
-        self.recent = Recent(recent)
+        self.store, self.recent = store, recent
         self.about = model_record(model.sha256, model.name)
         self.aspect = AspectOnce(model.reference)
 
@@ -108,6 +113,8 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def endpoint_label(path: str) -> str:
     if path.startswith("/v1/recent/"):
         return "/v1/recent/{id}"
+    if path.startswith("/v1/results/"):
+        return "/v1/results/{id}/labels" if "/labels" in path else "/v1/results/{id}"
     if path.startswith("/static/"):
         return "/static"
     return path if path in ENDPOINTS else "other"
@@ -166,6 +173,7 @@ def create_app(service: Service) -> Gate:
             yield
         finally:
             await run_in_threadpool(service.batcher.close)
+            service.store.close()
 
     app = FastAPI(title="trd serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -210,17 +218,6 @@ def create_app(service: Service) -> Gate:
         return {"file": path.name, "folder": str(path.parent), "thresholds": thresholds.to_dict(),
                 "served": service.model.files[0].name}
 
-    @app.get("/v1/recent")
-    async def recent() -> dict[str, Any]:
-        return {"results": service.recent.summary()}
-
-    @app.get("/v1/recent/{result_id}")
-    async def recent_one(result_id: str) -> JSONResponse:
-        result = service.recent.get(result_id)
-        if result is None:
-            raise ApiError(404, f"no recent result {result_id!r} (only the last {service.recent.capacity} are kept)")
-        return JSONResponse(await run_in_threadpool(with_images, result))
-
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -239,6 +236,7 @@ def create_app(service: Service) -> Gate:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    add_review_routes(app, service, ApiError)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return Gate(app, service)
 
@@ -283,6 +281,7 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
     service.in_flight += 1
     admitted = submitted = False
     try:
+        # The uploads stay until the result is stored: the store keeps a copy of the scan.
         with tempfile.TemporaryDirectory(prefix="trd-serve-") as tmp:  # mode 0700: private to the service
             folder = Path(tmp)
             try:
@@ -303,26 +302,31 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
                     await service.budget.give(cost)
             except UploadError as exc:
                 raise ApiError(exc.status, str(exc), exc.headers) from None
-        future = service.batcher.submit(batch.rgb, batch.x3d)
-        submitted = True
-        scored = await asyncio.wrap_future(future)
-        measured = time.perf_counter()
-        model = service.model
-        found = await run_in_threadpool(find, scored.outputs["anomaly_map"][scored.row, 0],
-                                        float(scored.outputs["score"][scored.row]), batch.images[0].shape[:2],
-                                        batch.clouds[0], model.config, model.thresholds)
-        timings = {"read": batch.read_ms[0], "queue": scored.queue_ms, "score": scored.score_ms,
-                   "regions": (time.perf_counter() - measured) * 1e3, "total": (time.perf_counter() - start) * 1e3}
-        record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, key=key, rgb=files["rgb"].name,
-                              xyz=files["xyz"].name, thresholds=model.thresholds, findings=found, model=service.about,
-                              timings_ms=timings)
-        record["id"] = service.recent.new_id()
-        result = Result(record, batch.display[0], batch.display_3d[0], sample_maps(scored.outputs, scored.row),
-                        utc_now())
-        service.recent.add(result)
+            future = service.batcher.submit(batch.rgb, batch.x3d)
+            submitted = True
+            scored = await asyncio.wrap_future(future)
+            measured = time.perf_counter()
+            model = service.model
+            score = float(scored.outputs["score"][scored.row])
+            found = await run_in_threadpool(find, scored.outputs["anomaly_map"][scored.row, 0], score,
+                                            batch.images[0].shape[:2], batch.clouds[0], model.config, model.thresholds)
+            timings = {"read": batch.read_ms[0], "queue": scored.queue_ms, "score": scored.score_ms,
+                       "regions": (time.perf_counter() - measured) * 1e3, "total": (time.perf_counter() - start) * 1e3}
+            record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, key=key, rgb=files["rgb"].name,
+                                  xyz=files["xyz"].name, thresholds=model.thresholds, findings=found,
+                                  model=service.about, timings_ms=timings)
+            try:  # committed before the answer: an acknowledged record is in the store
+                images = await run_in_threadpool(result_images, batch.display[0], batch.display_3d[0],
+                                                 sample_maps(scored.outputs, scored.row), model.thresholds.pixel, score)
+                stored, images = await run_in_threadpool(store_result, service.store, record, sample, images, "serve")
+            except OutputError as exc:
+                log.error("cannot store a result: %s", exc)
+                raise ApiError(503, "the result store cannot be written (logged on the server): the result is not "
+                                    "given; send the request again later", {"Retry-After": "5"}) from None
+        answer = stored.answer()
         if heatmaps:
-            return await run_in_threadpool(with_images, result)
-        return record
+            return with_images(answer, images, model.thresholds.pixel, model.branches)
+        return answer
     finally:
         if admitted and not submitted:
             service.batcher.leave()

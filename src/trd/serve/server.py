@@ -25,7 +25,9 @@ from types import FrameType
 import uvicorn
 
 from ..errors import ConfigError
+from ..store import DEFAULT_RETENTION, parse_retention
 from ..workflows.engine import load_model
+from ..workflows.stored import open_model_store
 from .admission import allowed_names
 from .app import Service, create_app
 
@@ -101,8 +103,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
           max_wait_ms: float = 5.0, queue: int = 32, max_upload_mb: float = 64.0, max_pixels: int | None = None,
           pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0, grace_s: float = 20.0,
           allowed_hosts: tuple[str, ...] = (), recent: int = 20, models_dir: Path | None = None,
-          threads: int | None = None, engine: str = "auto",
-          log: Log = print) -> None:
+          threads: int | None = None, engine: str = "auto", store: str | None = None, store_files: str | None = None,
+          retain: str = DEFAULT_RETENTION, log: Log = print) -> None:
     """Serve ``model`` (an ONNX export, or a model.pt where torch is installed) until SIGTERM.
 
     Prints ``trd serve: http://HOST:PORT/ ...`` on stdout once it accepts requests. ``max_pixels``
@@ -111,17 +113,25 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     upload may take; ``grace_s`` the time uploads in flight get after SIGTERM; ``allowed_hosts`` the
     names besides localhost and IP literals that Host headers may give (`trd.serve.admission`);
     ``models_dir``: where ``POST /v1/threshold`` writes new model files (default: beside ``model``).
+    Every result goes into the result store ``store`` (a SQLite file or a database URL; default
+    ``results.db`` beside the model, or under the user data folder where the model's folder cannot
+    be written; `trd.store`) before it is answered; ``retain`` bounds it.
     """
     token = resolve_token(host, token)
+    retention = parse_retention(retain)
+    if store is not None and store.lower() == "none":
+        raise ConfigError("--store none: trd serve keeps every result in a store (the page's list and labels come "
+                          "from it); give a file or a URL, or leave the default")
     if models_dir is not None and not Path(models_dir).is_dir():
         raise ConfigError(f"--models-dir {models_dir}: no such folder")
-    sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
     model = Path(model)
+    results = open_model_store(model, store, store_files, retention, log)
+    sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
     onnx = model.suffix.lower() == ".onnx"
     loaded = load_model(None if onnx else model, model if onnx else None, engine=engine, threads=threads, log=log)
     if max_pixels is not None:
         loaded.config.data.max_image_pixels = max_pixels
-    service = Service(loaded, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
+    service = Service(loaded, results, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
                       max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent,
                       pixel_budget=pixel_budget, upload_timeout_s=upload_timeout_s,
                       hosts=allowed_names(host, allowed_hosts, token),
@@ -129,7 +139,7 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name}, "
-             f"max batch {max_batch}, queue {queue}{', token required' if token else ''})")
+             f"max batch {max_batch}, queue {queue}, store {results.where}{', token required' if token else ''})")
     _log_to_stderr()
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=grace_s + BACKSTOP_S, server_header=False)

@@ -82,7 +82,7 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
             save_detector(path, Detector(trainer.model, cal.scorer, cal.reference).eval(), cfg, cal.thresholds, extra={
                 "history": trainer.history, "n_train": len(train_samples), "n_validation": len(val_samples),
                 "border_check": cal.border.to_dict(), "inputs": inputs.to_dict(), "threads": torch.get_num_threads(),
-                "validation_scores": cal.summary_scores(), "stats_samples": cal.stats_samples})
+                "stats_keys": cal.stats_keys, **cal.pool.to_extra()})
             if not cfg.train.keep_state:  # model.pt is final: the multi-GB train state has served
                 state.unlink(missing_ok=True)
             for line in cal.summary(cfg):

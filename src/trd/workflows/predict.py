@@ -20,7 +20,8 @@ as the new scan it is, and never scores the same content twice. A killed run los
 sample in flight. Another model is refused unless ``overwrite`` removes the earlier outputs first.
 A second writer on a busy folder is refused at once (`trd.runfolder.folder_lock`). Memory stays
 flat over any number of samples, and predict keeps no preprocessing cache (a line scores each scan
-once; the cache would only grow).
+once; the cache would only grow). Every record also goes to the result store (`trd.store`),
+committed before its ledger line.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ from ..console import Progress
 from ..data.identity import content_key
 from ..data.inputs import camera_stored
 from ..data.samples import Sample, check_input_paths, unlabelled_samples
-from ..errors import DataError, OutputError, write_error
+from ..errors import ConfigError, DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
 from ..runtime.findings import find
-from ..runtime.heatmap import draw_outlines, map_range, overlay, png_bytes
+from ..runtime.heatmap import draw_outlines, png_bytes, result_images, sample_maps
 from ..runtime.records import build_record, model_record, path_identity, record_identity
+from ..store import DEFAULT_RETENTION, Store, parse_retention
 from .engine import LoadedModel, load_model
+from .stored import open_model_store, store_result
 
 Log = Callable[[str], None]
 PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
@@ -198,10 +201,14 @@ def _unscored(samples: list[Sample], ledger: Ledger) -> tuple[list[Sample], list
 
 
 def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
-                    unpaired: list[tuple[str, str]] = (), log: Log = print, base: Path | None = None) -> dict[str, Any]:
-    """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed);
-    records name the files relative to ``base`` (the input folder; None: by file name)."""
-    ledger = Ledger(out_dir, log)
+                    unpaired: list[tuple[str, str]] = (), log: Log = print, base: Path | None = None,
+                    store: Store | None = None, ledger: Ledger | None = None) -> dict[str, Any]:
+    """Score ``samples`` with ``model`` into ``out_dir`` (which the caller has locked and claimed) and
+    into ``store``: each record is committed to the store before its ledger line is written, so a
+    kill in between rescores the sample and the store keeps it once. Records name the files
+    relative to ``base`` (the input folder; None: by file name). ``ledger``: the folder's `Ledger`
+    when the caller keeps one open (the watcher), else it is read here."""
+    ledger = ledger or Ledger(out_dir, log)
     failed = [{"file": f, "error": e} for f, e in unpaired]
     todo, keys, skipped, given = _unscored(samples, ledger)
     if skipped:
@@ -229,13 +236,15 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
                 score = float(out["score"][j])
                 found = find(maps[j], score, batch.images[j].shape[:2], batch.clouds[j], model.config, thresholds)
                 regions_ms = (time.perf_counter() - written) * 1e3
-                vmin, vmax = map_range(thresholds.pixel, score)
                 stem = f"{name}-{key[:KEY_CHARS]}"
                 heat, mask, outline = f"heatmaps/{stem}.png", f"masks/{stem}.png", f"outlines/{stem}.png"
-                atomic_write_bytes(out_dir / heat, png_bytes(overlay(batch.display[j], maps[j], vmin, vmax)))
-                atomic_write_bytes(out_dir / mask, png_bytes((maps[j] > thresholds.pixel).astype(np.uint8) * 255))
+                maps_j = sample_maps(out, j) if store is not None else {"fused": maps[j]}  # the store keeps each branch's
+                images = result_images(batch.display[j], batch.display_3d[j], maps_j, thresholds.pixel, score)
                 drawn = [(r.outline, found.rules.failure(r) is None) for r in found.regions]
-                atomic_write_bytes(out_dir / outline, png_bytes(draw_outlines(batch.images[j], drawn)))
+                images["outline.png"] = png_bytes(draw_outlines(batch.images[j], drawn))
+                atomic_write_bytes(out_dir / heat, images["heatmap-fused.png"])
+                atomic_write_bytes(out_dir / mask, images["mask.png"])
+                atomic_write_bytes(out_dir / outline, images["outline.png"])
                 write_ms = (time.perf_counter() - written) * 1e3
                 timings = {"read": batch.read_ms[j], "score": score_ms, "regions": regions_ms,
                            "total": batch.read_ms[j] + score_ms + write_ms}
@@ -243,6 +252,8 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
                                       xyz=shown_path(sample.xyz, base), thresholds=thresholds, findings=found,
                                       model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask,
                                                                           "outline": outline}
+                if store is not None:  # first the store, then the ledger that says "done"
+                    store_result(store, record, sample, images, "predict")
                 ledger.append(record)
                 given.add(key)
                 n_scored += 1
@@ -250,7 +261,8 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
     flagged = _flagged(out_dir, given)
     return {"scored": n_scored, "skipped": skipped, "anomalous": len(flagged), "failed": failed,
             "total": len(samples) + len(unpaired), "lines": len(ledger.done), "flagged": flagged,
-            "predictions": str(ledger.path), "heatmaps": str(out_dir / "heatmaps"), "engine": model.name}
+            "predictions": str(ledger.path), "heatmaps": str(out_dir / "heatmaps"), "engine": model.name,
+            "store": None if store is None else store.where}
 
 
 def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
@@ -277,7 +289,9 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
             batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
             xyz_unit: str | None = None, flip_z: bool | None = None, explain: bool = False,
-            engine: str = "auto", threads: int | None = None, log: Log = print) -> dict[str, Any]:
+            engine: str = "auto", threads: int | None = None, store: str | None = None, store_files: str | None = None,
+            retain: str = DEFAULT_RETENTION, watch_dir: Path | None = None, settle: float = 2.0, poll: float = 0.5,
+            log: Log = print) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
@@ -301,16 +315,25 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         engine: "auto" (onnxruntime on a CPU when installed, the export cached beside the model),
             "onnx" or "torch" (`trd.workflows.engine`).
         threads: intra-op threads (default: the CPUs this process may use).
+        store, store_files, retain: the result store every record also goes to (`trd.store`: a SQLite
+            file or a database URL; default ``results.db`` beside the model, or in ``out_dir`` where
+            the model's folder cannot be written; "none": no store), its files folder and its
+            retention (`trd.store.parse_retention`).
+        watch_dir, settle, poll: instead of ``input_dir``: score the pairs a scanner writes into
+            ``watch_dir`` (laid out like ``input_dir``) as they become complete, until SIGINT or
+            SIGTERM (`trd.workflows.watch`: unchanged for ``settle`` s, looked at every ``poll`` s).
         log: where progress lines go.
 
     Returns:
         ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "lines",
-        "flagged": [{"name", "score", "heatmap", "mask"}, ...], "predictions", "heatmaps", "engine"}``:
+        "flagged": [{"name", "score", "heatmap", "mask", "outline"}, ...], "predictions", "heatmaps",
+        "engine", "store"}``:
         the given samples scored in this run, those already in ``out_dir`` (skipped), how many of the
         given samples are anomalous (scored now or earlier), those that could not be scored, how many
         were given in all (``total`` = scored + skipped + failed, a scan without its 3D file
         included), the lines now in ``predictions.jsonl``, the anomalous ones by name (highest score
-        first, with their heatmap and mask), and the engine that scored.
+        first, with their heatmap, mask and outline), the engine that scored and the store written
+        (or None).
 
     Example:
         >>> from trd import api
@@ -318,12 +341,30 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, 'lines': 60, 'flagged': [...], ...}
     """
     out_dir = Path(out_dir)
+    retention = parse_retention(retain)
+    if watch_dir is not None and (input_dir, rgb, xyz) != (None, None, None):
+        raise ConfigError("--watch DIR scores what appears in DIR: give it without --input, --rgb or --xyz")
+    if watch_dir is not None and not Path(watch_dir).is_dir():
+        raise DataError(watch_dir, "folder not found (the watched folder must exist; rgb/ and the 3D folder may "
+                                   "appear later)")
     check_input_paths(input_dir, rgb, xyz, camera)  # before the (slow) model load
     model = load_model(None if model_path is None else Path(model_path), None if onnx_path is None else Path(onnx_path),
                        engine=engine, device=device, threads=threads, explain=explain, log=log)
     apply_input_overrides(model.config, xyz_unit, flip_z)
-    samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera,
-                                           camera_optional=camera_stored(model.reference))
-    with folder_lock(out_dir, "trd predict"):
-        _claim(out_dir, model, overwrite, log)
-        return predict_samples(model, samples, out_dir, batch_size, unpaired, log, base=input_dir)
+    if watch_dir is None:
+        samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera,
+                                               camera_optional=camera_stored(model.reference))
+    results = open_model_store(model.files[0], store, store_files, retention, log, out_dir)  # before the output folder
+    try:
+        with folder_lock(out_dir, "trd predict --watch" if watch_dir else "trd predict"):
+            _claim(out_dir, model, overwrite, log)
+            if watch_dir is not None:
+                from .watch import watch  # watch builds on predict_samples
+
+                return watch(model, Path(watch_dir), out_dir, results, settle=settle, poll=poll, batch_size=batch_size,
+                             camera=camera, log=log)
+            return predict_samples(model, samples, out_dir, batch_size, unpaired, log, base=input_dir, store=results)
+    finally:
+        if results is not None:
+            results.close()
+

@@ -1,10 +1,18 @@
 // The trd review page. It talks only to /v1/* of the server that served it (relative URLs, no
 // other origin, no build step): upload a scan pair or open a recent result, see its images, heatmaps
-// and defect regions (result.js), its score against the threshold, and explore thresholds (explorer.js).
+// and defect regions (result.js), its score against the threshold, explore thresholds (explorer.js), and
+// label it (review.js).
 
 import { $, api, fixed, guarded, showError, state, TOKEN_KEY, when } from "./common.js";
 import { initExplorer, setupExplorer, updateExplorer } from "./explorer.js";
 import { showRecord } from "./result.js";
+import { initReview, labelText, reviewRecord } from "./review.js";
+
+/** Show a result, then what depends on it: the explorer's marks and its review. */
+const show = (record) => showRecord(record, () => {
+  updateExplorer();
+  reviewRecord(record);
+});
 
 function useToken(event) {
   event.preventDefault();
@@ -53,7 +61,7 @@ async function scoreUpload() {
   try {
     const record = await api("v1/score?heatmaps=true", { method: "POST", body: form });
     $("upload-status").textContent = `Scored ${record.name}.`;
-    showRecord(record, updateExplorer);
+    show(record);
     await loadRecent();
   } catch (err) {
     $("upload-status").textContent = "";
@@ -71,9 +79,10 @@ async function loadRecent() {
     const button = document.createElement("button");
     button.type = "button";
     button.dataset.id = r.id;
-    button.textContent = `${r.name}: ${fixed(r.score)}, ${r.anomalous ? "anomalous" : "good"}, ${when(r.time)}`;
-    button.setAttribute("aria-current", String(state.record !== null && state.record.id === r.id));
-    const open = async () => showRecord(await api(`v1/recent/${encodeURIComponent(r.id)}`), updateExplorer);
+    const reviewed = r.label ? `, ${labelText(r.label, r.defect_type, r.anomalous)}` : "";
+    button.textContent = `${r.name}: ${fixed(r.score)}, ${r.anomalous ? "anomalous" : "good"}${reviewed}, ${when(r.time)}`;
+    button.setAttribute("aria-current", String(state.record !== null && String(state.record.id) === String(r.id)));
+    const open = async () => show(await api(`v1/recent/${encodeURIComponent(r.id)}`));
     button.addEventListener("click", () => guarded(open));
     const li = document.createElement("li");
     li.append(button);
@@ -137,6 +146,7 @@ function init() {
   });
   $("recent-refresh").addEventListener("click", () => guarded(loadRecent));
   initExplorer();
+  initReview(loadRecent);
   const zone = $("drop-zone");
   zone.addEventListener("dragenter", () => zone.classList.add("over"));
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));

@@ -152,7 +152,7 @@ export function showRecord(record, after) {
     (record.rules ? "; yellow: regions the reject rules leave out." : ".");
   regionList(record);
   for (const item of document.querySelectorAll("#recent-list button")) {
-    item.setAttribute("aria-current", String(item.dataset.id === record.id));
+    item.setAttribute("aria-current", String(item.dataset.id === String(record.id)));
   }
   if (after) after();
   // Keyboard and screen-reader users land on the result; a phone scrolls to it when it is far down.
