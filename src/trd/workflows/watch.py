@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.inputs import camera_stored
 from ..data.readers import folders
 from ..data.samples import RGB_SUFFIXES, Sample, unlabelled_samples
 from ..errors import ConfigError, DataError
@@ -125,7 +126,8 @@ def watch(model: LoadedModel, root: Path, out_dir: Path, store: Store | None, *,
                 handed[rgb] = sig
                 try:
                     samples += unlabelled_samples(model.config.data, rgb=rgb, xyz=x3d,
-                                                  camera=camera or root / "camera.json")[0]
+                                                  camera=camera or root / "camera.json",
+                                                  camera_optional=camera_stored(model.reference))[0]
                 except DataError as exc:
                     totals["failed"].append({"file": str(rgb), "error": str(exc)})
                     log(f"predict: {exc}")
@@ -135,7 +137,7 @@ def watch(model: LoadedModel, root: Path, out_dir: Path, store: Store | None, *,
                         handed.pop(sample.rgb, None)
                     break
                 done = predict_samples(model, samples[start:start + batch_size], out_dir, batch_size, log=log,
-                                       store=store, ledger=ledger)
+                                       base=root, store=store, ledger=ledger)
                 for key in ("scored", "skipped", "anomalous"):
                     totals[key] += done[key]
                 for failure in done["failed"]:
