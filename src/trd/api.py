@@ -1,5 +1,5 @@
-"""Python API mirroring the CLI: ``synth``, ``fit``, ``evaluate``, ``calibrate``, ``predict``, ``export``,
-``reproduce``, ``demo``.
+"""Python API mirroring the CLI: ``synth``, ``fit``, ``evaluate``, ``calibrate``, ``predict``, ``monitor``,
+``export``, ``reproduce``, ``demo``.
 
 Each job is a plain function in `trd.workflows` that runs the stages in an explicit order (data ->
 model -> training -> scoring -> evaluation -> reporting); nothing happens in hidden callbacks::
@@ -24,10 +24,11 @@ from .calibration import recalibrate as calibrate
 from .workflows.demo import demo
 from .workflows.evaluate import decision_summary, evaluate, summary_line
 from .workflows.fit import fit
+from .workflows.monitor import monitor
 from .workflows.predict import predict
 from .workflows.reproduce import reproduce
 
-__all__ = ["calibrate", "decision_summary", "demo", "evaluate", "export", "fit", "predict", "reproduce",
+__all__ = ["calibrate", "decision_summary", "demo", "evaluate", "export", "fit", "monitor", "predict", "reproduce",
            "summary_line", "synth"]
 
 

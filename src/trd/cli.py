@@ -125,6 +125,19 @@ def _engine_options(f):
     return f
 
 
+def _monitor_options(prefix: str = ""):  # noqa: ANN202 - a click decorator
+    """The drift monitor's window and false-alarm level (``--[monitor-]window``, ``--[monitor-]alpha``;
+    docs/MONITOR.md), checked by `trd.runtime.monitor.MonitorSettings`."""
+
+    def add(f):
+        f = click.option(f"--{prefix}alpha", "alpha", type=float, default=0.001, show_default=True,
+                         help="Drift monitor: false-alarm level of each check per window.")(f)
+        return click.option(f"--{prefix}window", "window", type=int, default=200, show_default=True,
+                            help="Drift monitor: the last N scans its checks look at.")(f)
+
+    return add
+
+
 def _input_options(f):
     """How new scans' clouds are stored, when it differs from the training data (test, predict)."""
     f = click.option("--flip-z", "flip_z", is_flag=True, default=None,
@@ -235,6 +248,32 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, out, overwrite, 
 
 
 @cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@_monitor_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of lines.")
+def monitor(source, window, alpha, as_json) -> None:
+    """Check scored scans for drift: flag rate, p-values, input health (docs/MONITOR.md).
+
+    SOURCE is a predictions.jsonl or a `trd predict --out` folder. The records are replayed in the
+    order they were scored; the checks on the last --window scans are printed, with where each alarm
+    was first raised. Exit code 1 when a check is in alarm on the last window (cron and CI can act
+    on it), 2 on bad input or settings. Needs only the runtime install.
+
+    \b
+    Examples:
+      trd monitor preds/
+      trd monitor preds/predictions.jsonl --window 100 --json
+    """
+    from .runtime.monitor import MonitorSettings
+    from .workflows.monitor import monitor as run_monitor, report_lines
+
+    summary = run_monitor(source, MonitorSettings(window=window, alpha=alpha), log=lambda line: click.echo(line, err=True))
+    click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(report_lines(summary)))
+    if summary["alarm"]:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--backbone-weights", default=None,
               help="Teacher weights; default: imagenet if torchvision can get them, else random (with a warning).")
@@ -334,9 +373,10 @@ def export(model_path, fmt, out) -> None:
               help="Largest uploaded image or cloud, in pixels (default: the model's data.max_image_pixels).")
 @click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
               help="Results kept in memory for GET /v1/recent.")
+@_monitor_options("monitor-")
 @_engine_options
-def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, engine,
-          threads) -> None:
+def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, recent, window,
+          alpha, engine, threads) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -346,13 +386,16 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
       trd serve --model puck.onnx
       TRD_TOKEN=s3cret trd serve --model puck.onnx --host 0.0.0.0 --port 8000
     """
+    from .runtime.monitor import MonitorSettings
+
+    settings = MonitorSettings(window=window, alpha=alpha)  # checked before the (slow) model load
     if model_path.suffix.lower() != ".onnx":
         _api()  # a model.pt needs torch (an .onnx file does not): say so in one line where it is missing
     from .serve.server import serve as run_serve
 
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, recent=recent, threads=threads, engine=engine,
-              log=lambda line: click.echo(line, err=True))
+              monitor=settings, log=lambda line: click.echo(line, err=True))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -46,9 +46,9 @@ class PairDataset(Dataset):
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(RGB uint8 SxSx3, 3D image float32 3xSxS in [0,1], mask bool SxS) for display and tensors."""
-        rgb, x3d, mask, hw = load_pair(self.samples[index], self.cfg, self.cache, self.reference)
-        self._aspect.check(hw, self.samples[index].rgb)
-        return rgb, x3d, mask
+        pair = load_pair(self.samples[index], self.cfg, self.cache, self.reference)
+        self._aspect.check(pair.hw, self.samples[index].rgb)
+        return pair.rgb, pair.x3d, pair.mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rgb, x3d, mask = self.load_raw(index)

@@ -14,6 +14,11 @@ A point cloud is read in the unit the settings state (``data.xyz_unit``, convert
 A scan whose aspect ratio differs from the training images' is stretched to the square model input
 like every other; that is warned about once per dataset. Used by the torch Dataset
 (`trd.data.dataset.PairDataset`) and by anything that scores without torch.
+
+Input health: reading a pair also measures what the drift monitor (`trd.runtime.monitor`) compares
+with the training scans, at no extra decode (`ScanHealth`: RGB brightness, the share of missing 3D
+points, the median distance); the model stores the training scans' spread of the same values
+(`InputStats.spread`).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -42,8 +47,10 @@ from .transforms import resize_mask, resize_rgb, rgb_to_chw01
 PLAUSIBLE_Z_M = (1e-3, 20.0)
 #: A scan whose median distance differs from the training scans' by more than this factor is refused.
 SCALE_TOLERANCE = 10.0
-#: Training clouds read to measure the training scale (spread evenly over the split).
-_SCALE_SAMPLES = 16
+#: Training pairs read to measure the training scale and input health (spread evenly over the split).
+_MEASURED_SAMPLES = 64
+#: The per-scan values of `ScanHealth` that the drift monitor compares with the training scans.
+HEALTH_KEYS = ("brightness", "missing_3d", "z_median_m")
 
 
 class AspectWarning(UserWarning):
@@ -55,18 +62,58 @@ class PlaneFallbackWarning(UserWarning):
 
 
 @dataclass(frozen=True)
+class Spread:
+    """Mean, standard deviation (ddof 1) and count of one per-scan value over the training scans."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        v = np.asarray(values, dtype=np.float64)
+        return cls(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size))
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"mean": self.mean, "std": self.std, "n": self.n}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Spread:
+        return cls(float(raw["mean"]), float(raw["std"]), int(raw["n"]))
+
+
+@dataclass(frozen=True)
+class ScanHealth:
+    """What one scan looked like, for the drift monitor. ``brightness``: mean grey level (0-255) of
+    the RGB image as the model sees it; ``missing_3d``: share of the cloud's points that are missing
+    (z = 0); ``z_median_m``: median distance of its valid points, in metres. The 3D values are None
+    for inputs without clouds (normal maps) and where the 3D input came from the preprocessing cache."""
+
+    brightness: float
+    missing_3d: float | None = None
+    z_median_m: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {key: getattr(self, key) for key in HEALTH_KEYS}
+
+
+@dataclass(frozen=True)
 class InputStats:
     """What the training inputs looked like, kept in the model so that later inputs can be checked.
 
     ``z_median_m``: median z of the valid points of the training clouds, in metres (None for inputs
-    without clouds, e.g. Eyecandies normal maps); ``image_hw``: the most common training image size.
+    without clouds, e.g. Eyecandies normal maps); ``image_hw``: the most common training image size;
+    ``spread``: the training scans' `Spread` of each `ScanHealth` value (keys of `HEALTH_KEYS`;
+    empty for models saved before it was recorded).
     """
 
     z_median_m: float | None
     image_hw: tuple[int, int]
+    spread: dict[str, Spread] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"z_median_m": self.z_median_m, "image_hw": list(self.image_hw)}
+        return {"z_median_m": self.z_median_m, "image_hw": list(self.image_hw),
+                "spread": {key: value.to_dict() for key, value in self.spread.items()}}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> InputStats | None:
@@ -74,7 +121,21 @@ class InputStats:
         if not raw:
             return None
         z = raw.get("z_median_m")
-        return cls(None if z is None else float(z), (int(raw["image_hw"][0]), int(raw["image_hw"][1])))
+        spread = {key: Spread.from_dict(value) for key, value in (raw.get("spread") or {}).items() if key in HEALTH_KEYS}
+        return cls(None if z is None else float(z), (int(raw["image_hw"][0]), int(raw["image_hw"][1])), spread)
+
+
+def brightness(rgb: np.ndarray) -> float:
+    """Mean grey level (0-255) of a uint8 RGB image (the `ScanHealth` and training value)."""
+    return float(rgb.mean())
+
+
+class Cloud(NamedTuple):
+    """A checked organised cloud in metres with what was measured on it while checking."""
+
+    xyz: np.ndarray
+    z_median_m: float
+    missing_3d: float
 
 
 def _options(sample: Sample, cfg: DataConfig) -> ReadOptions:
@@ -83,11 +144,6 @@ def _options(sample: Sample, cfg: DataConfig) -> ReadOptions:
     if reader(sample.xyz_kind).camera:
         camera = load_camera(sample.camera or sample.xyz.parents[3] / "camera.json")
     return ReadOptions(cfg.max_image_pixels, camera)
-
-
-def _median_z(xyz: np.ndarray) -> float:
-    z = xyz[..., 2]
-    return float(np.median(z[z != 0]))
 
 
 def _unit_hint(z_m: float, target_m: float, cfg: DataConfig) -> str:
@@ -99,7 +155,7 @@ def _unit_hint(z_m: float, target_m: float, cfg: DataConfig) -> str:
     return "check the file's unit (data.xyz_unit) and scale"
 
 
-def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = None) -> np.ndarray:
+def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = None) -> Cloud:
     """The organised cloud of a sample in metres (float32 HxWx3), checked as the module describes."""
     kind = reader(sample.xyz_kind)
     if not kind.cloud:
@@ -116,7 +172,8 @@ def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = N
                "if the camera's z axis points away from the scene, set data.flip_z=true (trd predict/test: --flip-z)")
         raise DataError(sample.xyz, f"{negative} of {np.count_nonzero(z)} points have z < 0, but z must be the "
                                     f"distance in front of the camera (> 0; 0 = missing); {fix}")
-    z_m = _median_z(xyz)
+    valid = z[z != 0]
+    z_m = float(np.median(valid))
     low, high = PLAUSIBLE_Z_M
     if not low <= z_m <= high:
         hint = _unit_hint(z_m, 0.5, cfg)
@@ -128,7 +185,7 @@ def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = N
             hint = _unit_hint(z_m, reference.z_median_m, cfg)
             raise DataError(sample.xyz, f"median z is {z_m:.4g} m (data.xyz_unit={cfg.xyz_unit}) but the training "
                                         f"scans were around {reference.z_median_m:.4g} m ({ratio:.3g}x); {hint}")
-    return xyz
+    return Cloud(xyz, z_m, 1.0 - valid.size / z.size)
 
 
 def preprocess_params(cfg: DataConfig, category: str, reference: InputStats | None = None) -> dict[str, Any]:
@@ -148,23 +205,26 @@ def preprocess_params(cfg: DataConfig, category: str, reference: InputStats | No
 
 
 def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: PreprocessCache | None,
-            reference: InputStats | None = None) -> np.ndarray:
-    """The 3D input image of a sample: float32 3xSxS in [0,1], before ImageNet normalisation."""
+            reference: InputStats | None = None) -> tuple[np.ndarray, Cloud | None]:
+    """The 3D input image of a sample (float32 3xSxS in [0,1], before ImageNet normalisation) and the
+    cloud it was made from (None for normal maps, and when the image came from the cache)."""
     kind = reader(sample.xyz_kind)
     if not kind.cloud:
         # Eyecandies: the dataset's own normal map goes through the RGB transform (docs/METHOD.md §2.8).
         normals = kind.read(sample.xyz, _options(sample, cfg))
         check_pair(sample.rgb, rgb_hw, sample.xyz, normals.shape[:2])
-        return rgb_to_chw01(resize_rgb(normals, cfg.image_size))
+        return rgb_to_chw01(resize_rgb(normals, cfg.image_size)), None
     params = preprocess_params(cfg, sample.category, reference)
+    read: list[Cloud] = []
 
     def compute() -> np.ndarray:
-        xyz = read_cloud(sample, cfg, reference)
-        check_pair(sample.rgb, rgb_hw, sample.xyz, xyz.shape[:2])
+        cloud = read_cloud(sample, cfg, reference)
+        read.append(cloud)
+        check_pair(sample.rgb, rgb_hw, sample.xyz, cloud.xyz.shape[:2])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PlaneFallback)
             try:
-                image = preprocess_3d(xyz, modality=params["modality"], size=params["size"],
+                image = preprocess_3d(cloud.xyz, modality=params["modality"], size=params["size"],
                                       sobel_k=params["sobel_k"], plane=params["plane"],
                                       plane_threshold=params["plane_threshold"])
             except ValueError as exc:
@@ -175,25 +235,39 @@ def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: Pre
         return image
 
     if cache is None:
-        return compute()
-    # The RGB size is part of the key so that the pair check reruns whenever the RGB changes size.
-    return cache.get(sample.xyz, {**params, "rgb_hw": list(rgb_hw)}, compute)
+        image = compute()
+    else:  # the RGB size is part of the key so that the pair check reruns whenever the RGB changes size
+        image = cache.get(sample.xyz, {**params, "rgb_hw": list(rgb_hw)}, compute)
+    return image, (read[0] if read else None)
+
+
+class Pair(NamedTuple):
+    """A sample as the model's inputs: RGB uint8 SxSx3, 3D image float32 3xSxS in [0,1], mask bool
+    SxS, the RGB file's (H, W), and the scan's `ScanHealth` measured while reading it."""
+
+    rgb: np.ndarray
+    x3d: np.ndarray
+    mask: np.ndarray
+    hw: tuple[int, int]
+    health: ScanHealth
 
 
 def load_pair(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
-              reference: InputStats | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """(RGB uint8 SxSx3, 3D image float32 3xSxS in [0,1], mask bool SxS, the RGB file's (H, W))."""
+              reference: InputStats | None = None) -> Pair:
+    """Read, check and preprocess the files of ``sample`` (`Pair`)."""
     size = cfg.image_size
     rgb_full = read_rgb(sample.rgb, cfg.max_image_pixels)
     hw = rgb_full.shape[:2]
-    x3d = load_3d(sample, cfg, hw, cache, reference)
+    x3d, cloud = load_3d(sample, cfg, hw, cache, reference)
     if sample.mask is not None:
         mask = resize_mask(read_mask(sample.mask, shape=hw, max_pixels=cfg.max_image_pixels), size)
     elif sample.label:
         raise DataError(sample.rgb, f"defect sample ({sample.defect}) has no ground-truth mask")
     else:
         mask = np.zeros((size, size), dtype=bool)
-    return resize_rgb(rgb_full, size), x3d, mask, hw
+    rgb = resize_rgb(rgb_full, size)
+    health = ScanHealth(brightness(rgb), *((cloud.missing_3d, cloud.z_median_m) if cloud else ()))
+    return Pair(rgb, x3d, mask, hw, health)
 
 
 class AspectOnce:
@@ -224,9 +298,11 @@ def aspect_mismatch(hw: tuple[int, int], reference: InputStats | None) -> str:
 
 
 def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
-    """The training inputs' scale and image size, from the headers of every RGB image and up to 16
-    clouds spread over the split; DataError for a training cloud whose scale differs from the
-    others' by more than SCALE_TOLERANCE (mixed units in one training set)."""
+    """The training inputs' scale, image size and input-health spread: image sizes from the headers
+    of every RGB image; scale and spread from up to 64 pairs spread evenly over the split (their RGB
+    images decoded for the brightness, their clouds read for the missing share and median distance).
+    DataError for a training cloud whose scale differs from the others' by more than
+    SCALE_TOLERANCE (mixed units in one training set)."""
     sizes: Counter[tuple[int, int]] = Counter()
     for sample in samples:
         try:
@@ -235,14 +311,24 @@ def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
         except Exception:  # noqa: BLE001 - the full read reports this file properly later
             continue
     hw = sizes.most_common(1)[0][0] if sizes else (cfg.image_size, cfg.image_size)
-    clouds = [s for s in samples if reader(s.xyz_kind).cloud]
-    if not clouds:
+    if not samples:
         return InputStats(None, hw)
-    picks = [clouds[i] for i in np.linspace(0, len(clouds) - 1, min(_SCALE_SAMPLES, len(clouds))).astype(int)]
-    medians = {s.xyz: _median_z(read_cloud(s, cfg)) for s in dict.fromkeys(picks)}
+    picks = [samples[i] for i in np.linspace(0, len(samples) - 1, min(_MEASURED_SAMPLES, len(samples))).astype(int)]
+    picks = list(dict.fromkeys(picks))
+    values: dict[str, list[float]] = {key: [] for key in HEALTH_KEYS}
+    for sample in picks:
+        values["brightness"].append(brightness(resize_rgb(read_rgb(sample.rgb, cfg.max_image_pixels), cfg.image_size)))
+        if reader(sample.xyz_kind).cloud:
+            cloud = read_cloud(sample, cfg)
+            values["missing_3d"].append(cloud.missing_3d)
+            values["z_median_m"].append(cloud.z_median_m)
+    spread = {key: Spread.of(v) for key, v in values.items() if v}
+    medians = dict(zip((s.xyz for s in picks if reader(s.xyz_kind).cloud), values["z_median_m"], strict=True))
+    if not medians:
+        return InputStats(None, hw, spread)
     centre = float(np.median(list(medians.values())))
     for path, z in medians.items():
         if not 1.0 / SCALE_TOLERANCE <= z / centre <= SCALE_TOLERANCE:
             raise DataError(path, f"median z is {z:.4g} m but the other training scans are around {centre:.4g} m: "
                                   "one training set must use one unit (data.xyz_unit)")
-    return InputStats(centre, hw)
+    return InputStats(centre, hw, spread)

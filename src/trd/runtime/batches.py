@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data.cache import PreprocessCache
-from ..data.inputs import AspectOnce, InputStats, load_pair
+from ..data.inputs import AspectOnce, InputStats, ScanHealth, load_pair
 from ..data.samples import Sample
 from ..data.transforms import normalise, rgb_to_chw01
 from ..errors import DataError
@@ -29,8 +29,8 @@ class Batch:
     """``indices`` into the sample list; ``rgb`` / ``x3d``: B x 3 x S x S normalised float32;
     ``display``: the resized RGB images (uint8 S x S x 3); ``display_3d``: the 3D inputs as the
     model sees them, as images (uint8 S x S x 3); ``masks``: B x S x S bool; ``read_ms``: time spent
-    reading and preprocessing each kept sample; ``errors``: (index, "file: problem") of the samples
-    left out."""
+    reading and preprocessing each kept sample; ``health``: each kept sample's `ScanHealth`;
+    ``errors``: (index, "file: problem") of the samples left out."""
 
     indices: list[int]
     rgb: np.ndarray
@@ -40,17 +40,18 @@ class Batch:
     errors: list[tuple[int, str]] = field(default_factory=list)
     display_3d: list[np.ndarray] = field(default_factory=list)
     read_ms: list[float] = field(default_factory=list)
+    health: list[ScanHealth] = field(default_factory=list)
 
 
 def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: PreprocessCache | None = None,
                reference: InputStats | None = None, aspect: AspectOnce | None = None) -> Batch:
     """Read ``samples[i]`` for ``i`` in ``indices`` into one batch; bad samples go to ``errors``."""
     aspect = aspect or AspectOnce(reference)
-    kept, rgbs, x3ds, displays, shown_3d, masks, errors, read_ms = [], [], [], [], [], [], [], []
+    kept, rgbs, x3ds, displays, shown_3d, masks, errors, read_ms, health = [], [], [], [], [], [], [], [], []
     for i in indices:
         start = time.perf_counter()
         try:
-            rgb, x3d, mask, hw = load_pair(samples[i], cfg, cache, reference)
+            rgb, x3d, mask, hw, scan = load_pair(samples[i], cfg, cache, reference)
         except DataError as exc:
             errors.append((i, str(exc)))
             continue
@@ -61,11 +62,12 @@ def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: Pr
         displays.append(rgb)
         shown_3d.append(np.rint(np.clip(x3d.transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8))
         masks.append(mask)
+        health.append(scan)
         read_ms.append((time.perf_counter() - start) * 1e3)
     size = cfg.image_size
     empty = np.zeros((0, 3, size, size), np.float32)
     return Batch(kept, np.stack(rgbs) if rgbs else empty, np.stack(x3ds) if x3ds else empty, displays,
-                 np.stack(masks) if masks else np.zeros((0, size, size), bool), errors, shown_3d, read_ms)
+                 np.stack(masks) if masks else np.zeros((0, size, size), bool), errors, shown_3d, read_ms, health)
 
 
 def iterate_batches(samples: list[Sample], cfg: DataConfig, batch_size: int, *, cache: PreprocessCache | None = None,

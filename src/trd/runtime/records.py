@@ -12,19 +12,25 @@
     modality_attribution  {modality: score drop} (only with --explain)
     timings_ms        {read, score, total} (+ queue in serve)
     model             {sha256, engine, trd_version}
+    p_value           (1 + #{validation scores >= score}) / (n + 1); null for models without stored
+                      validation scores (written by an older trd)
+    input_health      {brightness, missing_3d, z_median_m, training: {key: {mean, std, n}}}: this scan's
+                      `trd.data.inputs.ScanHealth` and the training scans' spread (the drift monitor's inputs)
 
 Predict adds ``heatmap`` and ``mask`` (file paths); serve adds ``id`` and, on request, the images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..scoring.threshold import Thresholds
+from ..data.inputs import InputStats, ScanHealth, Spread
+from ..scoring.threshold import Thresholds, conformal_p_value
 
 SCHEMA = "trd.record/1"
 
@@ -41,16 +47,32 @@ def model_record(sha256: str, engine: str) -> dict[str, str]:
     return {"sha256": sha256, "engine": engine, "trd_version": __version__}
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """What a model's new scans are compared with: its validation image scores (sorted; None for
+    models of an older trd) and the training scans' input-health spread (empty for older models)."""
+
+    validation: np.ndarray | None = None
+    spread: Mapping[str, Spread] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, validation_scores: Sequence[float] | None, inputs: InputStats | None) -> Baseline:
+        scores = None if validation_scores is None else np.sort(np.asarray(validation_scores, dtype=np.float64))
+        return cls(scores, dict(inputs.spread) if inputs is not None else {})
+
+
 def _per_sample(outputs: Mapping[str, np.ndarray], prefix: str, j: int) -> dict[str, float]:
     return {k[len(prefix):]: float(v[j]) for k, v in outputs.items() if k.startswith(prefix)}
 
 
 def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, rgb: str, xyz: str,
-                 thresholds: Thresholds, model: Mapping[str, str], timings_ms: Mapping[str, float]) -> dict[str, Any]:
+                 thresholds: Thresholds, model: Mapping[str, str], timings_ms: Mapping[str, float],
+                 baseline: Baseline | None = None, health: ScanHealth | None = None) -> dict[str, Any]:
     """The record of sample ``j`` of a batch the engine scored into ``outputs``.
 
     ``timings_ms``: milliseconds spent on this sample (``read``, ``score``, ``total``, ...), rounded
-    here to 0.01 ms.
+    here to 0.01 ms. ``baseline`` (the model's) and ``health`` (the scan's, from
+    `trd.runtime.batches.Batch.health`) give ``p_value`` and ``input_health``.
     """
     score = float(outputs["score"][j])
     record: dict[str, Any] = {
@@ -63,4 +85,9 @@ def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, rgb: s
         record["modality_attribution"] = explained
     record["timings_ms"] = {k: round(float(v), 2) for k, v in timings_ms.items()}
     record["model"] = dict(model)
+    baseline = baseline or Baseline()
+    record["p_value"] = None if baseline.validation is None else conformal_p_value(baseline.validation, score)
+    if health is not None:
+        record["input_health"] = health.to_dict() | {
+            "training": {key: spread.to_dict() for key, spread in baseline.spread.items()}}
     return record

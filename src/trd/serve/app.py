@@ -1,4 +1,4 @@
-"""The HTTP API of `trd serve` (FastAPI): score, model, recent results, health, metrics, the page.
+"""The HTTP API of `trd serve` (FastAPI): score, model, recent results, monitor, health, metrics, the page.
 
 Every error answers JSON ``{"error": "<one line>", "status": N}``: 401 without the token, 404, 413
 over the upload limit, 422 for a bad input (the CLI's message), 503 when the queue is full or the
@@ -30,7 +30,8 @@ from .. import __version__
 from ..data.inputs import AspectOnce
 from ..data.readers import READERS
 from ..data.samples import RGB_SUFFIXES
-from ..runtime.records import build_record, model_record
+from ..runtime.monitor import Monitor, MonitorSettings
+from ..runtime.records import Baseline, build_record, model_record
 from ..workflows.engine import LoadedModel
 from .batcher import Batcher
 from .metrics import CONTENT_TYPE, Metrics
@@ -41,20 +42,24 @@ STATIC = Path(__file__).with_name("static")
 #: Paths answered without the token: health checks and the page (no data in it).
 OPEN_PATHS = ("/healthz", "/readyz", "/")
 #: Endpoint labels of the metrics (anything else counts as "other", so labels stay few).
-ENDPOINTS = ("/v1/score", "/v1/model", "/v1/recent", "/healthz", "/readyz", "/metrics", "/")
+ENDPOINTS = ("/v1/score", "/v1/model", "/v1/recent", "/v1/monitor", "/healthz", "/readyz", "/metrics", "/")
 log = logging.getLogger("trd.serve")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Service:
-    """Everything the endpoints share: the model, the engine worker, limits and counters."""
+    """Everything the endpoints share: the model, the engine worker, limits, counters and the drift
+    monitor (fed every scored record; touched by the event loop only, like ``in_flight``)."""
 
     def __init__(self, model: LoadedModel, *, max_batch: int = 8, max_wait_s: float = 0.005, queue: int = 32,
-                 max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20) -> None:
+                 max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20,
+                 monitor: MonitorSettings | None = None) -> None:
         self.model, self.max_upload_bytes, self.token = model, max_upload_bytes, token
         self.draining = False
         self.in_flight = 0  # score requests admitted and not yet answered (touched by the event loop only)
-        self.metrics = Metrics(lambda: self.batcher.depth, lambda: self.in_flight)
+        self.baseline = Baseline.of(model.validation_scores, model.reference)
+        self.monitor = Monitor(monitor)
+        self.metrics = Metrics(lambda: self.batcher.depth, lambda: self.in_flight, self.monitor)
         self.batcher = Batcher(model.engine, max_batch, max_wait_s, queue, self.metrics.batch)
         self.recent = Recent(recent)
         self.about = model_record(model.sha256, model.name)
@@ -169,6 +174,10 @@ def create_app(service: Service) -> Gate:
             raise ApiError(404, f"no recent result {result_id!r} (only the last {service.recent.capacity} are kept)")
         return JSONResponse(await run_in_threadpool(with_images, result, service.model.thresholds.pixel))
 
+    @app.get("/v1/monitor")
+    async def monitor() -> dict[str, Any]:
+        return monitor_info(service.monitor)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -204,6 +213,13 @@ def model_info(service: Service) -> dict[str, Any]:
             "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": m.validation_scores}
 
 
+def monitor_info(monitor: Monitor) -> dict[str, Any]:
+    """``GET /v1/monitor``: the drift and input-health checks on this replica's current window."""
+    s = monitor.settings
+    return {"schema": "trd.monitor/1", "window": s.window, "alpha": s.alpha, **monitor.status.to_dict(),
+            "raised": dict(monitor.raised)}
+
+
 async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str, Any]:
     """Admit, receive, read, queue for the engine, answer (the flow of ``POST /v1/score``)."""
     start = time.perf_counter()
@@ -231,8 +247,9 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
                    "total": (time.perf_counter() - start) * 1e3}
         record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, rgb=files["rgb"].name,
                               xyz=files["xyz"].name, thresholds=service.model.thresholds, model=service.about,
-                              timings_ms=timings)
+                              timings_ms=timings, baseline=service.baseline, health=batch.health[0])
         record["id"] = service.recent.new_id()
+        service.monitor.add(record)
         result = Result(record, batch.display[0], batch.display_3d[0], sample_maps(scored.outputs, scored.row),
                         utc_now())
         service.recent.add(result)

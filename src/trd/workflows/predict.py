@@ -37,7 +37,7 @@ from ..errors import DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
 from ..runtime.heatmap import map_range, overlay, png_bytes
-from ..runtime.records import build_record, model_record
+from ..runtime.records import Baseline, build_record, model_record
 from .engine import LoadedModel, load_model
 
 Log = Callable[[str], None]
@@ -153,6 +153,7 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
     thresholds = model.thresholds
     vmin, vmax = map_range(thresholds.pixel)
     about = model_record(model.sha256, model.name)
+    baseline = Baseline.of(model.validation_scores, model.reference)
     n_scored = n_anomalous = 0
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
     for batch in iterate_batches(todo, model.config.data, batch_size, reference=model.reference):
@@ -174,7 +175,8 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
             timings = {"read": batch.read_ms[j], "score": score_ms,
                        "total": batch.read_ms[j] + score_ms + write_ms}
             record = build_record(out, j, name=name, rgb=str(sample.rgb), xyz=str(sample.xyz), thresholds=thresholds,
-                                  model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask}
+                                  model=about, timings_ms=timings, baseline=baseline,
+                                  health=batch.health[j]) | {"heatmap": heat, "mask": mask}
             ledger.append(record)
             n_scored += 1
             n_anomalous += record["anomalous"]
