@@ -132,7 +132,7 @@ def _monitor_options(prefix: str = ""):  # noqa: ANN202 - a click decorator
     def add(f):
         f = click.option(f"--{prefix}alpha", "alpha", type=float, default=0.001, show_default=True,
                          help="Drift monitor: false-alarm level of each check per window.")(f)
-        return click.option(f"--{prefix}window", "window", type=int, default=200, show_default=True,
+        return click.option(f"--{prefix}window", "window", type=int, default=100, show_default=True,
                             help="Drift monitor: the last N scans its checks look at.")(f)
 
     return add

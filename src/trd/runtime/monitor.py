@@ -57,7 +57,7 @@ class MonitorSettings:
     ``low_share``: the share of the good p-value range that counts as small; ``min_health_scans``:
     scans with health values the health checks wait for."""
 
-    window: int = 200
+    window: int = 100
     alpha: float = 0.001
     low_share: float = 0.2
     min_health_scans: int = 10

@@ -53,7 +53,9 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
     check_model_config(cfg.model, cfg.data.image_size)
     run_dir = Path(run_dir)
     train_samples, val_samples = split_samples(cfg.data, "train"), split_samples(cfg.data, "validation")
-    inputs = measure_input_stats(train_samples, cfg.data)  # scale and size that later inputs must match
+    # Scale and size that later inputs must match, and the input-health spread the drift monitor
+    # compares them with: measured on the good scans of both splits (more scans, a sharper reference).
+    inputs = measure_input_stats(train_samples + val_samples, cfg.data)
     device = resolve_device(cfg.train.device)
     with distributed(device) as info:
         # One writer per run folder: rank 0 holds the lock (the other ranks never write there).

@@ -1,7 +1,8 @@
 "use strict";
 // The trd review page. It talks only to /v1/* of the server that served it (relative URLs, no
 // other origin, no build step): upload a scan pair or open a recent result, see its images and
-// heatmaps, its score against the threshold, and explore thresholds over the validation scores.
+// heatmaps, its score against the threshold, explore thresholds over the validation scores, and see
+// the drift monitor's checks (a banner while one is in alarm).
 
 const TOKEN_KEY = "trd-token";
 const BRANCH_ROLES = { rgb: "colour student", geo: "geometry (3D) student" };
@@ -204,6 +205,7 @@ async function scoreUpload() {
     $("upload-status").textContent = `Scored ${record.name}.`;
     showRecord(record);
     await loadRecent();
+    await loadMonitor();
   } catch (err) {
     $("upload-status").textContent = "";
     throw err;
@@ -230,6 +232,30 @@ async function loadRecent() {
   });
   $("recent-list").replaceChildren(...items);
   $("recent-empty").hidden = items.length > 0;
+}
+
+// --- line health: the drift monitor ----------------------------------------------------------
+
+const CHECK_STATES = { ok: "ok", alarm: "ALARM", waiting: "waiting", off: "off" };
+
+async function loadMonitor() {
+  const monitor = await api("v1/monitor");
+  const alarms = monitor.checks.filter((c) => c.state === "alarm");
+  const banner = $("drift-alarm");
+  banner.hidden = alarms.length === 0;
+  banner.textContent = alarms.length === 0 ? "" : `Drift alarm: ${alarms.map((c) => c.reason).join("; ")}. ` +
+    "The scans no longer look like the ones the model was trained and calibrated on: check the line " +
+    "(lighting, scanner mounting, lens, parts) before trusting its decisions.";
+  $("monitor-summary").textContent = `Checks on the last ${monitor.scans} scans scored by this server ` +
+    `(window ${monitor.window}); each raises an alarm at a false-alarm level of ${monitor.alpha} per window.`;
+  $("monitor-checks").replaceChildren(...monitor.checks.map((check) => {
+    const li = document.createElement("li");
+    li.dataset.check = check.name;
+    li.dataset.state = check.state;
+    li.className = check.state === "alarm" ? "bad" : "";
+    li.textContent = `${CHECK_STATES[check.state] || check.state}: ${check.reason}`;
+    return li;
+  }));
 }
 
 // --- threshold explorer -----------------------------------------------------------------------
@@ -393,7 +419,10 @@ function init() {
     event.preventDefault();
     guarded(scoreUpload);
   });
-  $("recent-refresh").addEventListener("click", () => guarded(loadRecent));
+  $("recent-refresh").addEventListener("click", () => guarded(async () => {
+    await loadRecent();
+    await loadMonitor();
+  }));
   $("threshold").addEventListener("input", updateExplorer);
   const zone = $("drop-zone");
   zone.addEventListener("dragenter", () => zone.classList.add("over"));
@@ -403,6 +432,7 @@ function init() {
   document.addEventListener("drop", dropFiles);
   guarded(loadModel);
   guarded(loadRecent);
+  guarded(loadMonitor);
 }
 
 init();
