@@ -75,7 +75,7 @@ def fit_line_model(folder: Path) -> Path:
 
 def score(model: LoadedModel, folder: Path, count: int, start: int, drift: Drift | None = None) -> list[dict]:
     """Records of scans ``start..start + count - 1`` of the line, scored as `trd predict` does."""
-    scans, out = folder / f"scans-{start}", folder / f"out-{start}"
+    scans, out = folder / f"scans-{start}-{count}", folder / f"out-{start}-{count}"
     write_line(scans, count, start=start, size=SIZE, drift=drift)
     out.mkdir()
     samples, _ = unlabelled_samples(model.config.data, scans)
@@ -83,19 +83,23 @@ def score(model: LoadedModel, folder: Path, count: int, start: int, drift: Drift
     return [json.loads(line) for line in (out / PREDICTIONS).read_text().splitlines()]
 
 
-def until_alarm(prefix: list[dict], drifted: list[dict], check: str) -> int | None:
-    """Drifted scans until ``check`` raises its alarm (None: not within them); any alarm in the
-    prefix is an error of the benchmark's premise."""
+def until_alarm(model: LoadedModel, folder: Path, prefix: list[dict], start: int, drift: Drift, check: str,
+                limit: int, chunk: int = 25) -> tuple[int | None, float]:
+    """Drifted scans (from scan ``start`` on, scored ``chunk`` at a time) until ``check`` raises its
+    alarm after the good ``prefix`` (None: not within ``limit``), and the share of them flagged."""
     watch = Monitor()
     for record in prefix:
         watch.add(record)
     if watch.first_alarm:
         raise SystemExit(f"good prefix raised {watch.first_alarm}")
-    for record in drifted:
-        watch.add(record)
-        if check in watch.first_alarm:
-            return watch.seen - len(prefix)
-    return None
+    flagged = 0
+    for offset in range(0, limit, chunk):
+        for record in score(model, folder, min(chunk, limit - offset), start + offset, drift):
+            watch.add(record)
+            flagged += record["anomalous"]
+            if check in watch.first_alarm:
+                return watch.seen - len(prefix), flagged / (watch.seen - len(prefix))
+    return None, flagged / limit
 
 
 def end_to_end(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -110,9 +114,9 @@ def end_to_end(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         found, flagged = [], []
         for r in range(args.repeats):
             prefix = [good[(r * window + i) % len(good)] for i in range(window)]
-            drifted = score(model, folder, args.max_scans, 100_000 * (d + 1) + 1_000 * r, drift)
-            found.append(until_alarm(prefix, drifted, check))
-            flagged.append(sum(x["anomalous"] for x in drifted) / len(drifted))
+            at, share = until_alarm(model, folder, prefix, 100_000 * (d + 1) + 1_000 * r, drift, check, args.max_scans)
+            found.append(at)
+            flagged.append(share)
         hits = [x for x in found if x is not None]
         result["drifts"][name] = {"check": check, "scans_until_alarm": found,
                                   "median": statistics.median(hits) if len(hits) == len(found) else None,

@@ -136,7 +136,7 @@ def test_records_of_older_models_switch_checks_off_and_say_why() -> None:
     ({"alpha": 0.0}, r"monitor alpha \(false-alarm level per check and window\) must be in \(0, 0.5\), got 0.0"),
     ({"alpha": 5.0}, r"must be in \(0, 0.5\), got 5.0"),
     ({"low_share": 1.0}, r"monitor low_share must be in \(0, 1\), got 1.0"),
-    ({"window": 5, "min_health_scans": 10}, r"min_health_scans must be an integer in 2..window \(5\), got 10"),
+    ({"min_health_scans": 1}, r"monitor min_health_scans must be an integer >= 2, got 1"),
 ])
 def test_settings_are_checked(settings: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):

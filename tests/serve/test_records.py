@@ -11,14 +11,15 @@ from trd.runtime.records import SCHEMA
 from trd.data.identity import files_sha256
 
 KEYS = {"schema", "name", "rgb", "xyz", "score", "anomalous", "image_threshold", "threshold", "branch_shares",
-        "timings_ms", "model", "heatmap", "mask"}
+        "timings_ms", "model", "heatmap", "mask", "p_value", "input_health"}
 
 
 def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_path: Path) -> None:
     inputs = synth_root / "puck" / "test" / "dent"
     api.predict(None, tmp_path / "p", input_dir=inputs, onnx_path=exported[1], log=lambda _: None)
     lines = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
-    thresholds = open_onnx(exported[1]).thresholds
+    engine = open_onnx(exported[1])
+    thresholds, validation = engine.thresholds, engine.validation_scores
     for line in lines:
         assert set(line) == KEYS and line["schema"] == SCHEMA
         assert line["threshold"] == {"image": thresholds.image, "pixel": thresholds.pixel,
@@ -26,6 +27,10 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
                                      "validation_samples": 2, "statement": thresholds.image_statement()}
         assert line["image_threshold"] == thresholds.image and line["anomalous"] == (line["score"] > thresholds.image)
         assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
+        assert line["p_value"] == (1 + sum(v >= line["score"] for v in validation)) / (len(validation) + 1)
+        assert (line["p_value"] <= thresholds.guaranteed_fpr) == line["anomalous"]  # the same rule, two ways
+        assert set(line["input_health"]) == {"brightness", "missing_3d", "z_median_m", "training"}
+        assert engine.inputs.spread["brightness"].to_dict() == line["input_health"]["training"]["brightness"]
         timings = line["timings_ms"]
         assert set(timings) == {"read", "score", "total"} and timings["total"] >= timings["read"] + timings["score"] > 0
     assert [line["name"] for line in lines] == ["000", "001"]

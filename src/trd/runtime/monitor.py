@@ -55,7 +55,7 @@ STD_FLOOR = {"brightness": 0.5, "missing_3d": 0.002, "z_median_m": 1e-4}
 class MonitorSettings:
     """``window``: scans the checks look at; ``alpha``: false-alarm level of each check per window;
     ``low_share``: the share of the good p-value range that counts as small; ``min_health_scans``:
-    scans with health values the health checks wait for."""
+    scans with health values the health checks wait for (at most the window)."""
 
     window: int = 100
     alpha: float = 0.001
@@ -69,9 +69,8 @@ class MonitorSettings:
             raise ConfigError(f"monitor alpha (false-alarm level per check and window) must be in (0, 0.5), got {self.alpha!r}")
         if not 0.0 < self.low_share < 1.0:
             raise ConfigError(f"monitor low_share must be in (0, 1), got {self.low_share!r}")
-        if not isinstance(self.min_health_scans, int) or not 2 <= self.min_health_scans <= self.window:
-            raise ConfigError(f"monitor min_health_scans must be an integer in 2..window ({self.window}), "
-                              f"got {self.min_health_scans!r}")
+        if not isinstance(self.min_health_scans, int) or self.min_health_scans < 2:
+            raise ConfigError(f"monitor min_health_scans must be an integer >= 2, got {self.min_health_scans!r}")
 
 
 @dataclass(frozen=True)
@@ -271,5 +270,5 @@ class Monitor:
                   p_values_check(good_p, basis.k, basis.n, s.low_share, s.alpha)]
         for key in HEALTH_KEYS:
             values = [x.health[key] for x in scans if x.health[key] is not None and math.isfinite(x.health[key])]
-            checks.append(health_check(key, values, basis.spread.get(key), s.alpha, s.min_health_scans))
+            checks.append(health_check(key, values, basis.spread.get(key), s.alpha, min(s.min_health_scans, s.window)))
         return Status(len(scans), self.seen, self._model, tuple(checks))
