@@ -10,6 +10,7 @@ as records.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,14 @@ import pytest
 from trd.data.synth import Drift, generate, write_line
 
 SIZE = 32
+DOC = Path(__file__).parents[2] / "docs" / "MONITOR.md"
+
+
+@pytest.fixture(scope="session")
+def documented() -> dict[str, tuple[str, int]]:
+    """docs/MONITOR.md's detection table: {drift: (the check that raises its alarm, alarm within N scans)}."""
+    rows = re.findall(r"^\| ([^|]+?) \| `(\w+)` \| (\d+) \|", DOC.read_text(), re.M)
+    return {drift: (check, int(limit)) for drift, check, limit in rows}
 
 
 @pytest.fixture(scope="session")

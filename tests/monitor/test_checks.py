@@ -78,6 +78,27 @@ def test_score_checks_raise_their_alarm_on_a_drift() -> None:
     assert flag.reason.startswith(f"flag rate {flagged} of 200 (") and "against a promised <= 1 %: p = " in flag.reason
 
 
+def test_a_defect_rate_of_10_percent_raises_the_flag_rate_alarm_within_the_documented_window(documented) -> None:
+    """docs/MONITOR.md's row: n = 199 validation scores (promise 1 %), a model that flags ~90 % of the
+    defects (defect scores shifted so), a full window of good scans, then 10 % defects."""
+    check, limit = documented["a defect rate of 10 %"]
+    assert check == "flag_rate"
+    rng = np.random.default_rng(4)
+    n, window = 199, MonitorSettings().window
+    validation = rng.standard_normal(n)
+    threshold, k = order_statistic_threshold(validation, 0.01)
+    ordered, watch = np.sort(validation), Monitor()
+    scores = rng.standard_normal(window + limit)
+    defects = (np.arange(scores.size) >= window) & (rng.random(scores.size) < 0.1)
+    shift = threshold + 1.2816  # P(defect score > threshold) = 0.9
+    scores[defects] += shift
+    for s in scores:
+        watch.add({"anomalous": bool(s > threshold), "p_value": conformal_p_value(ordered, s), "model": {"sha256": "m"},
+                   "threshold": {"validation_samples": n, "guaranteed_fpr": k / (n + 1)}})
+    assert window < watch.first_alarm.get("flag_rate", 10**9) <= window + limit, watch.first_alarm
+    assert all(at > window for at in watch.first_alarm.values())
+
+
 def test_health_check_keeps_its_level_and_sees_a_shift() -> None:
     rng = np.random.default_rng(3)
     reps, alarms = 1500, 0

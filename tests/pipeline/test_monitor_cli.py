@@ -55,11 +55,12 @@ def test_monitor_reads_a_ledger_being_written_and_skips_what_is_not_a_record(exp
     out = _predict(exported[1], write_line_folder(tmp_path / "scans", Drift()), tmp_path / "p")
     ledger = out / "predictions.jsonl"
     lines = ledger.read_bytes().splitlines(keepends=True)
-    ledger.write_bytes(b"".join(lines[:3]) + b"not json\n" + b"".join(lines[3:]) + lines[4][:40])  # + a torn line
+    edited = json.dumps(json.loads(lines[5]) | {"p_value": 7.0}).encode() + b"\n"  # a p-value no record has
+    ledger.write_bytes(b"".join(lines[:3]) + b"not json\n" + b"".join(lines[3:]) + edited + lines[4][:40])  # + torn
     result = trd_without_torch("monitor", str(out), "--window", "20", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["records"] == 20  # the torn last line is one being written: left out
-    assert _lines(result.stderr) == [f"monitor: skipped 1 line(s) of {out} that are not trd records (the first: line 4)"]
+    assert _lines(result.stderr) == [f"monitor: skipped 2 line(s) of {out} that are not trd records (the first: line 4)"]
 
 
 def test_monitor_errors_are_one_line(tmp_path: Path, trd_without_torch, messages) -> None:

@@ -130,6 +130,8 @@ class _Basis:
         threshold = record.get("threshold") or {}
         n, rate = threshold.get("validation_samples"), threshold.get("guaranteed_fpr")
         k = None if n is None or rate is None else int(round(rate * (n + 1)))
+        if k is not None and not 1 <= k <= n:
+            raise ValueError(f"threshold of rank {k} of {n} validation samples")
         training = (record.get("input_health") or {}).get("training") or {}
         spread = {key: Spread.from_dict(value) for key, value in training.items() if key in HEALTH_KEYS}
         return cls(k, None if k is None else int(n), spread)
@@ -221,8 +223,10 @@ def health_check(key: str, values: list[float], spread: Spread | None, alpha: fl
 def _scan(record: Mapping[str, Any]) -> _Scan:
     health = record.get("input_health") or {}
     p = record.get("p_value")
-    return _Scan(bool(record["anomalous"]), None if p is None else float(p),
-                 {key: health.get(key) for key in HEALTH_KEYS})
+    if not isinstance(record["anomalous"], bool) or (p is not None and not 0.0 < float(p) <= 1.0):
+        raise ValueError(f"anomalous {record['anomalous']!r}, p_value {p!r}")
+    return _Scan(record["anomalous"], None if p is None else float(p),
+                 {key: None if health.get(key) is None else float(health[key]) for key in HEALTH_KEYS})
 
 
 class Monitor:
@@ -243,12 +247,16 @@ class Monitor:
         self.status = self._evaluate()
 
     def add(self, record: Mapping[str, Any]) -> Status:
-        """Take one scored record (`trd.runtime.records`); the checks on the window it ends."""
-        model = (record.get("model") or {}).get("sha256")
+        """Take one scored record (`trd.runtime.records`); the checks on the window it ends.
+        ValueError (and nothing changed) for a record whose values are not a record's."""
+        try:
+            scan, basis, model = _scan(record), _Basis.of(record), (record.get("model") or {}).get("sha256")
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a trd record ({type(exc).__name__}: {exc})") from None
         if model != self._model or not self._window:
             self._window.clear()
-            self._model, self._basis = model, _Basis.of(record)
-        self._window.append(_scan(record))
+            self._model, self._basis = model, basis
+        self._window.append(scan)
         self.seen += 1
         before = {c.name for c in self.status.checks if c.alarm}
         self.status = self._evaluate()

@@ -37,9 +37,9 @@ class Skipped:
         self.first = self.first or line_number
 
 
-def _jsonl(path: Path, skipped: Skipped) -> Iterator[dict[str, Any]]:
-    """The records of a ``predictions.jsonl``; a last line without its newline is one being written
-    (left out, not counted); other lines that are not records are counted in ``skipped``."""
+def _jsonl(path: Path, skipped: Skipped) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a ``predictions.jsonl``; a last line without its newline is one being
+    written (left out, not counted); other lines that are not records are counted in ``skipped``."""
     try:
         with path.open("rb") as fh:
             for number, line in enumerate(fh, 1):
@@ -50,16 +50,16 @@ def _jsonl(path: Path, skipped: Skipped) -> Iterator[dict[str, Any]]:
                 except ValueError:
                     record = None
                 if isinstance(record, dict) and isinstance(record.get("anomalous"), bool):
-                    yield record
+                    yield number, record
                 elif line.strip():
                     skipped.add(number)
     except OSError as exc:
         raise DataError(path, f"cannot read it: {exc.strerror or exc}") from None
 
 
-def read_records(source: Path, skipped: Skipped) -> Iterator[dict[str, Any]]:
-    """The scored records of ``source`` in scoring order: a ``predictions.jsonl``, or a folder that
-    holds one (``trd predict --out``).
+def read_records(source: Path, skipped: Skipped) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(place, record) of the scored records of ``source`` in scoring order: a ``predictions.jsonl``
+    (place: the line number), or a folder that holds one (``trd predict --out``).
 
     The result store plugs in here: a store source yields its records of one model, oldest first.
     """
@@ -93,8 +93,12 @@ def monitor(source: str | Path, settings: MonitorSettings | None = None, log: Lo
     skipped = Skipped()
     watch = Monitor(settings)
     names: dict[int, str] = {}
-    for record in read_records(source, skipped):
-        watch.add(record)
+    for place, record in read_records(source, skipped):
+        try:
+            watch.add(record)
+        except ValueError:
+            skipped.add(place)
+            continue
         if watch.seen in watch.first_alarm.values():
             names[watch.seen] = str(record.get("name", ""))
     if skipped.count:
