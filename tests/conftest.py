@@ -46,22 +46,30 @@ def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return model, api.export(model, run / "model.onnx")
 
 
-#: Runs the CLI in an interpreter where ``import torch`` (and torchvision) fails, as with the runtime
-#: install alone (an import hook, so torch is absent from sys.modules as it is there); prints
-#: ``TORCH_MODULES [...]`` (what of them got imported) on stderr at the end.
-WITHOUT_TORCH = ("import importlib.abc, sys\n"
-                 "class NoTorch(importlib.abc.MetaPathFinder):\n"
-                 "    def find_spec(self, name, path, target=None):\n"
-                 "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-                 "            raise ImportError(f'No module named {name!r}')\n"
-                 "sys.meta_path.insert(0, NoTorch())\n"
-                 "sys.argv = ['trd', *sys.argv[1:]]\n"
+#: Python source that makes ``import torch`` (and torchvision) fail from then on, as with the runtime
+#: install alone: an import hook, so torch is absent from sys.modules as it is there (a None entry in
+#: sys.modules would break libraries that look torch up there, e.g. scipy.stats).
+BLOCK_TORCH = ("import importlib.abc, sys\n"
+               "class NoTorch(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+               "            raise ImportError(f'No module named {name!r}')\n"
+               "sys.meta_path.insert(0, NoTorch())\n")
+#: Runs the CLI with torch blocked; prints ``TORCH_MODULES [...]`` (what of them got imported) on
+#: stderr at the end.
+WITHOUT_TORCH = (BLOCK_TORCH + "sys.argv = ['trd', *sys.argv[1:]]\n"
                  "from trd.cli import main\n"
                  "try:\n"
                  "    main()\n"
                  "finally:\n"
                  "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
                  "    print('TORCH_MODULES', loaded, file=sys.stderr)\n")
+
+
+@pytest.fixture(scope="session")
+def block_torch() -> str:
+    """`BLOCK_TORCH`: a prelude that makes importing torch fail (for `trd serve` launches)."""
+    return BLOCK_TORCH
 
 
 @pytest.fixture(scope="session")

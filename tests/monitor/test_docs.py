@@ -53,6 +53,14 @@ def test_quoted_figures_are_the_benchmarks() -> None:
     for name, words in (("RGB brightness x 0.8", "RGB brightness x 0.8 after {}"), ("z offset +2 mm", "+2 mm after {}"),
                         ("30 % of 3D points dropped", "of 3D points lost after {}")):
         assert words.format(f"{drifts[name]['median']:g}") in " ".join(section.split()), name
+    for name, row in RESULTS["simulation"]["defect_rate_10pct"].items():
+        n, recall = re.fullmatch(r"n=(\d+), recall~([\d.]+)", name).groups()
+        cell = (f"{'-' if row['median'] is None else format(row['median'], 'g')} ({row['alarmed']} of {row['repeats']}; "
+                f"recall {row['recall']:.2f})")
+        line = next(x for x in DOC.splitlines() if x.startswith(f"| {n} ("))
+        assert line.split(" | ")[1 if recall == "0.5" else 2].strip(" |") == cell, (name, line)
+    replay = RESULTS["end_to_end"]["replay_records_per_cpu_s"]
+    assert f"replays about {round(replay, -3):,.0f} records per CPU second" in " ".join(DOC.split())
     for n, row in RESULTS["simulation"]["false_alarms_in_1000_good"].items():
         assert f"{row['runs_with_an_alarm']} of {row['runs']} runs with n = {n}" in " ".join(DOC.split()) or \
                f"{row['runs_with_an_alarm']} of {row['runs']} with n = {n}" in " ".join(DOC.split()), n
