@@ -2,7 +2,8 @@
 
 ``line_model``: (model.pt, its ONNX export) of synthetic ``puck`` at 32 px (resnet18 random teachers,
 1 epoch) fit on 20 training and 49 validation scans, so its records carry p-values against 49
-validation scores and the input-health spread of 64 of its 69 good scans. ``score_line``: scans of
+validation scores and the input-health spread of 64 of its 69 good scans. ``documented``: the
+detection table of docs/MONITOR.md, which the tests hold the monitor to. ``score_line``: scans of
 `trd.data.synth.write_line` scored by that export through `trd.workflows.predict.predict_samples`,
 as records.
 """
@@ -67,5 +68,4 @@ def score_line(line_model: tuple[Path, Path], tmp_path_factory: pytest.TempPathF
         predict_samples(model, samples, out, batch_size=32, log=lambda _: None)
         return [json.loads(line) for line in (out / PREDICTIONS).read_text().splitlines()]
 
-    score.folder = base  # type: ignore[attr-defined]
     return score
