@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -45,6 +47,39 @@ def exported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
         warnings.simplefilter("ignore")
         model = api.fit(cfg, run / "run", progress=False, log=lambda _: None)
     return model, api.export(model, run / "model.onnx")
+
+
+#: Python source that makes ``import torch`` (and torchvision) fail from then on, as with the runtime
+#: install alone: an import hook, so torch is absent from sys.modules as it is there (a None entry in
+#: sys.modules would break libraries that look torch up there, e.g. scipy.stats).
+BLOCK_TORCH = ("import importlib.abc, sys\n"
+               "class NoTorch(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+               "            raise ImportError(f'No module named {name!r}')\n"
+               "sys.meta_path.insert(0, NoTorch())\n")
+#: Runs the CLI with torch blocked; prints ``TORCH_MODULES [...]`` (what of them got imported) on
+#: stderr at the end.
+WITHOUT_TORCH = (BLOCK_TORCH + "sys.argv = ['trd', *sys.argv[1:]]\n"
+                 "from trd.cli import main\n"
+                 "try:\n"
+                 "    main()\n"
+                 "finally:\n"
+                 "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
+                 "    print('TORCH_MODULES', loaded, file=sys.stderr)\n")
+
+
+@pytest.fixture(scope="session")
+def block_torch() -> str:
+    """`BLOCK_TORCH`: a prelude that makes importing torch fail (for `trd serve` launches)."""
+    return BLOCK_TORCH
+
+
+@pytest.fixture(scope="session")
+def trd_without_torch() -> Callable[..., subprocess.CompletedProcess]:
+    """``trd_without_torch(*args)``: the ``trd`` command in an interpreter that cannot import torch."""
+    return lambda *args: subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], capture_output=True, text=True,
+                                        timeout=300)
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ install, and the commands that need training say which extra to install, in one 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,27 +18,12 @@ from trd.store import open_store
 
 pytest.importorskip("onnx")
 
-WITHOUT_TORCH = ("import sys\n"
-                 "for name in ('torch', 'torchvision'):\n"
-                 "    sys.modules[name] = None  # importing them now raises ImportError\n"
-                 "sys.argv = ['trd', *sys.argv[1:]]\n"
-                 "from trd.cli import main\n"
-                 "try:\n"
-                 "    main()\n"
-                 "finally:\n"
-                 "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision') and sys.modules[m])\n"
-                 "    print('TORCH_MODULES', loaded, file=sys.stderr)\n")
 
-
-def _trd_without_torch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], capture_output=True, text=True, timeout=300)
-
-
-
-def test_predict_with_an_export_needs_no_torch(exported: tuple[Path, Path], synth_root: Path, tmp_path: Path) -> None:
+def test_predict_with_an_export_needs_no_torch(exported: tuple[Path, Path], synth_root: Path, tmp_path: Path,
+                                               trd_without_torch) -> None:
     model, onnx_file = exported
     inputs = synth_root / "puck" / "test" / "crack"
-    result = _trd_without_torch("predict", "--onnx", str(onnx_file), "--input", str(inputs), "--out", str(tmp_path / "p"))
+    result = trd_without_torch("predict", "--onnx", str(onnx_file), "--input", str(inputs), "--out", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr
     assert "TORCH_MODULES []" in result.stderr  # nothing of torch was imported
     summary = json.loads(result.stdout)
@@ -56,7 +39,7 @@ def test_predict_with_an_export_needs_no_torch(exported: tuple[Path, Path], synt
 
 
 def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path], synth_root: Path,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, trd_without_torch) -> None:
     model, _ = exported
     for args in (["fit", "--data", str(synth_root), "--category", "puck", "--out", str(tmp_path / "run")],
                  ["test", "--model", str(model)],
@@ -67,21 +50,21 @@ def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path]
                  ["export", "--model", str(model), "--out", str(tmp_path / "m.onnx")],
                  ["reproduce", "--data", str(synth_root), "--out", str(tmp_path / "paper"), "--dry-run"],
                  ["weights", "list"]):
-        result = _trd_without_torch(*args)
+        result = trd_without_torch(*args)
         lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("TORCH_MODULES")]
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert lines[0] == ("error: this command needs the training install (PyTorch), which is not installed "
                             "here: pip install 'trd-anomaly[train]'")
     assert not [p.name for p in tmp_path.iterdir()]  # nothing written by any of them
-    synth = _trd_without_torch("synth", "--out", str(tmp_path / "data"), "--size", "32", "--categories", "puck",
+    synth = trd_without_torch("synth", "--out", str(tmp_path / "data"), "--size", "32", "--categories", "puck",
                                "--n-train", "1", "--n-validation", "1", "--n-test-good", "1", "--n-test-per-defect", "1")
     assert synth.returncode == 0 and "TORCH_MODULES []" in synth.stderr, synth.stderr
-    listing = _trd_without_torch("settings", "train.epochs")
+    listing = trd_without_torch("settings", "train.epochs")
     assert listing.returncode == 0 and "train.epochs = " in listing.stdout and "TORCH_MODULES []" in listing.stderr
 
 
 def test_a_model_pt_whose_export_is_cached_needs_no_torch(exported: tuple[Path, Path], synth_root: Path,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, trd_without_torch) -> None:
     """The default engine's path for a model.pt scored before: neither torch nor model.pt is read (issue 24)."""
     import os
     import shutil
@@ -95,7 +78,7 @@ def test_a_model_pt_whose_export_is_cached_needs_no_torch(exported: tuple[Path, 
     try:
         assert load_model(model, log=lambda _: None).name == "onnxruntime"  # exports, here with torch
         inputs = synth_root / "puck" / "test" / "crack"
-        result = _trd_without_torch("predict", "--model", str(model), "--input", str(inputs), "--out", str(tmp_path / "p"))
+        result = trd_without_torch("predict", "--model", str(model), "--input", str(inputs), "--out", str(tmp_path / "p"))
     finally:
         del os.environ["TRD_CACHE"]
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,5 @@
-"""Python API mirroring the CLI: ``synth``, ``fit``, ``evaluate``, ``calibrate``, ``predict``, ``export``,
-``reproduce``, ``demo``, and ``import_weights`` / ``list_weights`` (``trd weights``).
+"""Python API mirroring the CLI: ``synth``, ``fit``, ``evaluate``, ``calibrate``, ``predict``, ``monitor``,
+``export``, ``reproduce``, ``demo``, and ``import_weights`` / ``list_weights`` (``trd weights``).
 
 Each job is a plain function in `trd.workflows` that runs the stages in an explicit order (data ->
 model -> training -> scoring -> evaluation -> reporting); nothing happens in hidden callbacks::
@@ -25,12 +25,13 @@ from .calibration import recalibrate as calibrate
 from .workflows.demo import demo
 from .workflows.evaluate import decision_summary, evaluate, summary_line
 from .workflows.fit import fit
+from .workflows.monitor import monitor
 from .workflows.predict import predict
 from .workflows.reproduce import reproduce
 from .workflows.weights import import_weights, list_weights
 
 __all__ = ["calibrate", "decision_summary", "demo", "evaluate", "export", "fit", "import_weights", "list_weights",
-           "predict", "reproduce", "summary_line", "synth"]
+           "monitor", "predict", "reproduce", "summary_line", "synth"]
 
 
 def synth(out: str | Path, **kwargs: Any) -> dict:

@@ -137,6 +137,19 @@ def _engine_options(f):
     return f
 
 
+def _monitor_options(prefix: str = ""):  # noqa: ANN202 - a click decorator
+    """The drift monitor's window and false-alarm level (``--[monitor-]window``, ``--[monitor-]alpha``;
+    docs/MONITOR.md), checked by `trd.runtime.monitor.MonitorSettings`."""
+
+    def add(f):
+        f = click.option(f"--{prefix}alpha", "alpha", type=float, default=0.001, show_default=True,
+                         help="Drift monitor: false-alarm level of each check per window.")(f)
+        return click.option(f"--{prefix}window", "window", type=int, default=100, show_default=True,
+                            help="Drift monitor: the last N scans its checks look at.")(f)
+
+    return add
+
+
 def _input_options(f):
     """How new scans' clouds are stored, when it differs from the training data (test, predict)."""
     f = click.option("--flip-z", "flip_z", is_flag=True, default=None,
@@ -278,6 +291,32 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settl
         sys.exit(1)
 
 
+@cli.command(short_help="Check scored scans for drift: flag rate, p-values, input health.")
+@click.argument("source", type=click.Path(path_type=Path))
+@_monitor_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of lines.")
+def monitor(source, window, alpha, as_json) -> None:
+    """Check scored scans for drift: flag rate, p-values, input health (docs/MONITOR.md).
+
+    SOURCE is a predictions.jsonl or a `trd predict --out` folder. The records are replayed in the
+    order they were scored; the checks on the last --window scans are printed, with where each alarm
+    was first raised. Exit code 1 when a check is in alarm on the last window (cron and CI can act
+    on it), 2 on bad input or settings. Needs only the runtime install.
+
+    \b
+    Examples:
+      trd monitor preds/
+      trd monitor preds/predictions.jsonl --window 100 --json
+    """
+    from .runtime.monitor import MonitorSettings
+    from .workflows.monitor import monitor as run_monitor, report_lines
+
+    summary = run_monitor(source, MonitorSettings(window=window, alpha=alpha), log=_log)
+    click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(report_lines(summary)))
+    if summary["alarm"]:
+        sys.exit(1)
+
+
 @cli.command(short_help="Synthetic data, fit, test and reports with a small backbone (minutes on a CPU).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--backbone-weights", default=None,
@@ -398,11 +437,12 @@ def export(model_path, fmt, out) -> None:
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where POST /v1/threshold (the page's 'write a model file') writes new model files "
                    "(default: beside the served model).")
+@_monitor_options("monitor-")
 @store_options
 @_engine_options
 def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, pixel_budget,
-          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, engine, threads, store, store_files,
-          retain) -> None:
+          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, window, alpha, engine, threads, store,
+          store_files, retain) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -412,6 +452,9 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
       trd serve --model puck.onnx
       TRD_TOKEN=s3cret trd serve --model puck.onnx --host 0.0.0.0 --port 8000
     """
+    from .runtime.monitor import MonitorSettings
+
+    settings = MonitorSettings(window=window, alpha=alpha)  # checked before the (slow) model load
     check_model_file(model_path, "--model-or-onnx")
     from .serve.server import serve as run_serve  # a model.pt whose export is cached needs no torch
 
@@ -419,7 +462,7 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,
               upload_timeout_s=upload_timeout_s, grace_s=grace_s, allowed_hosts=allowed_hosts, recent=recent,
               models_dir=models_dir, threads=threads, engine=engine, store=store, store_files=store_files,
-              retain=retain, log=_log)
+              retain=retain, monitor=settings, log=_log)
 
 
 cli.add_command(store_group)

@@ -59,8 +59,8 @@ def test_a_new_kind_is_one_registered_reader(synth_root: Path, tmp_path: Path, n
     cfg = DataConfig(root=str(root), format="folder", image_size=32)
     # read through the registry: the same cloud as a TIFF gives the same model inputs
     original = list_samples("mvtec3d", synth_root, "puck", "train")[0]
-    rgb_a, x3d_a, _, _ = load_pair(train[0], cfg)
-    rgb_b, x3d_b, _, _ = load_pair(original, cfg)
+    rgb_a, x3d_a, *_ = load_pair(train[0], cfg)
+    rgb_b, x3d_b, *_ = load_pair(original, cfg)
     np.testing.assert_array_equal(x3d_a, x3d_b)
     np.testing.assert_array_equal(rgb_a, rgb_b)
     # predict's single pairs and folders accept the new suffix; other formats do not

@@ -16,7 +16,7 @@ from trd.store import open_store
 
 KEYS = {"schema", "name", "key", "rgb", "xyz", "score", "anomalous", "score_above_threshold", "decided_by", "image_threshold",
         "threshold", "image_px", "regions", "regions_omitted", "heatmap_range", "branch_shares", "timings_ms", "model",
-        "heatmap", "mask", "outline"}
+        "heatmap", "mask", "outline", "p_value", "input_health"}
 REGION_KEYS = {"pixels", "box", "centre_px", "peak_score", "area_mm2", "depth_mm", "height_mm", "centre_mm", "outline",
                "passes_rules"}
 
@@ -25,7 +25,8 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
     inputs = synth_root / "puck" / "test" / "dent"
     api.predict(None, tmp_path / "p", input_dir=inputs, onnx_path=exported[1], log=lambda _: None)
     lines = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
-    thresholds = open_onnx(exported[1]).thresholds
+    engine = open_onnx(exported[1])
+    thresholds, validation = engine.thresholds, engine.validation_scores
     for line in lines:
         assert set(line) == KEYS and line["schema"] == SCHEMA
         assert line["threshold"] == {"image": thresholds.image, "pixel": thresholds.pixel,
@@ -45,6 +46,10 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
         original = np.asarray(Image.open(inputs / "rgb" / f"{line['name']}.png").convert("RGB"))
         assert drawn.shape == original.shape and (drawn != original).any() == bool(line["regions"])
         assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
+        assert line["p_value"] == (1 + sum(v >= line["score"] for v in validation)) / (len(validation) + 1)
+        assert (line["p_value"] <= thresholds.guaranteed_fpr) == line["anomalous"]  # the same rule, two ways
+        assert set(line["input_health"]) == {"brightness", "missing_3d", "z_median_m", "training"}
+        assert engine.inputs.spread["brightness"].to_dict() == line["input_health"]["training"]["brightness"]
         timings = line["timings_ms"]
         assert set(timings) == {"read", "score", "regions", "total"}
         assert timings["total"] >= timings["read"] + timings["score"] + timings["regions"] > 0

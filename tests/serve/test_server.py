@@ -15,9 +15,6 @@ import pytest
 from PIL import Image
 
 #: A prelude after which importing torch or torchvision fails, as in the runtime install.
-BLOCK_TORCH = "for name in ('torch', 'torchvision'):\n    sys.modules[name] = None"
-
-
 def _metric(server, name: str) -> float:
     text = httpx.get(f"{server.url}/metrics", headers=server.headers()).text
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
@@ -133,8 +130,8 @@ def test_no_token_off_loopback_is_refused_in_one_line(trd_serve) -> None:
                      "TRD_TOKEN environment variable), or keep the default --host 127.0.0.1"]
 
 
-def test_serving_an_export_never_imports_torch(start_server, served) -> None:
-    server = start_server(prelude=BLOCK_TORCH)
+def test_serving_an_export_never_imports_torch(start_server, served, block_torch) -> None:
+    server = start_server(prelude=block_torch)
     answer = server.score(3, heatmaps=True)
     assert answer.status_code == 200 and answer.json()["score"] == pytest.approx(served.score(3).json()["score"])
     assert server.stop() == 0
@@ -153,8 +150,8 @@ def test_a_model_pt_is_served_with_torch(start_server, served, exported) -> None
     assert str(exported[0].parents[2]) not in httpx.get(f"{server.url}/v1/model").text
 
 
-def test_a_model_pt_without_torch_names_the_extra(trd_serve, exported) -> None:
-    process = trd_serve("--port", "0", prelude=BLOCK_TORCH, model=exported[0])
+def test_a_model_pt_without_torch_names_the_extra(trd_serve, exported, block_torch) -> None:
+    process = trd_serve("--port", "0", prelude=block_torch, model=exported[0])
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert err.splitlines()[0] == ("error: this command needs the training install (PyTorch), which is not "

@@ -37,8 +37,9 @@ from ..errors import DataError
 from .cache import PreprocessCache
 from .geometry import PlaneFallback, preprocess_3d
 from .io import check_pair, read_mask, read_rgb
-from .plausibility import (SCALE_TOLERANCE, InputStats, Spread, camera_stored, foreground_problem, foreground_share,
-                           median_z, missing_problem, missing_share, scale_problem)
+from .plausibility import (HEALTH_KEYS, SCALE_TOLERANCE, InputStats, Moments, ScanHealth, Spread, brightness,
+                           camera_stored, foreground_problem, foreground_share, median_z, missing_problem,
+                           missing_share, scale_problem)
 from .readers import Reader, ReadOptions, reader
 from .readers.depth_png import Camera, depth_step_words, load_camera
 from .samples import Sample
@@ -48,10 +49,13 @@ from .transforms import resize_mask, resize_rgb, rgb_to_chw01
 PLAUSIBLE_Z_M = (1e-3, 20.0)
 #: Training clouds preprocessed at fit to measure the 3D foreground share (spread evenly).
 _FOREGROUND_SAMPLES = 16
+#: Training RGB images decoded at fit to measure their brightness for the drift monitor (spread evenly).
+_BRIGHTNESS_SAMPLES = 64
 
 
-__all__ = ["AspectOnce", "AspectWarning", "DegenerateScanWarning", "InputStats", "PlaneFallbackWarning",
-           "StoredCameraWarning", "camera_stored", "load_pair", "measure_input_stats", "preprocess_params", "read_cloud"]
+__all__ = ["HEALTH_KEYS", "AspectOnce", "AspectWarning", "DegenerateScanWarning", "InputStats", "Moments",
+           "PlaneFallbackWarning", "ScanHealth", "StoredCameraWarning", "camera_stored", "load_pair",
+           "measure_input_stats", "preprocess_params", "read_cloud", "scan_health"]
 
 
 class AspectWarning(UserWarning):
@@ -290,7 +294,9 @@ def aspect_mismatch(hw: tuple[int, int], reference: InputStats | None) -> str:
 def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
     """What the training inputs look like (`InputStats`): the most common RGB size (from the headers),
     and from every cloud its median z and share of missing points, from up to 16 of them spread over
-    the samples the share of object in the 3D input, and the camera of depth images.
+    the samples the share of object in the 3D input, the camera of depth images, and for the drift
+    monitor the moments of the scans' `ScanHealth` (brightness from up to 64 RGB images as the model
+    sees them; missing points and median distance from every cloud).
 
     DataError for a cloud whose scale differs from the others' by more than SCALE_TOLERANCE (mixed
     units in one training set), before any training.
@@ -304,9 +310,14 @@ def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
             continue
     common = Counter(sizes.values()).most_common(1)
     hw = common[0][0] if common else (cfg.image_size, cfg.image_size)
+    shown = list({s.rgb: s for s in samples}.values())
+    shown = [shown[int(i)] for i in sorted(set(np.linspace(0, len(shown) - 1, min(_BRIGHTNESS_SAMPLES, len(shown)))
+                                                .astype(int).tolist()))] if shown else []
+    health = {"brightness": Moments.of([brightness(resize_rgb(read_rgb(s.rgb, cfg.max_image_pixels), cfg.image_size))
+                                         for s in shown])} if shown else {}
     clouds = list({s.xyz: s for s in samples if reader(s.xyz_kind).cloud}.values())
     if not clouds:
-        return InputStats(None, hw)
+        return InputStats(None, hw, health=health)
     picks = {int(i) for i in np.linspace(0, len(clouds) - 1, min(_FOREGROUND_SAMPLES, len(clouds)))}
     medians, missing, foreground = {}, [], []
     with warnings.catch_warnings():  # the reader's and geometry's warnings come again when training reads them
@@ -326,5 +337,14 @@ def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
     camera = None
     if reader(clouds[0].xyz_kind).camera:
         camera = _camera(clouds[0], None)[0]
+    health |= {"missing_3d": Moments.of(missing), "z_median_m": Moments.of(list(medians.values()))}
     return InputStats(centre, hw, Spread.of(list(medians.values())), Spread.of(missing), Spread.of(foreground),
-                      len(clouds), camera)
+                      len(clouds), camera, health)
+
+
+def scan_health(rgb: np.ndarray, cloud: np.ndarray | None) -> ScanHealth:
+    """The `ScanHealth` of a scan read for scoring: ``rgb`` as the model sees it (uint8 SxSx3) and
+    its cloud (metres, z = 0 missing; None for normal-map inputs)."""
+    if cloud is None:
+        return ScanHealth(brightness(rgb))
+    return ScanHealth(brightness(rgb), missing_share(cloud), median_z(cloud))

@@ -22,7 +22,7 @@ least by the floor below, so that a few alike training scans do not refuse norma
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,52 @@ class Spread:
         return [self.low, self.high]
 
 
+#: The per-scan values of `ScanHealth` that the drift monitor compares with the training scans.
+HEALTH_KEYS = ("brightness", "missing_3d", "z_median_m")
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Mean, standard deviation (ddof 1) and count of one per-scan value over the training scans
+    (what the drift monitor's t-tests compare a window of scans with)."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Moments:
+        v = np.asarray(values, dtype=np.float64)
+        return cls(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size))
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"mean": self.mean, "std": self.std, "n": self.n}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Moments:
+        return cls(float(raw["mean"]), float(raw["std"]), int(raw["n"]))
+
+
+@dataclass(frozen=True)
+class ScanHealth:
+    """What one scan looked like, for the drift monitor. ``brightness``: mean grey level (0-255) of
+    the RGB image as the model sees it; ``missing_3d``: share of the cloud's points that are missing
+    (z = 0); ``z_median_m``: median distance of its valid points, in metres. The 3D values are None
+    for inputs without clouds (normal maps)."""
+
+    brightness: float
+    missing_3d: float | None = None
+    z_median_m: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {key: getattr(self, key) for key in HEALTH_KEYS}
+
+
+def brightness(rgb: np.ndarray) -> float:
+    """Mean grey level (0-255) of a uint8 RGB image (the `ScanHealth` and training value)."""
+    return float(rgb.mean())
+
+
 def _spread(raw: Any) -> Spread | None:
     return None if raw is None else Spread(float(raw[0]), float(raw[1]))
 
@@ -68,7 +114,9 @@ class InputStats:
     without clouds, e.g. Eyecandies normal maps); ``image_hw``: the most common training image size.
     Recorded since the spread was (None in older models, which are checked by ``z_median_m``
     alone): ``z_range_m``, ``missing_share`` and ``foreground_share`` over ``n_scans`` scans, and
-    ``camera``: the depth camera of training depth PNGs, used for scans that come without one.
+    ``camera``: the depth camera of training depth PNGs, used for scans that come without one;
+    ``health``: the training scans' `Moments` of each `ScanHealth` value (keys of `HEALTH_KEYS`),
+    which the drift monitor compares later scans with (empty for older models).
     """
 
     z_median_m: float | None
@@ -78,6 +126,7 @@ class InputStats:
     foreground_share: Spread | None = None
     n_scans: int = 0
     camera: Camera | None = None
+    health: dict[str, Moments] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"z_median_m": self.z_median_m, "image_hw": list(self.image_hw)}
@@ -89,6 +138,8 @@ class InputStats:
             out["n_scans"] = self.n_scans
         if self.camera is not None:
             out["camera"] = self.camera.to_dict()
+        if self.health:
+            out["health"] = {key: value.to_dict() for key, value in self.health.items()}
         return out
 
     @classmethod
@@ -100,7 +151,8 @@ class InputStats:
         return cls(None if z is None else float(z), (int(raw["image_hw"][0]), int(raw["image_hw"][1])),
                    _spread(raw.get("z_range_m")), _spread(raw.get("missing_share")),
                    _spread(raw.get("foreground_share")), int(raw.get("n_scans", 0)),
-                   None if raw.get("camera") is None else Camera.from_dict(raw["camera"]))
+                   None if raw.get("camera") is None else Camera.from_dict(raw["camera"]),
+                   {k: Moments.from_dict(v) for k, v in (raw.get("health") or {}).items() if k in HEALTH_KEYS})
 
     def limits(self) -> dict[str, list[float]]:
         """The accepted ranges in numbers (part of the preprocessing cache key: an entry checked

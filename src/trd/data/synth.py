@@ -14,6 +14,10 @@ Defects (mask = every pixel the defect changes):
 
 :func:`render_sample` draws the same random numbers in the same order whatever the defect, so one
 seed rendered as "good" and as a defect differs only inside the defect mask.
+
+:func:`write_line` writes the scans of a simulated production line, optionally drifting (`Drift`:
+darker light, a moved scanner, lost 3D points, a defect rate), for the drift monitor's tests and
+benchmark (docs/MONITOR.md).
 """
 
 from __future__ import annotations
@@ -337,3 +341,43 @@ def generate(
             atomic_write_text(tmp / DEFECTS_FILE, json.dumps(truths, indent=1) + "\n")
         result[cat] = counts
     return result
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What changes in every scan of a drifting line: the RGB image times ``brightness``; every valid
+    point's z plus ``z_offset_m``; a random ``dropped`` share of the 3D points lost (set to 0); a
+    ``defect_rate`` share of the scans with a defect (its type drawn uniformly)."""
+
+    brightness: float = 1.0
+    z_offset_m: float = 0.0
+    dropped: float = 0.0
+    defect_rate: float = 0.0
+
+    def apply(self, rgb: np.ndarray, xyz: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The drifted copy of one rendered scan (``rng`` draws the lost points)."""
+        rgb = np.clip(np.round(rgb * self.brightness), 0, 255).astype(np.uint8) if self.brightness != 1.0 else rgb
+        xyz = xyz.copy()
+        valid = xyz[..., 2] != 0
+        xyz[..., 2][valid] += np.float32(self.z_offset_m)
+        if self.dropped:
+            xyz[rng.random(valid.shape) < self.dropped] = 0.0
+        return rgb, xyz
+
+
+def write_line(folder: Path, count: int, *, start: int = 0, size: int = 64, category: str = "puck",
+               drift: Drift | None = None, seed: int = 0) -> list[str]:
+    """Write scans ``start .. start + count - 1`` of a simulated line into ``folder/{rgb,xyz}``
+    (names ``00000``, ...; the layout `trd predict --input` reads); returns the defect of each scan
+    ("good" or its type). Scan i is the same whatever else is written; a drift changes it as
+    `Drift` says."""
+    drift = drift or Drift()
+    kinds: list[str] = []
+    for i in range(start, start + count):
+        pick = np.random.default_rng([seed, i, 1])
+        defect = DEFECT_TYPES[int(pick.integers(len(DEFECT_TYPES)))] if pick.random() < drift.defect_rate else "good"
+        rgb, xyz, _ = render_sample(np.random.default_rng([seed, i]), size, category, defect)
+        rgb, xyz = drift.apply(rgb, xyz, pick)
+        _write_sample(Path(folder), f"{i:05d}", rgb, xyz, None)
+        kinds.append(defect)
+    return kinds

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data.cache import PreprocessCache
-from ..data.inputs import AspectOnce, InputStats, load_scan
+from ..data.inputs import AspectOnce, InputStats, ScanHealth, load_scan, scan_health
 from ..data.samples import Sample
 from ..data.transforms import normalise, resize_rgb, rgb_to_chw01
 from ..errors import DataError
@@ -33,7 +33,8 @@ class Batch:
     model sees them, as images (uint8 S x S x 3); ``masks``: B x S x S bool; ``read_ms``: time spent
     reading and preprocessing each kept sample; ``errors``: (index, "file: problem") of the samples
     left out; ``images``: the RGB images as read (uint8 H x W x 3); ``clouds``: their point clouds
-    (float32 H x W x 3, metres; None for normal-map inputs)."""
+    (float32 H x W x 3, metres; None for normal-map inputs); ``health``: each kept sample's
+    `ScanHealth` (what the drift monitor compares with the training scans)."""
 
     indices: list[int]
     rgb: np.ndarray
@@ -45,6 +46,7 @@ class Batch:
     read_ms: list[float] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
     clouds: list[np.ndarray | None] = field(default_factory=list)
+    health: list[ScanHealth] = field(default_factory=list)
 
 
 def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: PreprocessCache | None = None,
@@ -52,7 +54,7 @@ def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: Pr
     """Read ``samples[i]`` for ``i`` in ``indices`` into one batch; bad samples go to ``errors``."""
     aspect = aspect or AspectOnce(reference)
     kept, rgbs, x3ds, displays, shown_3d, masks, errors, read_ms = [], [], [], [], [], [], [], []
-    images, clouds = [], []
+    images, clouds, health = [], [], []
     for i in indices:
         start = time.perf_counter()
         try:
@@ -65,6 +67,7 @@ def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: Pr
         kept.append(i)
         images.append(scan.rgb)
         clouds.append(scan.cloud)
+        health.append(scan_health(rgb, scan.cloud))
         rgbs.append(normalise(rgb_to_chw01(rgb)))
         x3ds.append(normalise(x3d))
         displays.append(rgb)
@@ -75,7 +78,7 @@ def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: Pr
     empty = np.zeros((0, 3, size, size), np.float32)
     return Batch(kept, np.stack(rgbs) if rgbs else empty, np.stack(x3ds) if x3ds else empty, displays,
                  np.stack(masks) if masks else np.zeros((0, size, size), bool), errors, shown_3d, read_ms, images,
-                 clouds)
+                 clouds, health)
 
 
 def iterate_batches(samples: list[Sample], cfg: DataConfig, batch_size: int, *, cache: PreprocessCache | None = None,

@@ -25,6 +25,10 @@
     modality_attribution  {modality: score drop} (only with --explain)
     timings_ms        {read, score, total} (+ queue in serve)
     model             {sha256, engine, trd_version}
+    p_value           (1 + #{validation scores >= score}) / (n + 1); null for models without stored
+                      validation scores (written by an older trd)
+    input_health      {brightness, missing_3d, z_median_m, training: {key: {mean, std, n}}}: this scan's
+                      `trd.data.inputs.ScanHealth` and the training scans' moments (the drift monitor's inputs)
 
 Predict adds ``heatmap``, ``mask`` and ``outline`` (file paths); serve adds ``id`` and, on request,
 the images. Version 1 had no ``key``, no regions, and predict's ``rgb``/``xyz`` were the paths as
@@ -34,14 +38,16 @@ typed; version 2 added them and changed the meaning of ``anomalous`` (reject rul
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..scoring.threshold import Thresholds
+from ..data.inputs import InputStats, Moments, ScanHealth
+from ..scoring.threshold import Thresholds, conformal_p_value
 from .findings import Findings
 from .heatmap import map_range
 
@@ -90,18 +96,35 @@ def model_record(sha256: str, engine: str) -> dict[str, str]:
     return {"sha256": sha256, "engine": engine, "trd_version": __version__}
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """What a model's new scans are compared with: its validation image scores (sorted; None for
+    models of an older trd) and the training scans' input-health moments (empty for older models)."""
+
+    validation: np.ndarray | None = None
+    health: Mapping[str, Moments] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, validation_scores: Sequence[float] | None, inputs: InputStats | None) -> Baseline:
+        scores = None if validation_scores is None else np.sort(np.asarray(validation_scores, dtype=np.float64))
+        return cls(scores, dict(inputs.health) if inputs is not None else {})
+
+
 def _per_sample(outputs: Mapping[str, np.ndarray], prefix: str, j: int) -> dict[str, float]:
     return {k[len(prefix):]: float(v[j]) for k, v in outputs.items() if k.startswith(prefix)}
 
 
 def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, key: str, rgb: str, xyz: str,
                  thresholds: Thresholds, findings: Findings, model: Mapping[str, str],
-                 timings_ms: Mapping[str, float]) -> dict[str, Any]:
+                 timings_ms: Mapping[str, float], baseline: Baseline | None = None,
+                 health: ScanHealth | None = None) -> dict[str, Any]:
     """The record of sample ``j`` of a batch the engine scored into ``outputs``, with its
     ``findings`` (`trd.runtime.findings.find`).
 
     ``key``: the scan's `trd.data.identity.content_key`; ``timings_ms``: milliseconds spent on this
-    sample (``read``, ``score``, ``total``, ...), rounded here to 0.01 ms.
+    sample (``read``, ``score``, ``total``, ...), rounded here to 0.01 ms. ``baseline`` (the
+    model's) and ``health`` (the scan's, from `trd.runtime.batches.Batch.health`) give ``p_value``
+    and ``input_health``.
     """
     score = float(outputs["score"][j])
     record: dict[str, Any] = {
@@ -114,4 +137,9 @@ def build_record(outputs: Mapping[str, np.ndarray], j: int, *, name: str, key: s
         record["modality_attribution"] = explained
     record["timings_ms"] = {k: round(float(v), 2) for k, v in timings_ms.items()}
     record["model"] = dict(model)
+    baseline = baseline or Baseline()
+    record["p_value"] = None if baseline.validation is None else conformal_p_value(baseline.validation, score)
+    if health is not None:
+        record["input_health"] = health.to_dict() | {
+            "training": {key: moments.to_dict() for key, moments in baseline.health.items()}}
     return record

@@ -96,6 +96,21 @@ def order_statistic_threshold(values: np.ndarray, target_fpr: float) -> tuple[fl
     return float(np.partition(s, s.size - k)[s.size - k]), k
 
 
+def conformal_p_value(sorted_scores: np.ndarray, score: float) -> float:
+    """(1 + #{validation scores >= score}) / (n + 1), from the n validation scores sorted ascending.
+
+    For a new good sample exchangeable with the validation samples, P(p <= a) <= a for every a
+    (super-uniform; uniform on {1/(n+1), ..., 1} for continuous scores). A score above the image
+    threshold (the k-th largest validation score) has p <= k / (n + 1), one at or below it p > k / (n + 1).
+
+    Example:
+        >>> conformal_p_value(np.array([1.0, 2.0, 3.0]), 2.5), conformal_p_value(np.array([1.0, 2.0, 3.0]), 9.0)
+        (0.5, 0.25)
+    """
+    n = len(sorted_scores)
+    return (1 + n - int(np.searchsorted(sorted_scores, score, side="left"))) / (n + 1)
+
+
 def _pct(rate: float) -> str:
     return f"{100.0 * rate:.3g} %"
 

@@ -1,4 +1,4 @@
-"""The HTTP API of `trd serve` (FastAPI): score, model, recent results, health, metrics, the page.
+"""The HTTP API of `trd serve` (FastAPI): score, model, recent results, monitor, health, metrics, the page.
 
 Every error answers JSON ``{"error": "<one line>", "status": N}``: 401 without the token, 404, 408
 an upload not in by its deadline, 413 over the upload limit or the pixel budget, 421 a Host header
@@ -39,7 +39,8 @@ from ..data.samples import RGB_SUFFIXES, Sample
 from ..errors import ConfigError, OutputError
 from ..runtime.findings import find
 from ..runtime.heatmap import result_images, sample_maps
-from ..runtime.records import build_record, model_record
+from ..runtime.monitor import Monitor, MonitorSettings
+from ..runtime.records import Baseline, build_record, model_record
 from ..scoring.threshold import bound_90
 from ..store import Store
 from ..workflows.engine import LoadedModel
@@ -56,8 +57,8 @@ STATIC = Path(__file__).with_name("static")
 #: Paths answered without the token: health checks and the page (no data in it).
 OPEN_PATHS = ("/healthz", "/readyz", "/")
 #: Endpoint labels of the metrics (anything else counts as "other", so labels stay few).
-ENDPOINTS = ("/v1/score", "/v1/model", "/v1/threshold", "/v1/recent", "/v1/results", "/healthz", "/readyz",
-             "/metrics", "/")
+ENDPOINTS = ("/v1/score", "/v1/model", "/v1/threshold", "/v1/recent", "/v1/results", "/v1/monitor", "/healthz",
+             "/readyz", "/metrics", "/")
 #: How long a request whose pixels do not fit waits for the budget before it gets 503.
 BUDGET_WAIT_S = 30.0
 log = logging.getLogger("trd.serve")
@@ -65,12 +66,14 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Service:
-    """Everything the endpoints share: the model, the engine worker, the result store, limits and counters."""
+    """Everything the endpoints share: the model, the engine worker, the result store, limits, counters
+    and the drift monitor (fed every scored record; touched by the event loop only, like ``in_flight``)."""
 
     def __init__(self, model: LoadedModel, store: Store, *, max_batch: int = 8, max_wait_s: float = 0.005,
                  queue: int = 32, max_upload_bytes: int = 64 << 20, token: str | None = None, recent: int = 20,
                  pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0,
-                 hosts: frozenset[str] | None = None, models_dir: Path | None = None) -> None:
+                 hosts: frozenset[str] | None = None, models_dir: Path | None = None,
+                 monitor: MonitorSettings | None = None) -> None:
         self.model, self.max_upload_bytes, self.token, self.hosts = model, max_upload_bytes, token, hosts
         self.upload_timeout_s = upload_timeout_s
         self.models_dir = models_dir  # where POST /v1/threshold writes (None: beside the model)
@@ -79,6 +82,8 @@ class Service:
         # Touched by the event loop only: score requests accepted and not yet answered; uploads coming in.
         self.in_flight = self.uploading = 0
         self.budget = PixelBudget(pixel_budget)
+        self.baseline = Baseline.of(model.validation_scores, model.reference)
+        self.monitor = Monitor(monitor)
         self.metrics = Metrics({
             "trd_queue_depth": ("Score requests admitted and waiting for the engine.", lambda: self.batcher.depth),
             "trd_requests_in_flight": ("Score requests accepted and not yet answered.", lambda: self.in_flight),
@@ -86,7 +91,7 @@ class Service:
             "trd_decode_pixels": ("Pixels of the pairs being decoded now (at most the budget).",
                                   lambda: self.budget.used),
             "trd_pixel_budget": ("Pixels the service decodes at once at most (--pixel-budget).",
-                                 lambda: self.budget.total)})
+                                 lambda: self.budget.total)}, self.monitor)
         self.batcher = Batcher(model.engine, max_batch, max_wait_s, queue, self.metrics.batch)
         self.store, self.recent = store, recent
         self.about = model_record(model.sha256, model.name)
@@ -218,6 +223,10 @@ def create_app(service: Service) -> Gate:
         return {"file": path.name, "folder": str(path.parent), "thresholds": thresholds.to_dict(),
                 "served": service.model.files[0].name}
 
+    @app.get("/v1/monitor")
+    async def monitor() -> dict[str, Any]:
+        return monitor_info(service.monitor)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -267,6 +276,13 @@ def model_info(service: Service) -> dict[str, Any]:
             "fpr_bound_90_by_rank": None if not scores else [float(b) for b in bound_90(np.arange(1, n + 1), n)]}
 
 
+def monitor_info(monitor: Monitor) -> dict[str, Any]:
+    """``GET /v1/monitor``: the drift and input-health checks on this replica's current window."""
+    s = monitor.settings
+    return {"schema": "trd.monitor/1", "window": s.window, "alpha": s.alpha, **monitor.status.to_dict(),
+            "raised": dict(monitor.raised)}
+
+
 async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str, Any]:
     """Receive, charge the pixels, admit, read, queue for the engine, answer (``POST /v1/score``).
 
@@ -314,7 +330,8 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
                        "regions": (time.perf_counter() - measured) * 1e3, "total": (time.perf_counter() - start) * 1e3}
             record = build_record(scored.outputs, scored.row, name=files["rgb"].stem, key=key, rgb=files["rgb"].name,
                                   xyz=files["xyz"].name, thresholds=model.thresholds, findings=found,
-                                  model=service.about, timings_ms=timings)
+                                  model=service.about, timings_ms=timings, baseline=service.baseline,
+                                  health=batch.health[0])
             try:  # committed before the answer: an acknowledged record is in the store
                 images = await run_in_threadpool(result_images, batch.display[0], batch.display_3d[0],
                                                  sample_maps(scored.outputs, scored.row), model.thresholds.pixel, score)
@@ -324,6 +341,7 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
                 raise ApiError(503, "the result store cannot be written (logged on the server): the result is not "
                                     "given; send the request again later", {"Retry-After": "5"}) from None
         answer = stored.answer()
+        service.monitor.add(answer)
         if heatmaps:
             return with_images(answer, images, model.thresholds.pixel, model.branches)
         return answer

@@ -1,7 +1,8 @@
 """The service's Prometheus metrics, written in the text exposition format (version 0.0.4).
 
-Written here rather than with prometheus_client: four metric families need ~80 lines, and the
-runtime install stays one dependency smaller. Thread-safe (the engine worker records batch sizes).
+Written here rather than with prometheus_client: a few metric families need ~100 lines, and the
+runtime install stays one dependency smaller. Thread-safe (the engine worker records batch sizes);
+the drift monitor's gauges are read from it as they are at scrape time.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+
+from ..runtime.monitor import Monitor
 
 #: Histogram buckets: request latency (seconds) and batch size (requests).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -48,14 +51,15 @@ class Histogram:
 
 class Metrics:
     """Request counts by endpoint and status code, request latency, batch sizes, and ``gauges``
-    (name -> (help text, current value)) such as the queue depth."""
+    (name -> (help text, current value)) such as the queue depth, and the drift monitor's checks."""
 
-    def __init__(self, gauges: Mapping[str, tuple[str, Callable[[], int]]]) -> None:
+    def __init__(self, gauges: Mapping[str, tuple[str, Callable[[], int]]], monitor: Monitor | None = None) -> None:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batches = Histogram(BATCH_BUCKETS)
         self._gauges = dict(gauges)
+        self._monitor = monitor
 
     def request(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -81,4 +85,29 @@ class Metrics:
                       "# TYPE trd_batch_size histogram", *self.batches.lines("trd_batch_size")]
         for name, (text, value) in self._gauges.items():
             lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value()}"]
+        if self._monitor is not None:
+            lines += monitor_lines(self._monitor)
         return "\n".join(lines) + "\n"
+
+
+def monitor_lines(monitor: Monitor) -> list[str]:
+    """The drift monitor's gauges and counters (`trd.runtime.monitor`), one series per check."""
+    status = monitor.status
+
+    def family(name: str, kind: str, text: str, values: dict[str, str]) -> list[str]:
+        return [f"# HELP {name} {text}", f"# TYPE {name} {kind}",
+                *(f"{name}{_labels((('check', check),))} {value}" for check, value in values.items())]
+
+    checks = {c.name: c for c in status.checks}
+    return [
+        *family("trd_monitor_alarm", "gauge", "1 while the check is in alarm on the current window, else 0.",
+                {name: str(int(c.alarm)) for name, c in checks.items()}),
+        *family("trd_monitor_p_value", "gauge", "The check's p-value on the current window (NaN while it waits or is off).",
+                {name: "NaN" if c.p is None else f"{c.p:.6g}" for name, c in checks.items()}),
+        *family("trd_monitor_alarms_raised_total", "counter", "Times the check went into alarm since the start.",
+                {name: str(monitor.raised[name]) for name in checks}),
+        "# HELP trd_monitor_window_scans Scans in the drift monitor's window.",
+        "# TYPE trd_monitor_window_scans gauge", f"trd_monitor_window_scans {status.scans}",
+        "# HELP trd_monitor_alarm_any 1 while any check is in alarm, else 0.",
+        "# TYPE trd_monitor_alarm_any gauge", f"trd_monitor_alarm_any {int(status.alarm)}",
+    ]

@@ -25,6 +25,7 @@ from types import FrameType
 import uvicorn
 
 from ..errors import ConfigError
+from ..runtime.monitor import MonitorSettings
 from ..store import DEFAULT_RETENTION, parse_retention
 from ..workflows.engine import load_model
 from ..workflows.stored import open_model_store
@@ -104,7 +105,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
           pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0, grace_s: float = 20.0,
           allowed_hosts: tuple[str, ...] = (), recent: int = 20, models_dir: Path | None = None,
           threads: int | None = None, engine: str = "auto", store: str | None = None, store_files: str | None = None,
-          retain: str = DEFAULT_RETENTION, log: Log = print) -> None:
+          retain: str = DEFAULT_RETENTION, monitor: MonitorSettings | None = None,
+          log: Log = print) -> None:
     """Serve ``model`` (an ONNX export, or a model.pt where torch is installed) until SIGTERM.
 
     Prints ``trd serve: http://HOST:PORT/ ...`` on stdout once it accepts requests. ``max_pixels``
@@ -115,7 +117,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     ``models_dir``: where ``POST /v1/threshold`` writes new model files (default: beside ``model``).
     Every result goes into the result store ``store`` (a SQLite file or a database URL; default
     ``results.db`` beside the model, or under the user data folder where the model's folder cannot
-    be written; `trd.store`) before it is answered; ``retain`` bounds it.
+    be written; `trd.store`) before it is answered; ``retain`` bounds it. ``monitor``: the drift
+    monitor's window and false-alarm level (`trd.runtime.monitor`).
     """
     token = resolve_token(host, token)
     retention = parse_retention(retain)
@@ -135,7 +138,7 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
                       max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent,
                       pixel_budget=pixel_budget, upload_timeout_s=upload_timeout_s,
                       hosts=allowed_names(host, allowed_hosts, token),
-                      models_dir=None if models_dir is None else Path(models_dir))
+                      models_dir=None if models_dir is None else Path(models_dir), monitor=monitor)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name}, "

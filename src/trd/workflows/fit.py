@@ -53,8 +53,9 @@ def fit(cfg: Config, run_dir: str | Path, *, resume: bool = True, progress: bool
     check_model_config(cfg.model, cfg.data.image_size)
     run_dir = Path(run_dir)
     train_samples, val_samples = split_samples(cfg.data, "train"), split_samples(cfg.data, "validation")
-    # What later inputs are judged against (scale, missing points, 3D foreground, image size, camera): every
-    # scan that training and calibration read is measured first, so none of them is refused half-way.
+    # What later inputs are judged against (scale, missing points, 3D foreground, image size, camera) and
+    # the input-health moments the drift monitor compares them with: every scan that training and
+    # calibration read is measured first, so none of them is refused half-way.
     inputs = measure_input_stats(train_samples + val_samples, cfg.data)
     device = resolve_device(cfg.train.device)
     with distributed(device) as info:

@@ -48,7 +48,7 @@ from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
 from ..runtime.findings import find
 from ..runtime.heatmap import draw_outlines, png_bytes, result_images, sample_maps
-from ..runtime.records import build_record, model_record, path_identity, record_identity
+from ..runtime.records import Baseline, build_record, model_record, path_identity, record_identity
 from ..store import DEFAULT_RETENTION, Store, parse_retention
 from .engine import LoadedModel, load_model
 from .stored import open_model_store, store_result
@@ -216,6 +216,7 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
             f"scoring the other {len(todo)}")
     thresholds = model.thresholds
     about = model_record(model.sha256, model.name)
+    baseline = Baseline.of(model.validation_scores, model.reference)
     n_scored = 0
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
     with Progress("predict", len(todo), "scans", log) as progress:
@@ -250,7 +251,8 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
                            "total": batch.read_ms[j] + score_ms + write_ms}
                 record = build_record(out, j, name=name, key=key, rgb=shown_path(sample.rgb, base),
                                       xyz=shown_path(sample.xyz, base), thresholds=thresholds, findings=found,
-                                      model=about, timings_ms=timings) | {"heatmap": heat, "mask": mask,
+                                      model=about, timings_ms=timings, baseline=baseline,
+                                      health=batch.health[j]) | {"heatmap": heat, "mask": mask,
                                                                           "outline": outline}
                 if store is not None:  # first the store, then the ledger that says "done"
                     store_result(store, record, sample, images, "predict")

@@ -1,10 +1,11 @@
 // The trd review page. It talks only to /v1/* of the server that served it (relative URLs, no
 // other origin, no build step): upload a scan pair or open a recent result, see its images, heatmaps
-// and defect regions (result.js), its score against the threshold, explore thresholds (explorer.js), and
-// label it (review.js).
+// and defect regions (result.js), its score against the threshold, explore thresholds (explorer.js),
+// label it (review.js), and see the drift monitor's checks, with a banner while one is in alarm (monitor.js).
 
 import { $, api, fixed, guarded, showError, state, TOKEN_KEY, when } from "./common.js";
 import { initExplorer, setupExplorer, updateExplorer } from "./explorer.js";
+import { loadMonitor } from "./monitor.js";
 import { showRecord } from "./result.js";
 import { initReview, labelText, reviewRecord } from "./review.js";
 
@@ -63,6 +64,7 @@ async function scoreUpload() {
     $("upload-status").textContent = `Scored ${record.name}.`;
     show(record);
     await loadRecent();
+    await loadMonitor();
   } catch (err) {
     $("upload-status").textContent = "";
     throw err;
@@ -144,7 +146,10 @@ function init() {
     event.preventDefault();
     guarded(scoreUpload);
   });
-  $("recent-refresh").addEventListener("click", () => guarded(loadRecent));
+  $("recent-refresh").addEventListener("click", () => guarded(async () => {
+    await loadRecent();
+    await loadMonitor();
+  }));
   initExplorer();
   initReview(loadRecent);
   const zone = $("drop-zone");
@@ -155,6 +160,7 @@ function init() {
   document.addEventListener("drop", dropFiles);
   guarded(loadModel);
   guarded(loadRecent);
+  guarded(loadMonitor);
 }
 
 init();
