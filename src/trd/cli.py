@@ -292,14 +292,17 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settl
 
 
 @cli.command(short_help="Check scored scans for drift: flag rate, p-values, input health.")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source")
 @_monitor_options()
+@click.option("--model-sha", default=None,
+              help="For a result store: the model whose results are checked (sha256 or its first 8+ digits; "
+                   "default: the model of the newest result).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of lines.")
-def monitor(source, window, alpha, as_json) -> None:
+def monitor(source, window, alpha, model_sha, as_json) -> None:
     """Check scored scans for drift: flag rate, p-values, input health (docs/MONITOR.md).
 
-    SOURCE is a predictions.jsonl or a `trd predict --out` folder. The records are replayed in the
-    order they were scored; the checks on the last --window scans are printed, with where each alarm
+    SOURCE is a predictions.jsonl, a `trd predict --out` folder, or a result store (results.db, or a
+    postgresql:// URL). The records are replayed in the order they were scored; the checks on the last --window scans are printed, with where each alarm
     was first raised. Exit code 1 when a check is in alarm on the last window (cron and CI can act
     on it), 2 on bad input or settings. Needs only the runtime install.
 
@@ -307,11 +310,12 @@ def monitor(source, window, alpha, as_json) -> None:
     Examples:
       trd monitor preds/
       trd monitor preds/predictions.jsonl --window 100 --json
+      trd monitor runs/puck/results.db
     """
     from .runtime.monitor import MonitorSettings
     from .workflows.monitor import monitor as run_monitor, report_lines
 
-    summary = run_monitor(source, MonitorSettings(window=window, alpha=alpha), log=_log)
+    summary = run_monitor(source, MonitorSettings(window=window, alpha=alpha), model=model_sha, log=_log)
     click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(report_lines(summary)))
     if summary["alarm"]:
         sys.exit(1)

@@ -2,7 +2,7 @@
 
 ``line_model``: (model.pt, its ONNX export) of synthetic ``puck`` at 32 px (resnet18 random teachers,
 1 epoch) fit on 20 training and 49 validation scans, so its records carry p-values against 49
-validation scores and the input-health spread of 64 of its 69 good scans. ``documented``: the
+validation scores and the input-health moments of its 69 good scans (brightness: 64 of them). ``documented``: the
 detection table of docs/MONITOR.md, which the tests hold the monitor to. ``score_line``: scans of
 `trd.data.synth.write_line` scored by that export through `trd.workflows.predict.predict_samples`,
 as records.

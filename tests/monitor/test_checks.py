@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from trd.data.inputs import Spread
+from trd.data.inputs import Moments
 from trd.errors import ConfigError
 from trd.runtime.monitor import (
     Monitor,
@@ -104,17 +104,17 @@ def test_health_check_keeps_its_level_and_sees_a_shift() -> None:
     reps, alarms = 1500, 0
     for _ in range(reps):
         training = rng.normal(120.0, 6.0, 40)
-        spread = Spread.of(list(training))
+        spread = Moments.of(list(training))
         alarms += health_check("brightness", list(rng.normal(120.0, 6.0, 200)), spread, ALPHA, 10).alarm
     assert alarms / reps <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / reps)
-    spread = Spread.of(list(rng.normal(120.0, 6.0, 40)))
+    spread = Moments.of(list(rng.normal(120.0, 6.0, 40)))
     darker = health_check("brightness", list(rng.normal(96.0, 5.0, 10)), spread, 1e-3, 10)  # x 0.8
     assert darker.alarm and darker.reason.startswith("RGB brightness: mean 9") and "in training (n = 40)" in darker.reason
 
 
 def test_a_sensor_without_missing_points_in_training_tolerates_one_missing_pixel() -> None:
     """The standard-deviation floor: zero spread in training must not turn a trace into an alarm."""
-    never = Spread(0.0, 0.0, 40)
+    never = Moments(0.0, 0.0, 40)
     assert not health_check("missing_3d", [0.0] * 49 + [1e-5], never, 1e-3, 10).alarm
     assert health_check("missing_3d", [0.3] * 50, never, 1e-3, 10).alarm
 

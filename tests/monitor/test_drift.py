@@ -8,9 +8,13 @@ check is tested in simulation, tests/monitor/test_checks.py).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from trd.data.synth import Drift
+from trd.errors import DataError
 from trd.runtime.monitor import Monitor, MonitorSettings
 
 DRIFTS = {"RGB brightness x 0.8": Drift(brightness=0.8), "z offset +2 mm": Drift(z_offset_m=0.002),
@@ -51,3 +55,26 @@ def test_1000_good_scans_raise_no_alarm(good_window: list[dict], score_line) -> 
     assert [c.state for c in watch.status.checks] == ["ok"] * 5, watch.status.checks
     assert all(0 < r["p_value"] <= 1 for r in records) and all(set(r["input_health"]) == {
         "brightness", "missing_3d", "z_median_m", "training"} for r in records)
+
+
+def test_trd_monitor_reads_a_result_store_like_the_ledger(score_line, tmp_path: Path) -> None:
+    """`trd monitor` over a result store replays the same records, in the order they were scored."""
+    from trd.store import open_store
+    from trd.workflows.monitor import monitor
+
+    records = score_line("stored", 40, drift=Drift(brightness=0.6))
+    ledger = tmp_path / "predictions.jsonl"
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in records))
+    store = open_store(str(tmp_path / "results.db"))
+    for record in records:
+        store.add(record, source="predict")
+    store.close()
+    from_store = monitor(tmp_path / "results.db", MonitorSettings(window=20), log=lambda _: None)
+    from_ledger = monitor(ledger, MonitorSettings(window=20), log=lambda _: None)
+    assert from_store["records"] == from_ledger["records"] == 40
+    assert from_store["checks"] == from_ledger["checks"] and from_store["alarm"] == from_ledger["alarm"]
+    assert from_store["alarm"]  # the darker light is seen through the store too
+    empty = open_store(str(tmp_path / "empty.db"))
+    empty.close()
+    with pytest.raises(DataError, match="holds no results yet"):
+        monitor(tmp_path / "empty.db", log=lambda _: None)

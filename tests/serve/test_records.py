@@ -49,7 +49,7 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
         assert line["p_value"] == (1 + sum(v >= line["score"] for v in validation)) / (len(validation) + 1)
         assert (line["p_value"] <= thresholds.guaranteed_fpr) == line["anomalous"]  # the same rule, two ways
         assert set(line["input_health"]) == {"brightness", "missing_3d", "z_median_m", "training"}
-        assert engine.inputs.spread["brightness"].to_dict() == line["input_health"]["training"]["brightness"]
+        assert engine.inputs.health["brightness"].to_dict() == line["input_health"]["training"]["brightness"]
         timings = line["timings_ms"]
         assert set(timings) == {"read", "score", "regions", "total"}
         assert timings["total"] >= timings["read"] + timings["score"] + timings["regions"] > 0

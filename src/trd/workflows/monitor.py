@@ -7,8 +7,9 @@ Records carry what the checks compare with (the threshold's rank, the p-value ag
 validation scores, the training scans' input-health spread), so no model file is needed: the
 records of a line PC can be checked anywhere.
 
-Where the records come from is one function, :func:`read_records`: a ``predictions.jsonl`` or a
-``trd predict`` output folder holding one. The result store plugs in there.
+Where the records come from is one function, :func:`read_records`: a ``predictions.jsonl``, a
+``trd predict`` output folder holding one, or a result store (`trd.store`: a SQLite file or a
+database URL), whose records of one model are replayed oldest first.
 """
 
 from __future__ import annotations
@@ -57,12 +58,44 @@ def _jsonl(path: Path, skipped: Skipped) -> Iterator[tuple[int, dict[str, Any]]]
         raise DataError(path, f"cannot read it: {exc.strerror or exc}") from None
 
 
-def read_records(source: Path, skipped: Skipped) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(place, record) of the scored records of ``source`` in scoring order: a ``predictions.jsonl``
-    (place: the line number), or a folder that holds one (``trd predict --out``).
+def is_store(source: str) -> bool:
+    """Whether ``source`` names a result store: a database URL, or a SQLite file."""
+    if "://" in source:
+        return True
+    path = Path(source)
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        return fh.read(16) == b"SQLite format 3\x00"
 
-    The result store plugs in here: a store source yields its records of one model, oldest first.
-    """
+
+def _stored(target: str, model: str | None, log: Log) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(id, record) of the store's records of ``model`` (its sha256 or a prefix of 8+ hex digits;
+    default: the model of the newest record), oldest first."""
+    from ..store import Retention, open_store
+
+    store = open_store(target, None, Retention(), log)  # no retention pass: the monitor only reads
+    try:
+        if model is None:
+            newest = store.query(limit=1)
+            if not newest:
+                raise DataError(target, "the result store holds no results yet")
+            model = newest[0].model_sha256
+        for stored in store.iterate(model=model):
+            yield stored.id, stored.record
+    finally:
+        store.close()
+
+
+def read_records(source: str | Path, skipped: Skipped, model: str | None = None,
+                 log: Log = print) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(place, record) of the scored records of ``source`` in scoring order: a ``predictions.jsonl``
+    (place: the line number), a folder that holds one (``trd predict --out``), or a result store
+    (place: the record's id; the records of ``model``, default the newest record's model)."""
+    if is_store(str(source)):
+        yield from _stored(str(source), model, log)
+        return
+    source = Path(source)
     path = source / PREDICTIONS if source.is_dir() else source
     if not path.is_file():
         where = f"no {PREDICTIONS} in this folder" if source.is_dir() else "file not found"
@@ -70,12 +103,16 @@ def read_records(source: Path, skipped: Skipped) -> Iterator[tuple[int, dict[str
     yield from _jsonl(path, skipped)
 
 
-def monitor(source: str | Path, settings: MonitorSettings | None = None, log: Log = print) -> dict[str, Any]:
+def monitor(source: str | Path, settings: MonitorSettings | None = None, model: str | None = None,
+            log: Log = print) -> dict[str, Any]:
     """Replay the records of ``source`` through the drift monitor.
 
     Args:
-        source: a ``predictions.jsonl`` or a folder holding one.
+        source: a ``predictions.jsonl``, a folder holding one, or a result store (a SQLite file or
+            a database URL).
         settings: window and false-alarm level (default `MonitorSettings()`).
+        model: for a store: the model whose records are replayed (sha256 or its first 8+ hex
+            digits; default: the model of the newest record).
         log: receives a note on lines that are not records.
 
     Returns:
@@ -89,11 +126,11 @@ def monitor(source: str | Path, settings: MonitorSettings | None = None, log: Lo
         >>> api.monitor("preds/")["alarm"]  # doctest: +SKIP
         False
     """
-    source, settings = Path(source), settings or MonitorSettings()
+    source, settings = str(source), settings or MonitorSettings()
     skipped = Skipped()
     watch = Monitor(settings)
     names: dict[int, str] = {}
-    for place, record in read_records(source, skipped):
+    for place, record in read_records(source, skipped, model, log):
         try:
             watch.add(record)
         except ValueError:
