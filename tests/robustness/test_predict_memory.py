@@ -28,10 +28,12 @@ GROWTH_LIMIT_MB = 30.0
 def test_predict_memory_stays_flat(rob_root: Path, ref_run: Path, tmp_path: Path, tools: SimpleNamespace) -> None:
     inputs, out = tmp_path / "inputs", tmp_path / "pred"
     tools.scans(rob_root, inputs, N_SAMPLES)  # distinct scans: the same content is scored once
+    # Output to files, not pipes: the summary lists every flagged scan and may exceed a pipe's buffer.
+    stdout_file, stderr_file = (tmp_path / "stdout").open("w+b"), (tmp_path / "stderr").open("w+b")
     proc = subprocess.Popen(
         [sys.executable, "-m", "trd.cli", "predict", "--model", str(ref_run / "model.pt"), "--input", str(inputs),
          "--out", str(out), "--batch-size", "16"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tools.cli_env())
+        stdout=stdout_file, stderr=stderr_file, env=tools.cli_env())
     watched = psutil.Process(proc.pid)
     samples: list[tuple[int, float]] = []  # (heatmaps written, RSS in MB)
     heatmaps = out / "heatmaps"
@@ -44,9 +46,10 @@ def test_predict_memory_stays_flat(rob_root: Path, ref_run: Path, tmp_path: Path
                 break
             samples.append((done, rss))
             time.sleep(0.05)
-        stdout, stderr = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
     finally:
         proc.kill()
+    stdout, stderr = (tmp_path / "stdout").read_bytes(), (tmp_path / "stderr").read_bytes()
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert json.loads(stdout)["scored"] == N_SAMPLES
 
