@@ -25,7 +25,8 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
                                      "target_fpr": thresholds.target_fpr, "guaranteed_fpr": thresholds.guaranteed_fpr,
                                      "validation_samples": 2, "statement": thresholds.image_statement()}
         assert line["image_threshold"] == thresholds.image and line["anomalous"] == (line["score"] > thresholds.image)
-        assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
+        assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime",
+                                 "provider": "CPUExecutionProvider", "precision": "fp32", "trd_version": "0.1.0"}
         timings = line["timings_ms"]
         assert set(timings) == {"read", "score", "total"} and timings["total"] >= timings["read"] + timings["score"] > 0
     assert [line["name"] for line in lines] == ["000", "001"]

@@ -11,7 +11,7 @@
     branch_shares     {branch: share of the score}
     modality_attribution  {modality: score drop} (only with --explain)
     timings_ms        {read, score, total} (+ queue in serve)
-    model             {sha256, engine, trd_version}
+    model             {sha256, engine, provider, precision, trd_version}
 
 Predict adds ``heatmap`` and ``mask`` (file paths); serve adds ``id`` and, on request, the images.
 """
@@ -36,9 +36,11 @@ def threshold_record(thresholds: Thresholds) -> dict[str, Any]:
             "statement": thresholds.image_statement()}
 
 
-def model_record(sha256: str, engine: str) -> dict[str, str]:
-    """Which model (file content) and engine scored."""
-    return {"sha256": sha256, "engine": engine, "trd_version": __version__}
+def model_record(sha256: str, engine: str, provider: str, precision: str = "fp32") -> dict[str, str]:
+    """Which model (file content) scored, with which engine, execution provider (onnxruntime's, or
+    the torch device) and precision."""
+    return {"sha256": sha256, "engine": engine, "provider": provider, "precision": precision,
+            "trd_version": __version__}
 
 
 def _per_sample(outputs: Mapping[str, np.ndarray], prefix: str, j: int) -> dict[str, float]:

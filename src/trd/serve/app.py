@@ -57,7 +57,7 @@ class Service:
         self.metrics = Metrics(lambda: self.batcher.depth, lambda: self.in_flight)
         self.batcher = Batcher(model.engine, max_batch, max_wait_s, queue, self.metrics.batch)
         self.recent = Recent(recent)
-        self.about = model_record(model.sha256, model.name)
+        self.about = model_record(model.sha256, model.name, model.provider, model.precision)
         self.aspect = AspectOnce(model.reference)
 
 
@@ -199,7 +199,8 @@ def model_info(service: Service) -> dict[str, Any]:
     input_3d = {"modality": data.modality_3d, "format": data.format,
                 "files": sorted({s for r in kinds for s in r.suffixes}),
                 "kinds": [r.description for r in kinds], "camera": any(r.camera for r in kinds)}
-    return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "branches": list(m.branches),
+    return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "provider": m.provider,
+            "precision": m.precision, "branches": list(m.branches),
             "image_size": data.image_size, "input_rgb": {"files": list(RGB_SUFFIXES)}, "input_3d": input_3d,
             "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": m.validation_scores}
 

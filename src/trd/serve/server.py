@@ -23,7 +23,7 @@ from types import FrameType
 import uvicorn
 
 from ..errors import ConfigError
-from ..workflows.engine import load_model
+from ..workflows.engine import OrtChoice, load_model
 from .app import Service, create_app
 
 Log = Callable[[str], None]
@@ -93,24 +93,28 @@ class _Server(uvicorn.Server):
 
 def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch: int = 8,
           max_wait_ms: float = 5.0, queue: int = 32, max_upload_mb: float = 64.0, max_pixels: int | None = None,
-          recent: int = 20, threads: int | None = None, engine: str = "auto", log: Log = print) -> None:
+          recent: int = 20, threads: int | None = None, engine: str = "auto", ep: str = "auto",
+          precision: str = "fp32", log: Log = print) -> None:
     """Serve ``model`` (an ONNX export, or a model.pt where torch is installed) until SIGTERM.
 
     Prints ``trd serve: http://HOST:PORT/ ...`` on stdout once it accepts requests. ``max_pixels``
     caps the pixels of an uploaded image or cloud (default: the model's ``data.max_image_pixels``).
+    ``ep``/``precision``: onnxruntime's execution provider and precision (`trd.runtime.providers`).
     """
     token = resolve_token(host, token)
     sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
     model = Path(model)
     onnx = model.suffix.lower() == ".onnx"
-    loaded = load_model(None if onnx else model, model if onnx else None, engine=engine, threads=threads, log=log)
+    loaded = load_model(None if onnx else model, model if onnx else None, engine=engine, threads=threads,
+                        choice=OrtChoice(ep, precision, max_batch), log=log)
     if max_pixels is not None:
         loaded.config.data.max_image_pixels = max_pixels
     service = Service(loaded, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
                       max_upload_bytes=int(max_upload_mb * 2**20), token=token, recent=recent)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name}, "
+    ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name} on {loaded.provider}, "
+             f"{loaded.precision}, "
              f"max batch {max_batch}, queue {queue}{', token required' if token else ''})")
     _log_to_stderr()
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="on",

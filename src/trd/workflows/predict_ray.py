@@ -1,0 +1,142 @@
+"""``trd predict --ray``: the output folder of `trd predict`, scored by the workers of a Ray cluster.
+
+The driver (this process) lists the samples, leaves out those its ledger already holds, and hands
+the rest to Ray Data: ``from_items`` -> ``map_batches`` with `trd.runtime.batch_scorer.BatchScorer`
+(one model per worker, on a pool of actors) -> ``iter_rows``, streamed. It writes each result as it
+arrives exactly as a single-process run does (heatmap, mask, then the record: `Ledger.write`), so
+the folder holds the same files with the same guarantees:
+
+- nothing is lost: a line is appended only after its images are in place;
+- nothing is scored twice into the folder: a result whose scan the ledger already holds (Ray can
+  deliver a batch's results again after a worker dies) is not written again;
+- a worker or a whole node that dies: Ray Data restarts its actor on a live node and runs its
+  unfinished batches again (its defaults: actors restart, tasks retry), and the run goes on;
+- the driver that dies: its workers stop with it; the same command again skips what is done.
+
+Every node reads the model and the inputs itself, at the paths the driver sees (a shared file
+system). Ray is optional: ``pip install 'trd-anomaly[ray]'``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..data.identity import files_sha256
+from ..data.samples import Sample
+from ..errors import ConfigError, TRDError
+from ..runtime.batch_scorer import BatchScorer, sample_row
+from ..runtime.records import model_record
+from ..runtime.scored import Scored
+from .engine import LoadedModel
+from .predict import Ledger, plan, source_of, summary, target_of
+
+Log = Callable[[str], None]
+RAY_EXTRA = "pip install 'trd-anomaly[ray]'"
+
+
+@dataclass(frozen=True)
+class RayRun:
+    """How to score on Ray: the cluster (``"local"``: start one here; else its address), the
+    number of workers (None: the cluster's CPUs / ``threads``), threads per worker, onnxruntime's
+    provider and precision on the workers, the batch size and predict's input overrides."""
+
+    address: str
+    workers: int | None
+    threads: int
+    ep: str
+    precision: str
+    batch_size: int
+    xyz_unit: str | None = None
+    flip_z: bool | None = None
+
+
+def require_ray() -> ModuleType:
+    """The ``ray`` module with Ray Data, or a one-line TRDError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data ships in the ray[data] extra
+    except ImportError:
+        raise TRDError(f"--ray needs Ray (with Ray Data), which is not installed here: {RAY_EXTRA}") from None
+    return ray
+
+
+def check_ray(engine: str, explain: bool, workers: int | None) -> None:
+    """Refuse, before anything loads, what ``--ray`` cannot do."""
+    require_ray()
+    if engine == "torch" or explain:
+        raise ConfigError(f"--ray scores with onnxruntime on the workers; {'--explain' if explain else '--engine torch'} "
+                          "needs the torch engine: run without --ray")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: expected an integer >= 1")
+
+
+def _init(ray: ModuleType, address: str, log: Log) -> None:
+    """Connect to the cluster (or start a local one); TRDError naming the address when it fails."""
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise TRDError(f"--ray {address}: cannot start or reach the Ray cluster: {str(exc).strip().splitlines()[0]}") from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # predict prints a summary; Ray's bars would bury it
+    log(f"predict: Ray cluster with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+
+
+def _user_error(exc: BaseException) -> TRDError | None:
+    """The toolkit's own error behind a failure Ray reports from a worker (a model file missing on a
+    node, ...), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TRDError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
+    return None
+
+
+def predict_on_ray(model: LoadedModel, samples: list[Sample], out_dir: Path, run: RayRun,
+                   unpaired: list[tuple[str, str]] = (), log: Log = print) -> dict[str, Any]:
+    """Score ``samples`` on Ray into ``out_dir`` (locked and claimed by the caller); the summary
+    of `trd.workflows.predict.predict_samples` plus ``workers``."""
+    ray = require_ray()
+    ledger = Ledger(out_dir, log)
+    todo, failed, skipped = plan(ledger, samples, unpaired, log)
+    n_scored = n_anomalous = workers = 0
+    providers: set[str] = set()
+    if todo:
+        onnx = Path(model.onnx_path)
+        kwargs = {"onnx_path": str(onnx), "sha256": files_sha256(onnx, onnx.with_name(onnx.name + ".data"), missing_ok=True),
+                  "model": model_record(model.sha256, model.name, "", run.precision), "ep": run.ep,
+                  "precision": run.precision, "threads": run.threads, "max_batch": run.batch_size,
+                  "xyz_unit": run.xyz_unit, "flip_z": run.flip_z}
+        _init(ray, run.address, log)
+        try:
+            workers = run.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // run.threads))
+            rows = [sample_row(i, s, target_of(s)) for i, s in enumerate(todo)]
+            results = ray.data.from_items(rows).map_batches(
+                BatchScorer, fn_constructor_kwargs=kwargs, batch_size=run.batch_size, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=run.threads)
+            for row in results.iter_rows():
+                sample = todo[int(row["index"])]
+                if row["error"]:
+                    failed.append({"file": str(sample.rgb), "error": str(row["error"])})
+                    continue
+                record = json.loads(row["record"])
+                if ledger.state(record["name"], source_of(record["rgb"], record["xyz"])) != "new":
+                    continue  # delivered again after a worker died: it is in the folder already
+                ledger.write(Scored(int(row["index"]), record, bytes(row["heatmap"]), bytes(row["mask"])))
+                n_scored += 1
+                n_anomalous += record["anomalous"]
+                providers.add(record["model"]["provider"])
+        except Exception as exc:
+            mine = _user_error(exc)
+            if mine is None:
+                raise
+            raise mine from None
+        finally:
+            ray.shutdown()
+    result = summary(model, ledger, n_scored, n_anomalous, skipped, failed)
+    return result | {"provider": ", ".join(sorted(providers)), "precision": run.precision, "workers": workers}
