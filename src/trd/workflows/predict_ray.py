@@ -19,7 +19,10 @@ system). Ray is optional: ``pip install 'trd-anomaly[ray]'``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +81,14 @@ def check_ray(engine: str, explain: bool, workers: int | None) -> None:
 def _init(ray: ModuleType, address: str, log: Log) -> None:
     """Connect to the cluster (or start a local one); TRDError naming the address when it fails."""
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+        # log_to_driver=False: the workers' output would land on stdout, which holds the summary only;
+        # their errors still reach the driver as exceptions.
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise TRDError(f"--ray {address}: cannot start or reach the Ray cluster: {str(exc).strip().splitlines()[0]}") from None
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # predict prints a summary; Ray's bars would bury it
+    ray.data.DataContext.get_current().enable_progress_bars = False  # predict prints a summary; bars would bury it
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not every step of Ray Data's plan
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
     log(f"predict: Ray cluster with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
 
 
@@ -97,6 +103,37 @@ def _user_error(exc: BaseException) -> TRDError | None:
     return None
 
 
+def _score_on_ray(ray: ModuleType, todo: list[Sample], run: RayRun, scorer: dict[str, Any], ledger: Ledger,
+                  log: Log) -> tuple[list[dict[str, Any]], list[dict[str, str]], int]:
+    """Score ``todo`` on the cluster, writing each result into ``ledger`` as it arrives; the records
+    written, the samples that failed and the number of workers."""
+    _init(ray, run.address, log)
+    written, failed = [], []
+    try:
+        workers = run.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // run.threads))
+        rows = [sample_row(i, s, target_of(s)) for i, s in enumerate(todo)]
+        results = ray.data.from_items(rows).map_batches(
+            BatchScorer, fn_constructor_kwargs=scorer, batch_size=run.batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=run.threads)
+        for row in results.iter_rows():
+            if row["error"]:
+                failed.append({"file": str(todo[int(row["index"])].rgb), "error": str(row["error"])})
+                continue
+            record = json.loads(row["record"])
+            if ledger.state(record["name"], source_of(record["rgb"], record["xyz"])) != "new":
+                continue  # delivered again after a worker died: it is in the folder already
+            ledger.write(Scored(int(row["index"]), record, bytes(row["heatmap"]), bytes(row["mask"])))
+            written.append(record)
+    except Exception as exc:
+        mine = _user_error(exc)
+        if mine is None:
+            raise
+        raise mine from None
+    finally:
+        ray.shutdown()
+    return written, failed, workers
+
+
 def predict_on_ray(model: LoadedModel, samples: list[Sample], out_dir: Path, run: RayRun,
                    unpaired: list[tuple[str, str]] = (), log: Log = print) -> dict[str, Any]:
     """Score ``samples`` on Ray into ``out_dir`` (locked and claimed by the caller); the summary
@@ -104,39 +141,17 @@ def predict_on_ray(model: LoadedModel, samples: list[Sample], out_dir: Path, run
     ray = require_ray()
     ledger = Ledger(out_dir, log)
     todo, failed, skipped = plan(ledger, samples, unpaired, log)
-    n_scored = n_anomalous = workers = 0
-    providers: set[str] = set()
+    written: list[dict[str, Any]] = []
+    workers = 0
     if todo:
         onnx = Path(model.onnx_path)
-        kwargs = {"onnx_path": str(onnx), "sha256": files_sha256(onnx, onnx.with_name(onnx.name + ".data"), missing_ok=True),
+        scorer = {"onnx_path": str(onnx), "sha256": files_sha256(onnx, onnx.with_name(onnx.name + ".data"), missing_ok=True),
                   "model": model_record(model.sha256, model.name, "", run.precision), "ep": run.ep,
                   "precision": run.precision, "threads": run.threads, "max_batch": run.batch_size,
                   "xyz_unit": run.xyz_unit, "flip_z": run.flip_z}
-        _init(ray, run.address, log)
-        try:
-            workers = run.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // run.threads))
-            rows = [sample_row(i, s, target_of(s)) for i, s in enumerate(todo)]
-            results = ray.data.from_items(rows).map_batches(
-                BatchScorer, fn_constructor_kwargs=kwargs, batch_size=run.batch_size, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=run.threads)
-            for row in results.iter_rows():
-                sample = todo[int(row["index"])]
-                if row["error"]:
-                    failed.append({"file": str(sample.rgb), "error": str(row["error"])})
-                    continue
-                record = json.loads(row["record"])
-                if ledger.state(record["name"], source_of(record["rgb"], record["xyz"])) != "new":
-                    continue  # delivered again after a worker died: it is in the folder already
-                ledger.write(Scored(int(row["index"]), record, bytes(row["heatmap"]), bytes(row["mask"])))
-                n_scored += 1
-                n_anomalous += record["anomalous"]
-                providers.add(record["model"]["provider"])
-        except Exception as exc:
-            mine = _user_error(exc)
-            if mine is None:
-                raise
-            raise mine from None
-        finally:
-            ray.shutdown()
-    result = summary(model, ledger, n_scored, n_anomalous, skipped, failed)
-    return result | {"provider": ", ".join(sorted(providers)), "precision": run.precision, "workers": workers}
+        with contextlib.redirect_stdout(sys.stderr):  # Ray prints some news of its workers on stdout
+            written, more, workers = _score_on_ray(ray, todo, run, scorer, ledger, log)
+        failed += more
+    result = summary(model, ledger, len(written), sum(r["anomalous"] for r in written), skipped, failed)
+    providers = sorted({r["model"]["provider"] for r in written})
+    return result | {"provider": ", ".join(providers), "precision": run.precision, "workers": workers}
