@@ -117,7 +117,7 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
 
 def _engine_options(f):
     """Which inference engine, on which execution provider, with how many threads (test, predict, serve)."""
-    f = click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+    f = click.option("--precision", default="fp32", show_default=True, metavar="fp32|fp16|bf16",
                      help="onnxruntime's precision: fp16 (TensorRT, CUDA, CPU, OpenVINO) or bf16 (OpenVINO) change "
                           "the scores; `trd test` reports by how much.")(f)
     f = click.option("--ep", default="auto", show_default=True, metavar="auto|cpu|openvino[:GPU|:NPU]|cuda|tensorrt",

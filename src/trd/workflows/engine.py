@@ -137,8 +137,8 @@ def load_model(model_path: Path | None = None, onnx_path: Path | None = None, *,
         raise ConfigError("give exactly one of --model (model.pt) or --onnx (exported file)")
     check_precision(choice.ep, choice.precision)
     if choice.chosen and (engine == "torch" or explain):
-        raise ConfigError(f"--ep {choice.ep} / --precision {choice.precision} choose how onnxruntime runs; "
-                          f"{'--explain' if explain else '--engine torch'} runs torch (its device: --device)")
+        raise ConfigError(f"--ep {choice.ep} and --precision {choice.precision} choose how onnxruntime runs, but "
+                          f"{'--explain' if explain else '--engine torch'} runs the torch engine; leave them out")
     n = inference_threads(threads)
     if onnx_path is not None:
         if explain:

@@ -72,8 +72,8 @@ def check_ray(engine: str, explain: bool, workers: int | None) -> None:
     """Refuse, before anything loads, what ``--ray`` cannot do."""
     require_ray()
     if engine == "torch" or explain:
-        raise ConfigError(f"--ray scores with onnxruntime on the workers; {'--explain' if explain else '--engine torch'} "
-                          "needs the torch engine: run without --ray")
+        raise ConfigError(f"--ray scores with onnxruntime on the workers, but {'--explain' if explain else '--engine torch'} "
+                          "runs the torch engine: run it without --ray")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: expected an integer >= 1")
 

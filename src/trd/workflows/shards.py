@@ -14,6 +14,7 @@ two different scans is reported, and a merge that is stopped continues when run 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -97,25 +98,27 @@ def merge_predictions(parts: Sequence[str | Path], out: str | Path, *, overwrite
     first = owners[parts[0]]
     merged = duplicates = 0
     clashes: list[dict[str, str]] = []
-    with folder_lock(out, "trd predict-merge"):
+    with contextlib.ExitStack() as held:
+        for part in parts:  # a part that is still being written is refused, before anything is written
+            held.enter_context(folder_lock(part, "trd predict-merge"))
+        held.enter_context(folder_lock(out, "trd predict-merge"))
         claim(out, Path(first.get("model", "unknown model")), first["sha256"], overwrite)
         ledger = Ledger(out, log)
         for part in parts:
-            with folder_lock(part, "trd predict-merge"):  # a part that is still being written is refused
-                lines = (part / PREDICTIONS).read_bytes().split(b"\n") if (part / PREDICTIONS).is_file() else []
-                for line in lines:
-                    record = complete_record(line, part)
-                    if record is None:
-                        continue
-                    state = ledger.state(record["name"], source_of(record["rgb"], record["xyz"]))
-                    if state == "done":
-                        duplicates += 1
-                    elif state == "clash":
-                        clashes.append({"part": str(part), "name": record["name"],
-                                        "error": f"{out}: the output name {record['name']!r} holds another scan"})
-                    else:
-                        ledger.copy(record, part)
-                        merged += 1
+            lines = (part / PREDICTIONS).read_bytes().split(b"\n") if (part / PREDICTIONS).is_file() else []
+            for line in lines:
+                record = complete_record(line, part)
+                if record is None:
+                    continue
+                state = ledger.state(record["name"], source_of(record["rgb"], record["xyz"]))
+                if state == "done":
+                    duplicates += 1
+                elif state == "clash":
+                    clashes.append({"part": str(part), "name": record["name"],
+                                    "error": f"{out}: the output name {record['name']!r} holds another scan"})
+                else:
+                    ledger.copy(record, part)
+                    merged += 1
     log(f"predict-merge: {merged} records merged from {len(parts)} parts, {duplicates} already there")
     return {"merged": merged, "duplicates": duplicates, "clashes": clashes, "parts": len(parts),
             "total": len(ledger.done), "predictions": str(ledger.path)}
