@@ -145,6 +145,9 @@ class _Refused(Exception):
 def _start(ort: ModuleType, path: Path, key: str, precision: str, threads: int, ov_device: str | None,
            max_batch: int, log: Callable[[str], None] | None) -> tuple[Any, Placement]:
     """A session of provider ``key`` that runs, or _Refused saying why."""
+    if key in ("cuda", "tensorrt") and hasattr(ort, "preload_dlls"):
+        with contextlib.suppress(Exception):  # CUDA and cuDNN from pip's nvidia packages, where installed
+            ort.preload_dlls()
     graph = fp16_graph(path, log) if precision == "fp16" and key in ("cpu", "cuda") else path
     extra = _trt_settings(path, precision, max_batch) if key == "tensorrt" else {}
     place = placement(key, precision, threads=threads, ov_device=ov_device, **extra)
