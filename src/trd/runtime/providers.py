@@ -16,8 +16,8 @@ provider a session really got.
 
 **Precision** (``--precision``): ``fp32`` (default), ``fp16`` (TensorRT's fp16 kernels; for the
 CPU and CUDA providers a float16 copy of the graph, `trd.runtime.precision`; for OpenVINO its
-inference-precision hint) and ``bf16`` (OpenVINO's hint; fast on CPUs with AMX). Both change the
-scores: `trd test` measures by how much.
+inference-precision hint) and ``bf16`` (OpenVINO's hint; fast on CPUs with AMX).
+DEPARTURE (docs/METHOD_NOTES.md §15), opt-in only: both change the scores; `trd test` measures by how much.
 """
 
 from __future__ import annotations
