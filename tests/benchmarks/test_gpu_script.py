@@ -73,13 +73,13 @@ def test_good_arguments(gpu: ModuleType, tmp_path: Path) -> None:
 
 def test_provider_rows_compare_each_configuration_with_cpu_fp32() -> None:
     providers = _module("providers")
-    row = {"provider": "CPUExecutionProvider", "create_s": 1.0, "s_per_batch": 0.4, "max_score_diff": 0.0,
-           "max_score_diff_rel": 0.0, "max_map_diff": 0.0}
-    trt = row | {"provider": "TensorrtExecutionProvider", "create_s": 90.0, "create_again_s": 2.0, "s_per_batch": 0.01,
-                 "max_score_diff": 0.02, "max_score_diff_rel": 0.004, "max_map_diff": 0.1}
-    text = providers._table({"batch": 8, "models": {"paper": {"rows": {"cpu fp32": row, "tensorrt fp16": trt}}}})
-    assert "| paper (batch 8) | cpu fp32 | CPUExecutionProvider | 1.00 | 0.400 | 1.00x |" in text
-    assert "| paper (batch 8) | tensorrt fp16 | TensorrtExecutionProvider | 90.00 (cached: 2.00) | 0.010 | 40.00x | " \
+    cuda = {"provider": "CUDAExecutionProvider", "create_s": 3.0, "create_again_s": None, "s_per_batch": 0.02,
+            "cpu_s_per_batch": 0.4, "max_score_diff": 1e-5, "max_score_diff_rel": 1e-6, "max_map_diff": 2e-5}
+    trt = cuda | {"provider": "TensorrtExecutionProvider", "create_s": 90.0, "create_again_s": 2.0, "s_per_batch": 0.01,
+                  "max_score_diff": 0.02, "max_score_diff_rel": 0.004, "max_map_diff": 0.1}
+    text = providers._table({"batch": 8, "models": {"paper": {"rows": {"cuda fp32": cuda, "tensorrt fp16": trt}}}})
+    assert "| paper (batch 8) | cuda fp32 | CUDAExecutionProvider | 3.00 | 0.020 | 0.400 | 20.00x | 1.00e-05 (1.0e-06) |" in text
+    assert "| paper (batch 8) | tensorrt fp16 | TensorrtExecutionProvider | 90.00 (cached: 2.00) | 0.010 | 0.400 | 40.00x | " \
            "2.00e-02 (4.0e-03) | 1.00e-01 |" in text
 
 
