@@ -14,8 +14,13 @@ The metric check runs first (it says whether the speed settings keep the fp32 re
 benchmarks; each step's log (OUT/*.log) shows every measurement as it is made, so a run stopped
 early still tells what it measured. ``--no-compile`` leaves out torch.compile (minutes of compile
 time) where the time is short. Both write OUT/gpu.json (everything measured) and OUT/gpu.md (the
-tables). Without CUDA it stops at once with exit code 2. ONNX Runtime rows are not part of it: its CUDA provider needs
-onnxruntime-gpu, which the toolkit does not install.
+tables). Without CUDA it stops at once with exit code 2.
+Execution-provider rows (``providers.py``: onnxruntime's CUDA provider at fp32 and fp16, TensorRT at
+fp32 and fp16 with its engine build and cached load, each against onnxruntime's CPU provider at
+fp32 in the same process: parity and speed) run in another Python, ``--ort-gpu-python``: an
+environment with the ``[gpu]`` install (``onnxruntime-gpu``) and the CUDA 13, cuDNN 9 and TensorRT
+libraries it loads, e.g. ``pip install 'trd-anomaly[gpu]' 'onnxruntime-gpu[cuda,cudnn]' tensorrt``
+(the training venv cannot hold it beside the CPU build). Without it those rows are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 #: Per step: (name, arguments of bench.py). QUICK is sized to finish in ~8 minutes on an H100/H200.
+#: Execution providers measured against CPU fp32 (providers.py --configs), at inference batch 8.
+GPU_PROVIDERS = "cpu:fp32,cuda:fp32,cuda:fp16,tensorrt:fp32,tensorrt:fp16"
 QUICK_BENCH = ["--model", "paper", "--ladder", "toggles", "--compile", "--infer-batches", "1,8,32",
                "--n-pairs", "32", "--batch", "16", "--epochs", "2", "--infer-batch", "32", "--runs", "5",
                "--workers", "0", "--timeout", "420"]
@@ -72,7 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-reproduce", action="store_true", help="full run without the reproduction")
     p.add_argument("--no-compile", action="store_true",
                    help="leave out the torch.compile rows and checks (their compile time is minutes)")
+    p.add_argument("--ort-gpu-python", type=Path, default=None,
+                   help="python of an environment with onnxruntime-gpu and its CUDA/cuDNN/TensorRT libraries, for "
+                        "the execution-provider rows (skipped without it)")
     args = p.parse_args(argv)
+    if args.ort_gpu_python is not None and not args.ort_gpu_python.is_file():
+        p.error(f"--ort-gpu-python {args.ort_gpu_python}: no such interpreter")
     if args.quick and (args.data or args.no_reproduce or args.backbone_weights):
         p.error("--quick runs on synthetic data only: --data, --backbone-weights and --no-reproduce do not apply")
     if not args.quick and not args.no_reproduce:
@@ -128,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = [a for a in extra if not (args.no_compile and a == "--compile")]
         cmd = [sys.executable, str(HERE / "bench.py"), "--device", "cuda", *extra, "--out", str(out / f"bench-{name}.json")]
         steps[f"bench-{name}"] = _run(cmd, out / f"bench-{name}.log")
+    if args.ort_gpu_python is not None:
+        providers = [sys.executable, str(HERE / "providers.py"), "--python", str(args.ort_gpu_python), "--configs",
+                     GPU_PROVIDERS, "--models", "paper" if args.quick else "demo,paper", "--batch", "8",
+                     "--runs", "10", "--out", str(out / "providers.json")]
+        steps["providers"] = _run(providers, out / "providers.log")
     if not args.quick and not args.no_reproduce:
         repro = [sys.executable, "-m", "trd.cli", "reproduce", "--data", str(args.data), "--out", str(out / "reproduce"),
                  "--categories", args.category]
@@ -142,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         report[f"bench-{name}"] = json.loads(path.read_text()) if path.is_file() else None
     check_json = out / "metric-check.json"
     report["metric_check"] = json.loads(check_json.read_text()) if check_json.is_file() else None
+    provider_json = out / "providers.json"
+    report["providers"] = json.loads(provider_json.read_text()) if provider_json.is_file() else None
     (out / "gpu.json").write_text(json.dumps(report, indent=1))
     md = [f"# GPU measurements ({report['mode']}): {report['device']}, torch {report['torch']}, CUDA {report['cuda']}",
           f"Wall time {report['wall_s']} s. Steps: " + ", ".join(f"{k} (exit {v['code']}, {v['wall_s']} s)"
                                                                for k, v in steps.items())]
     for name, _ in bench_runs:
         md += [f"## bench.py: {name}", _bench_tables(out / f"bench-{name}.json")]
+    md += ["## ONNX Runtime execution providers (against CPU fp32, same process)",
+           report["providers"]["table"] if report["providers"] else
+           ("(skipped: no --ort-gpu-python)" if args.ort_gpu_python is None else "(failed: see providers.log)")]
     check_md = out / "metric-check.md"
     md += ["## Metric check (fp32 vs each speed setting)", check_md.read_text() if check_md.is_file() else "(failed)"]
     if "reproduce" in steps:

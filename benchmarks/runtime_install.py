@@ -2,15 +2,15 @@
 
     .venv/bin/python benchmarks/runtime_install.py --runtime /tmp/trd-runtime --out benchmarks/results-cpu-runtime.json
 
-``--runtime`` is a virtual environment holding ``pip install .`` of this checkout and nothing else:
+``--runtime`` is a virtual environment holding ``pip install '.[cpu]'`` of this checkout and nothing else:
 made there when missing (from the package index), and this checkout reinstalled into it with any
 new dependencies on every run; the script stops if ``import torch`` works in it. The full install is the
-interpreter running the script (``pip install -e '.[train,dev]'``).
+interpreter running the script (``pip install -e '.[cpu,train,dev]'``).
 
 The model is the demo's size (resnet18 teachers, 128 px, random weights: speed does not depend on
 them) and the scan one synthetic ``puck`` test pair. Three ways to score it:
 
-- runtime, ``trd predict --onnx``: a line PC with ``pip install trd-anomaly``;
+- runtime, ``trd predict --onnx``: a line PC with ``pip install 'trd-anomaly[cpu]'``;
 - full, ``trd predict --onnx``: the same command where torch is installed (and not imported);
 - full, ``trd predict --model model.pt``: the default engine, i.e. the cached ONNX export run by
   onnxruntime (once the export is cached, neither torch nor ``model.pt`` is read; before issue 24
@@ -78,10 +78,10 @@ def _runtime_env(venv: Path) -> Path:
     """The runtime venv with this checkout installed (made when missing); refuses one with torch."""
     if not _python(venv).is_file():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(_python(venv)), "-m", "pip", "install", "--quiet", str(ROOT)], check=True)  # always rebuilt
+    subprocess.run([str(_python(venv)), "-m", "pip", "install", "--quiet", f"{ROOT}[cpu]"], check=True)  # always rebuilt
     probe = subprocess.run([str(_python(venv)), "-c", "import torch"], capture_output=True)
     if probe.returncode == 0:
-        sys.exit(f"{venv}: torch is installed there; --runtime must be a venv with `pip install .` only")
+        sys.exit(f"{venv}: torch is installed there; --runtime must be a venv with `pip install '.[cpu]'` only")
     return _python(venv)
 
 
@@ -154,7 +154,7 @@ def _table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runtime", type=Path, help="venv with `pip install .` only (made when missing)")
+    p.add_argument("--runtime", type=Path, help="venv with `pip install '.[cpu]'` only (made when missing)")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--cpus", default="0", help="CPUs every measured process is pinned to")
     p.add_argument("--out", type=Path, default=Path("results-runtime.json"))

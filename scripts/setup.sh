@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install the package with its training and test extras (the full toolkit).
+# Create .venv (once) and install the package with the CPU ONNX Runtime build and its training and
+# test extras (the full toolkit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,6 +10,6 @@ fi
 stamp=.venv/.trd-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[train,dev]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[cpu,train,dev]"
   touch "$stamp"
 fi

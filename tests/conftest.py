@@ -102,6 +102,10 @@ ERROR_SECTIONS = {
     "setting": ("Bad settings (exit code 2)", "Every setting is checked before anything is read or written "
                 "(`trd.config.validate_config`); the message names the setting and what it accepts, never a "
                 "data file. From the Python API: `trd.errors.ConfigError`."),
+    "install": ("The install (exit code 2)", "A command needs a package this install does not have, or the "
+                "install holds two ONNX Runtime builds at once (`onnxruntime`, `onnxruntime-gpu`, "
+                "`onnxruntime-openvino` share one import name; the extras `[cpu]`, `[gpu]` and `[openvino]` each "
+                "install exactly one)."),
     "output": ("Output folders and the machine (exit code 3)", "A folder that another trd process is writing, "
                "a read-only or full disk, or a folder without write permission. Nothing half-written is left "
                "behind: files are written atomically and `predictions.jsonl` only ever holds whole lines. From "

@@ -12,6 +12,7 @@ model -> training -> scoring -> evaluation -> reporting); nothing happens in hid
     result = api.evaluate(model)                        # metrics + runs/puck/report.html
     api.calibrate(model, data_root="more_good_scans")   # new thresholds -> runs/puck/model.calibrated.pt
     api.predict(model, "preds", input_dir=Path("scans"))  # predictions.jsonl + heatmaps
+    api.merge_predictions(["preds/part-1", "preds/part-2"], "preds/all")  # parts of --shard runs
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ from typing import Any
 
 from .errors import ConfigError
 from .calibration import recalibrate as calibrate
+from .evaluation.precision import precision_line
 from .workflows.demo import demo
 from .workflows.evaluate import decision_summary, evaluate, summary_line
 from .workflows.fit import fit
 from .workflows.monitor import monitor
 from .workflows.predict import predict
 from .workflows.reproduce import reproduce
+from .workflows.shards import merge_predictions
 from .workflows.weights import import_weights, list_weights
 
 __all__ = ["calibrate", "decision_summary", "demo", "evaluate", "export", "fit", "import_weights", "list_weights",
-           "monitor", "predict", "reproduce", "summary_line", "synth"]
+           "merge_predictions", "monitor", "precision_line", "predict", "reproduce", "summary_line", "synth"]
 
 
 def synth(out: str | Path, **kwargs: Any) -> dict:

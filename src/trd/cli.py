@@ -128,7 +128,13 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
 
 
 def _engine_options(f):
-    """Which inference engine, with how many threads (test, predict)."""
+    """Which inference engine, on which execution provider, with how many threads (test, predict, serve)."""
+    f = click.option("--precision", default="fp32", show_default=True, metavar="fp32|fp16|bf16",
+                     help="onnxruntime's precision: fp16 (TensorRT, CUDA, CPU, OpenVINO) or bf16 (OpenVINO) change "
+                          "the scores; `trd test` reports by how much.")(f)
+    f = click.option("--ep", default="auto", show_default=True, metavar="auto|cpu|openvino[:GPU|:NPU]|cuda|tensorrt",
+                     help="onnxruntime's execution provider; auto: the first of tensorrt, cuda, openvino, cpu that "
+                          "this install has and that starts. The record says which ran.")(f)
     f = click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="Intra-op threads (default: the CPUs this process may use, or TRD_THREADS).")(f)
     f = click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
@@ -171,7 +177,8 @@ def _input_options(f):
 @click.option("--explain", is_flag=True, help="Also measure modality attribution per sample (3x the inference time).")
 @_input_options
 @_engine_options
-def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z, engine, threads) -> None:
+def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z, engine, threads, ep,
+             precision) -> None:
     """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report.
 
     Prints the headline metrics and the decisions at the deployment thresholds (promised and
@@ -187,8 +194,10 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
     check_folder(root)
     result = _api().evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
                              explain=explain, xyz_unit=xyz_unit, flip_z=flip_z, engine=engine, threads=threads,
-                             log=_log)
+                             ep=ep, precision=precision, log=_log)
     click.echo(_api().summary_line(result))
+    if "precision_check" in result:
+        click.echo(_api().precision_line(result["precision_check"]))
     click.echo(_api().decision_summary(result))
 
 
@@ -255,11 +264,20 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--explain", is_flag=True,
               help="Add modality attribution to each record (needs --model; 3x the inference time).")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Score only part I of N (a job array's task; each part writes its own --out; merge them with "
+                   "trd predict-merge).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Score on a Ray cluster: alone, a local one started here; or a running cluster's address "
+                   "(HOST:PORT, auto). Needs pip install 'trd-anomaly[ray]'.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Ray workers (default: the cluster's CPUs divided by --threads, which is 1 per worker with --ray).")
 @_input_options
 @store_options
 @_engine_options
 def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settle, poll, out, overwrite, batch_size,
-            explain, xyz_unit, flip_z, engine, threads, store, store_files, retain) -> None:
+            explain, shard, ray_address, workers, xyz_unit, flip_z, engine, threads, ep, precision, store, store_files,
+            retain) -> None:
     """Score new samples: scores, decisions, heatmap PNGs and predictions.jsonl.
 
     Each sample's line is appended as soon as it is scored; running again on the same --out with
@@ -272,6 +290,8 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settl
       trd predict --model runs/puck/model.pt --input line_scans/ --out preds/
       trd predict --onnx puck.onnx --rgb scan.png --xyz scan.tiff --out preds/
       trd predict --onnx puck.onnx --watch /scanner/out --out preds/
+      trd predict --onnx puck.onnx --input archive/ --out preds/ --ray 10.0.0.5:6379
+      trd predict --onnx puck.onnx --input archive/ --out preds/part-3 --shard 3/8
     """
     from .data.samples import check_input_paths  # numpy only
 
@@ -283,9 +303,9 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settl
 
     summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
-                          flip_z=flip_z, explain=explain, engine=engine, threads=threads, store=store,
-                          store_files=store_files, retain=retain, watch_dir=watch_dir, settle=settle, poll=poll,
-                          log=_log)
+                          flip_z=flip_z, explain=explain, engine=engine, threads=threads, ep=ep, precision=precision,
+                          shard=shard, ray=ray_address, workers=workers, store=store, store_files=store_files,
+                          retain=retain, watch_dir=watch_dir, settle=settle, poll=poll, log=_log)
     click.echo(json.dumps(summary, indent=2))
     if summary.get("failed") and watch_dir is None:  # a watch ends on a signal: its failures were reported as they came
         sys.exit(1)
@@ -319,6 +339,27 @@ def monitor(source, window, alpha, model_sha, as_json) -> None:
     click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(report_lines(summary)))
     if summary["alarm"]:
         sys.exit(1)
+
+
+@cli.command("predict-merge")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--overwrite", is_flag=True, help="Replace predictions of another model in --out.")
+def predict_merge(parts, out, overwrite) -> None:
+    """Merge the output folders of `trd predict --shard` parts (of one model) into one.
+
+    Checks that every part was scored by the same model, copies each part's complete records with
+    their pictures, writes a scan (its content) found in two parts once, and continues when run
+    again. Prints a JSON summary.
+
+    \b
+    Example:
+      trd predict-merge preds/part-* --out preds/all
+    """
+    from .workflows.shards import merge_predictions
+
+    summary = merge_predictions(parts, out, overwrite=overwrite, log=_log)
+    click.echo(json.dumps(summary, indent=2))
 
 
 @cli.command(short_help="Synthetic data, fit, test and reports with a small backbone (minutes on a CPU).")
@@ -445,8 +486,8 @@ def export(model_path, fmt, out) -> None:
 @store_options
 @_engine_options
 def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, pixel_budget,
-          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, window, alpha, engine, threads, store,
-          store_files, retain) -> None:
+          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, window, alpha, engine, threads, ep,
+          precision, store, store_files, retain) -> None:
     """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
 
     Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
@@ -466,7 +507,7 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,
               upload_timeout_s=upload_timeout_s, grace_s=grace_s, allowed_hosts=allowed_hosts, recent=recent,
               models_dir=models_dir, threads=threads, engine=engine, store=store, store_files=store_files,
-              retain=retain, monitor=settings, log=_log)
+              retain=retain, monitor=settings, ep=ep, precision=precision, log=_log)
 
 
 cli.add_command(store_group)

@@ -52,6 +52,7 @@ def test_without_cuda_it_stops_at_once_with_one_clear_line(tmp_path: Path) -> No
     (["--out", "o", "--quick", "--backbone-weights", "w.pth"], "--quick runs on synthetic data only"),
     (["--out", "o", "--data", "{tmp}"], "no bagel/train folder"),
     (["--out", "o", "--data", "{tmp}", "--category", "tire"], "no tire/train folder"),
+    (["--out", "o", "--quick", "--ort-gpu-python", "{tmp}/none/bin/python"], "no such interpreter"),
 ])
 def test_bad_arguments_are_refused_before_anything_runs(gpu: ModuleType, tmp_path: Path, capsys, argv, message) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -66,6 +67,20 @@ def test_good_arguments(gpu: ModuleType, tmp_path: Path) -> None:
     assert gpu.parse_args(["--out", "o", "--quick"]).quick
     assert gpu.parse_args(["--out", "o", "--no-reproduce"]).no_reproduce
     assert gpu.parse_args(["--out", "o", "--quick", "--no-compile"]).no_compile
+    assert gpu.parse_args(["--out", "o", "--quick", "--ort-gpu-python", sys.executable]).ort_gpu_python == Path(sys.executable)
+    assert gpu.GPU_PROVIDERS.split(",")[0] == "cpu:fp32"  # the reference comes first
+
+
+def test_provider_rows_compare_each_configuration_with_cpu_fp32() -> None:
+    providers = _module("providers")
+    cuda = {"provider": "CUDAExecutionProvider", "create_s": 3.0, "create_again_s": None, "s_per_batch": 0.02,
+            "cpu_s_per_batch": 0.4, "max_score_diff": 1e-5, "max_score_diff_rel": 1e-6, "max_map_diff": 2e-5}
+    trt = cuda | {"provider": "TensorrtExecutionProvider", "create_s": 90.0, "create_again_s": 2.0, "s_per_batch": 0.01,
+                  "max_score_diff": 0.02, "max_score_diff_rel": 0.004, "max_map_diff": 0.1}
+    text = providers._table({"batch": 8, "models": {"paper": {"rows": {"cuda fp32": cuda, "tensorrt fp16": trt}}}})
+    assert "| paper (batch 8) | cuda fp32 | CUDAExecutionProvider | 3.00 | 0.020 | 0.400 | 20.00x | 1.00e-05 (1.0e-06) |" in text
+    assert "| paper (batch 8) | tensorrt fp16 | TensorrtExecutionProvider | 90.00 (cached: 2.00) | 0.010 | 0.400 | 40.00x | " \
+           "2.00e-02 (4.0e-03) | 1.00e-01 |" in text
 
 
 def test_metric_check_comparison() -> None:

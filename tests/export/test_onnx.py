@@ -187,6 +187,19 @@ def test_large_models_use_external_data(trained) -> None:
     assert trained[1].stat().st_size * 10 < (folder / "model.onnx.data").stat().st_size  # the weights moved out
 
 
+def test_graph_has_no_shape_arithmetic_that_openvino_cannot_compile(trained, tmp_path) -> None:
+    """The blur pads with slices of constant size and the branch shares index without a squeeze:
+    index arithmetic on the input's shape (Range, Mod) and an If split the graph into pieces that
+    OpenVINO refuses to run ("Output names mismatch"; tests/runtime/test_openvino.py runs it). The
+    IR version is the one every onnxruntime build loads."""
+    import onnx
+
+    for path in (trained[1], export_onnx(trained[0], tmp_path / "one-file.onnx")):  # both layouts
+        model = onnx.load(str(path), load_external_data=False)
+        assert {n.op_type for n in model.graph.node}.isdisjoint({"If", "Range", "Mod"}), path
+        assert model.ir_version == trd_onnx.IR_VERSION == 8
+
+
 def test_export_arguments_are_checked(trained, tmp_path) -> None:
     with pytest.raises(ConfigError, match="opset 9"):
         export_onnx(trained[0], tmp_path / "m.onnx", opset=9)

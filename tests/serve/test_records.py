@@ -45,7 +45,8 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
         drawn = np.asarray(Image.open(tmp_path / "p" / line["outline"]))
         original = np.asarray(Image.open(inputs / "rgb" / f"{line['name']}.png").convert("RGB"))
         assert drawn.shape == original.shape and (drawn != original).any() == bool(line["regions"])
-        assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime", "trd_version": "0.1.0"}
+        assert line["model"] == {"sha256": files_sha256(exported[1]), "engine": "onnxruntime",
+                                 "provider": "CPUExecutionProvider", "precision": "fp32", "trd_version": "0.1.0"}
         assert line["p_value"] == (1 + sum(v >= line["score"] for v in validation)) / (len(validation) + 1)
         assert (line["p_value"] <= thresholds.guaranteed_fpr) == line["anomalous"]  # the same rule, two ways
         assert set(line["input_health"]) == {"brightness", "missing_3d", "z_median_m", "training"}

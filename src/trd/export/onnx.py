@@ -53,6 +53,9 @@ from ..scoring.threshold import Thresholds
 #: Opset written by default: every op used here exists there, and onnxruntime >= 1.12, TensorRT
 #: >= 8.6 and OpenVINO run it.
 DEFAULT_OPSET = 17
+#: ONNX IR version written, whatever the onnx package would default to (onnx 1.23 writes 14, which
+#: the OpenVINO and GPU builds of onnxruntime 1.24/1.31 refuse; 8 loads in every build).
+IR_VERSION = 8
 #: Opsets the TorchScript exporter can write for this graph (Resize with align_corners and
 #: GatherElements need 11; the exporter's own maximum is 20).
 OPSET_RANGE = range(11, 21)
@@ -111,6 +114,8 @@ def _trace(graph: nn.Module, names: list[str], example: tuple[Tensor, Tensor], p
         # graph) stay visible.
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
         warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
+        # The blur's test of the map size is frozen on purpose: an export's image size is fixed.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"trd\.scoring\.maps")
         torch.onnx.export(graph, example, str(path), dynamo=False, opset_version=opset,
                           input_names=list(INPUT_NAMES), output_names=names, do_constant_folding=inline,
                           export_params=inline, keep_initializers_as_inputs=not inline,
@@ -184,7 +189,7 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, batch:
     graph = _TupleOutputs(detector, names).eval()  # the exporter restores this mode afterwards
     weights = graph.state_dict(keep_vars=True)
     external = sum(t.numel() * t.element_size() for t in weights.values()) > EXTERNAL_DATA_FROM
-    header = onnx.ModelProto(producer_name="trd", producer_version=__version__,
+    header = onnx.ModelProto(ir_version=IR_VERSION, producer_name="trd", producer_version=__version__,
                              doc_string=f"TRD anomaly detector ({cfg.model.variant}, {cfg.model.backbone}, {size} px)")
     for key, value in _metadata(cfg, thresholds, detector.branches, extra, source_sha256, keep_paths).items():
         header.metadata_props.add(key=key, value=value)

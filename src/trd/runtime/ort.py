@@ -9,6 +9,10 @@ renamed (``3d``) or before the branch shares were named so (``contrib_<branch>``
 their outputs under today's names.
 
 Sessions are sized from the CPUs this process may use (`trd.runtime.threads`): ``intra_op`` threads
+= that count, one inter-op thread, sequential execution, all graph optimisations. Every session is
+opened by `open_session`, the one place that chooses the execution provider (`trd.runtime.providers`)
+and checks that the session really runs on it.
+
 = that count, one inter-op thread, sequential execution, all graph optimisations.
 
 Start-up (issue 24): optimising the graph is most of the cost of a new session (the paper model:
@@ -19,22 +23,25 @@ with optimisations off. onnxruntime's documentation warns that a graph optimised
 only run where it was made (its layout transformations use this CPU's vector width), so the saved
 graph is keyed by what it depends on (`_saved_graph_key`): the file's identity, the onnxruntime
 version and build, the session settings (threads, providers, optimisation level) and this CPU
-(model and instruction-set flags); a change of any of them builds a new one. Only CPU sessions are
-saved (a graph optimised for a GPU provider holds that provider's nodes). The folder keeps the most
+(model and instruction-set flags); a change of any of them builds a new one. Only sessions of the CPU
+provider at fp32 are saved (a graph optimised for another provider holds that provider's nodes). The folder keeps the most
 recently used graphs up to :data:`KEEP_BYTES`; it can be deleted at any time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib
 import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -45,8 +52,11 @@ import numpy as np
 from ..config import Config, legacy_branch, validate_config
 from ..data.cache import default_cache_dir
 from ..data.inputs import InputStats
-from ..errors import CheckpointError, TRDError
+from ..data.identity import files_sha256
+from ..errors import CheckpointError, ConfigError, TRDError
 from ..scoring.threshold import Thresholds
+from .precision import cache_folder, fp16_graph
+from .providers import PROVIDERS, Placement, candidates, import_onnxruntime, parse_ep, placement
 from .threads import inference_threads
 
 INPUT_NAMES = ("rgb", "x3d")
@@ -82,16 +92,13 @@ def output_names(branches: list[str], share: str = "share", scored: bool = True)
 
 def require(module: str) -> ModuleType:
     """Import an optional dependency, or explain how to install it (a one-line TRDError)."""
+    if module == "onnxruntime":
+        return import_onnxruntime()
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TRDError(f"ONNX support needs the '{module}' package: pip install trd-anomaly (onnxruntime) or 'trd-anomaly[train]' (onnx, to export)") from None
-
-
-def _providers(ort: ModuleType) -> list[str]:
-    """CUDA when this onnxruntime build has it (CPU stays as the fallback), else CPU."""
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        raise TRDError(f"this needs the '{module}' package: pip install '{module}' (the training install "
+                       "'trd-anomaly[train]' has it)") from None
 
 
 def session_options(ort: ModuleType, threads: int) -> Any:
@@ -102,6 +109,110 @@ def session_options(ort: ModuleType, threads: int) -> Any:
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return opts
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _trt_settings(path: Path, precision: str, max_batch: int) -> dict[str, Any]:
+    """TensorRT's engine cache folder and profile shapes: engines are built for one model, precision
+    and range of input shapes, so the folder is keyed by all three (beside the model, or in the user
+    cache when its folder is read-only). The input size comes from the graph (needs ``onnx``)."""
+    graph = require("onnx").load(str(path), load_external_data=False).graph
+    size = graph.input[0].type.tensor_type.shape.dim[2].dim_value
+    sha = files_sha256(path, path.with_name(path.name + ".data"), missing_ok=True)
+    folder = cache_folder(path.parent / ".trt-cache", "tensorrt") / f"{path.stem}-{sha[:16]}-{precision}-{size}px-b{max_batch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = {k: ",".join(f"{name}:{b}x3x{size}x{size}" for name in INPUT_NAMES)
+             for k, b in (("min", 1), ("opt", max_batch), ("max", max_batch))}
+    return {"trt_cache": folder, "trt_shapes": shape}
+
+
+def _warm_up(session: Any) -> None:
+    """One run on a zero batch: some providers accept a graph and fail only when they run it."""
+    dims = session.get_inputs()[0].shape
+    if all(isinstance(d, int) for d in dims[1:]):
+        zeros = np.zeros((1, *dims[1:]), np.float32)
+        session.run(None, {name: zeros for name in INPUT_NAMES})
+
+
+def open_session(ort: ModuleType, path: Path, threads: int, ep: str = "cpu", precision: str = "fp32", *,
+                 max_batch: int = 8, log: Callable[[str], None] | None = None,
+                 identity: str | None = None) -> tuple[Any, Placement]:
+    """A session on ``path`` and where it runs: the one place that picks the execution provider.
+
+    ``ep``/``precision``: `trd.runtime.providers` (``auto`` takes the first provider that starts).
+    A provider that onnxruntime replaces by the CPU (it only logs when one cannot start) or that
+    fails its first run is refused, naming why; CheckpointError for a file that is not a model.
+    ``max_batch``: the largest batch (TensorRT's engines are built for a range of batch sizes).
+    ``identity``: the file's sha256, under which the CPU provider's optimised graph is saved.
+    """
+    base, ov_device = parse_ep(ep)
+    problems = []
+    for key in candidates(ep, precision, ort.get_available_providers(), f"onnxruntime {ort.__version__}"):
+        if base == "auto" and key in ("cuda", "tensorrt") and _no_gpu_device():
+            problems.append(f"{PROVIDERS[key]}: no GPU device here")
+            continue
+        try:
+            session, place = _start(ort, path, key, precision, threads, ov_device, max_batch, log, identity)
+            return session, place
+        except _Refused as exc:
+            problems.append(str(exc))
+        except TRDError as exc:
+            if base != "auto" or isinstance(exc, CheckpointError):
+                raise
+            problems.append(f"{PROVIDERS[key]}: {exc}")
+    raise ConfigError(f"--ep {ep}: " + "; ".join(problems))
+
+
+class _Refused(Exception):
+    """A provider that cannot run the model here (why, in one line)."""
+
+
+def _start(ort: ModuleType, path: Path, key: str, precision: str, threads: int, ov_device: str | None,
+           max_batch: int, log: Callable[[str], None] | None, identity: str | None = None) -> tuple[Any, Placement]:
+    """A session of provider ``key`` that runs, or _Refused saying why."""
+    if key in ("cuda", "tensorrt") and hasattr(ort, "preload_dlls"):
+        with contextlib.suppress(Exception):  # CUDA and cuDNN from pip's nvidia packages, where installed
+            ort.preload_dlls()
+    graph = fp16_graph(path, log) if precision == "fp16" and key in ("cpu", "cuda") else path
+    extra = _trt_settings(path, precision, max_batch) if key == "tensorrt" else {}
+    place = placement(key, precision, threads=threads, ov_device=ov_device, **extra)
+    try:
+        try:
+            if key == "cpu" and graph == path:  # the saved optimised graph where there is one
+                session = cpu_session(ort, path, threads, identity, list(place.providers))
+            else:
+                session = ort.InferenceSession(str(graph), sess_options=session_options(ort, threads),
+                                               providers=list(place.providers))
+        except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+            if key == "cpu" or type(exc).__name__ in ("InvalidProtobuf", "NoSuchFile", "InvalidGraph"):
+                raise CheckpointError(path, f"not a readable ONNX model (truncated or corrupt?): {_first_line(exc)}") from None
+            raise _Refused(f"{place.provider} failed to start: {_first_line(exc)}") from None
+        got = session.get_providers()[0]
+        if got != place.provider:
+            raise _Refused(f"{place.provider} did not start here (onnxruntime would have run on {got}; its log says why)")
+        if key != "cpu" or graph != path:
+            try:
+                _warm_up(session)
+            except Exception as exc:  # noqa: BLE001 - any failure of the provider's first run
+                hint = " (an export written before trd ran on OpenVINO fails so: export the model again)" \
+                    if key == "openvino" else ""
+                raise _Refused(f"{place.provider} cannot run this model: {_first_line(exc)}{hint}") from None
+    except (_Refused, CheckpointError):
+        if "trt_cache" in extra:
+            with contextlib.suppress(OSError):  # the engine folder of a TensorRT that never ran
+                extra["trt_cache"].rmdir()
+        raise
+    return session, place
+
+
+def _no_gpu_device() -> bool:
+    """On Linux, whether no GPU device node exists (``auto`` then skips CUDA and TensorRT without
+    loading the model for them); elsewhere False (they are tried)."""
+    return sys.platform == "linux" and not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg"))
 
 
 @dataclass
@@ -116,6 +227,7 @@ class OrtEngine:
     inputs: InputStats | None
     validation_scores: list[float] | None
     threads: int
+    placement: Placement
     _names: list[str]
     _keys: list[str]
     #: sha256 of the model.pt the file was exported from (None: exported by an older trd).
@@ -134,6 +246,9 @@ class OrtEngine:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
+    @property
+    def precision(self) -> str:
+        return self.placement.precision
 
 def optimised_dir() -> Path:
     """Where saved optimised graphs live: beside the preprocessing cache (``$TRD_CACHE/../ort``)."""
@@ -177,12 +292,12 @@ def _tidy(folder: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _session(ort: ModuleType, path: Path, threads: int, identity: str | None) -> Any:
-    """An onnxruntime session of ``path``: from its saved optimised graph when ``identity`` (the
-    file's sha256) is given and one exists, else optimised here (and saved when ``identity``)."""
-    providers = _providers(ort)
+def cpu_session(ort: ModuleType, path: Path, threads: int, identity: str | None, providers: list[Any]) -> Any:
+    """A session of ``path`` on the CPU provider (``providers``): from its saved optimised graph when
+    ``identity`` (the file's sha256) is given and one exists, else optimised here (and saved when
+    ``identity``)."""
     opts = session_options(ort, threads)
-    if identity is None or providers != ["CPUExecutionProvider"]:
+    if identity is None:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     folder = optimised_dir()
     saved = folder / _saved_graph_key(ort, identity, opts, providers)
@@ -218,22 +333,20 @@ def _session(ort: ModuleType, path: Path, threads: int, identity: str | None) ->
     return session
 
 
-def open_onnx(path: str | Path, threads: int | None = None, identity: str | None = None) -> OrtEngine:
-    """Load a ``trd export`` file; CheckpointError for a missing, unreadable or foreign file.
 
-    ``identity``: the file's sha256 (`trd.data.identity.model_sha256` of it and its ``.data``); with
-    it, the optimised graph is saved once and loaded from then on (the module's docstring).
-    """
+def open_onnx(path: str | Path, threads: int | None = None, identity: str | None = None, *, ep: str = "auto",
+              precision: str = "fp32", max_batch: int = 8, log: Callable[[str], None] | None = None) -> OrtEngine:
+    """Load a ``trd export`` file on execution provider ``ep`` at ``precision`` (`open_session`);
+    CheckpointError for a missing, unreadable or foreign file, ConfigError for a provider that
+    cannot run it here. ``identity``: the file's sha256 (`trd.data.identity.model_sha256` of it and
+    its ``.data``); with it, a CPU session's optimised graph is saved once and loaded from then on
+    (the module's docstring)."""
     ort = require("onnxruntime")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "ONNX file not found")
     n = inference_threads(threads)
-    try:
-        session = _session(ort, path, n, identity)
-    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"not a readable ONNX model (truncated or corrupt?): {first}") from None
+    session, place = open_session(ort, path, n, ep, precision, max_batch=max_batch, log=log, identity=identity)
     custom = session.get_modelmeta().custom_metadata_map
     meta = read_metadata(path, custom)
     cfg, thresholds, branches, inputs, scores = meta
@@ -245,7 +358,7 @@ def open_onnx(path: str | Path, threads: int | None = None, identity: str | None
     current = [legacy_branch(b) for b in branches]
     keys = output_names(current, scored=len(names) == len(layouts[0]))
     source, extra = _source_record(path, custom, inputs, scores)
-    return OrtEngine(path, session, cfg, thresholds, current, inputs, scores, n, names, keys, source, extra)
+    return OrtEngine(path, session, cfg, thresholds, current, inputs, scores, n, place, names, keys, source, extra)
 
 
 def _source_record(path: Path, meta: dict[str, str], inputs: InputStats | None,

@@ -24,7 +24,7 @@
     branch_shares     {branch: share of the score}
     modality_attribution  {modality: score drop} (only with --explain)
     timings_ms        {read, score, total} (+ queue in serve)
-    model             {sha256, engine, trd_version}
+    model             {sha256, engine, provider, precision, trd_version}
     p_value           (1 + #{validation scores >= score}) / (n + 1); null for models without stored
                       validation scores (written by an older trd)
     input_health      {brightness, missing_3d, z_median_m, training: {key: {mean, std, n}}}: this scan's
@@ -91,9 +91,11 @@ def findings_record(findings: Findings, score: float, pixel_threshold: float) ->
         "regions_omitted": findings.omitted, "heatmap_range": {"vmin": vmin, "vmax": vmax}}
 
 
-def model_record(sha256: str, engine: str) -> dict[str, str]:
-    """Which model (file content) and engine scored."""
-    return {"sha256": sha256, "engine": engine, "trd_version": __version__}
+def model_record(sha256: str, engine: str, provider: str, precision: str = "fp32") -> dict[str, str]:
+    """Which model (file content) scored, with which engine, execution provider (onnxruntime's, or
+    the torch device) and precision."""
+    return {"sha256": sha256, "engine": engine, "provider": provider, "precision": precision,
+            "trd_version": __version__}
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,20 @@ def _symmetric_index(n: int, radius: int, device: torch.device) -> Tensor:
     return torch.where(idx >= n, 2 * n - 1 - idx, idx)
 
 
+def _symmetric_pad(x: Tensor, radius: int, dim: int) -> Tensor:
+    """``x`` padded by ``radius`` along ``dim`` (2 or 3) with scipy's 'reflect' rule.
+
+    Where the axis is at least ``radius`` long (every real image) the pad is two mirrored slices of
+    constant size: an exported graph then holds no index arithmetic on the input's shape, which
+    OpenVINO cannot compile ("Output names mismatch"). Shorter axes take the periodic indices.
+    """
+    n = x.shape[dim]
+    if n < radius:
+        return x.index_select(dim, _symmetric_index(n, radius, x.device))
+    head, tail = x.narrow(dim, 0, radius).flip(dim), x.narrow(dim, n - radius, radius).flip(dim)
+    return torch.cat([head, x, tail], dim=dim)
+
+
 class GaussianBlur(nn.Module):
     """Separable Gaussian blur of B x C x H x W maps, equal to scipy's ``gaussian_filter`` per map.
 
@@ -60,10 +74,8 @@ class GaussianBlur(nn.Module):
             return x
         b, c, h, w = x.shape
         k = self.weight.to(x.dtype)
-        y = x.reshape(b * c, 1, h, w).index_select(2, _symmetric_index(h, self.radius, x.device))
-        y = F.conv2d(y, k.view(1, 1, -1, 1))
-        y = y.index_select(3, _symmetric_index(w, self.radius, x.device))
-        y = F.conv2d(y, k.view(1, 1, 1, -1))
+        y = F.conv2d(_symmetric_pad(x.reshape(b * c, 1, h, w), self.radius, 2), k.view(1, 1, -1, 1))
+        y = F.conv2d(_symmetric_pad(y, self.radius, 3), k.view(1, 1, 1, -1))
         return y.reshape(b, c, h, w)
 
 
@@ -143,7 +155,9 @@ def _fuse_blurred(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     fused = z.sum(dim=1, keepdim=True)
     flat = fused.flatten(1)
     arg = flat.argmax(dim=1)
-    shares = z.flatten(2).gather(2, arg.view(-1, 1, 1).expand(-1, z.shape[1], 1)).squeeze(2)
+    # [..., 0], not .squeeze(2): the exporter turns a squeeze on a dynamic shape into an ONNX If,
+    # which splits the graph for OpenVINO (it then fails: "Output names mismatch").
+    shares = z.flatten(2).gather(2, arg.view(-1, 1, 1).expand(-1, z.shape[1], 1))[..., 0]
     return fused, flat.amax(dim=1), shares
 
 

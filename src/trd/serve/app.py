@@ -94,7 +94,7 @@ class Service:
                                  lambda: self.budget.total)}, self.monitor)
         self.batcher = Batcher(model.engine, max_batch, max_wait_s, queue, self.metrics.batch)
         self.store, self.recent = store, recent
-        self.about = model_record(model.sha256, model.name)
+        self.about = model_record(model.sha256, model.name, model.provider, model.precision)
         self.aspect = AspectOnce(model.reference)
 
     def deadline(self) -> Deadline:
@@ -270,7 +270,8 @@ def model_info(service: Service) -> dict[str, Any]:
     input_3d = {"modality": data.modality_3d, "format": data.format,
                 "files": sorted({s for r in kinds for s in r.suffixes}),
                 "kinds": [r.description for r in kinds], "camera": camera}
-    return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "branches": list(m.branches),
+    return {"schema": "trd.model/1", "sha256": m.sha256, "engine": m.name, "provider": m.provider,
+            "precision": m.precision, "branches": list(m.branches),
             "image_size": data.image_size, "input_rgb": {"files": list(RGB_SUFFIXES)}, "input_3d": input_3d,
             "trd_version": __version__, "thresholds": m.thresholds.to_dict(), "validation_scores": scores,
             "fpr_bound_90_by_rank": None if not scores else [float(b) for b in bound_90(np.arange(1, n + 1), n)]}

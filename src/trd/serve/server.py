@@ -27,7 +27,7 @@ import uvicorn
 from ..errors import ConfigError
 from ..runtime.monitor import MonitorSettings
 from ..store import DEFAULT_RETENTION, parse_retention
-from ..workflows.engine import load_model
+from ..workflows.engine import OrtChoice, load_model
 from ..workflows.stored import open_model_store
 from .admission import allowed_names
 from .app import Service, create_app
@@ -104,7 +104,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
           max_wait_ms: float = 5.0, queue: int = 32, max_upload_mb: float = 64.0, max_pixels: int | None = None,
           pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0, grace_s: float = 20.0,
           allowed_hosts: tuple[str, ...] = (), recent: int = 20, models_dir: Path | None = None,
-          threads: int | None = None, engine: str = "auto", store: str | None = None, store_files: str | None = None,
+          threads: int | None = None, engine: str = "auto", ep: str = "auto", precision: str = "fp32",
+          store: str | None = None, store_files: str | None = None,
           retain: str = DEFAULT_RETENTION, monitor: MonitorSettings | None = None,
           log: Log = print) -> None:
     """Serve ``model`` (an ONNX export, or a model.pt where torch is installed) until SIGTERM.
@@ -118,7 +119,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     Every result goes into the result store ``store`` (a SQLite file or a database URL; default
     ``results.db`` beside the model, or under the user data folder where the model's folder cannot
     be written; `trd.store`) before it is answered; ``retain`` bounds it. ``monitor``: the drift
-    monitor's window and false-alarm level (`trd.runtime.monitor`).
+    monitor's window and false-alarm level (`trd.runtime.monitor`). ``ep``/``precision``:
+    onnxruntime's execution provider and precision (`trd.runtime.providers`).
     """
     token = resolve_token(host, token)
     retention = parse_retention(retain)
@@ -131,7 +133,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     results = open_model_store(model, store, store_files, retention, log)
     sock = _listen(host, port)  # before the (slow) model load: a busy port is reported at once
     onnx = model.suffix.lower() == ".onnx"
-    loaded = load_model(None if onnx else model, model if onnx else None, engine=engine, threads=threads, log=log)
+    loaded = load_model(None if onnx else model, model if onnx else None, engine=engine, threads=threads,
+                        choice=OrtChoice(ep, precision, max_batch), log=log)
     if max_pixels is not None:
         loaded.config.data.max_image_pixels = max_pixels
     service = Service(loaded, results, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, queue=queue,
@@ -141,8 +144,8 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
                       models_dir=None if models_dir is None else Path(models_dir), monitor=monitor)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name}, "
-             f"max batch {max_batch}, queue {queue}, store {results.where}{', token required' if token else ''})")
+    ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name} on {loaded.provider}, "
+             f"{loaded.precision}, max batch {max_batch}, queue {queue}, store {results.where}{', token required' if token else ''})")
     _log_to_stderr()
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=grace_s + BACKSTOP_S, server_header=False)

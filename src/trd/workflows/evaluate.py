@@ -21,6 +21,7 @@ from ..detector import MODALITY_INPUTS
 from ..detector.passes import iterate_outputs
 from ..evaluation.attribution import attribution_by_defect, peak_on_defect
 from ..evaluation.decisions import decision_lines, operating_point
+from ..evaluation.precision import precision_check, precision_line
 from ..evaluation.tables import evaluate_arrays
 from ..reporting.figures import save_sample_images
 from ..reporting.labels import region_lines
@@ -30,7 +31,7 @@ from ..runfolder import folder_lock
 from ..runtime.findings import find
 from ..scoring.border import BorderCheck, border_check
 from ..scoring.threshold import Thresholds
-from .engine import Engine, load_model
+from .engine import Engine, OrtChoice, load_model
 
 
 #: What the report says about the AU-PRO curve(s) of ``pro_method``.
@@ -51,6 +52,7 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
                       out_dir: Path, *, pro_method: str = "exact", panels: bool = True,
                       title: str = "TRD evaluation", batch_size: int = 8, explain: bool = False,
                       validation_border: BorderCheck | None = None, split: str = "test",
+                      reference: Engine | None = None, precision: tuple[str, str] = ("fp32", ""),
                       log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``engine`` over ``dataset``, compute every metric, write metrics, pictures and the report to ``out_dir``.
 
@@ -58,7 +60,9 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
     including ``scored_<branch>``, and with ``explain`` its modality attribution
     (`Detector.explain`, three model passes per sample); ``validation_border`` is the border
     check stored with the model (None for older models); ``log`` receives the progress lines
-    (`trd.console.Progress`: a bar instead on a terminal).
+    (`trd.console.Progress`: a bar instead on a terminal). ``reference``: the same model at fp32
+    when ``engine`` runs at a reduced ``precision`` (name, provider): both score every batch and
+    the result's ``precision_check`` says what the precision changed (`trd.evaluation.precision`).
     """
     n, size = len(dataset), cfg.data.image_size
     fused = np.empty((n, size, size), np.float32)
@@ -67,12 +71,21 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
     per_branch = {b: np.empty((n, size, size), np.float32) for b in branches}
     shares = {b: np.empty(n, np.float64) for b in branches}
     attribution = {m: np.full(n, np.nan) for m in MODALITY_INPUTS} if explain else None
+    ref_fused = np.empty((n, size, size), np.float32) if reference is not None else None
+    ref_scores = np.empty(n, np.float64)
+
     def run(rgb: torch.Tensor, x3d: torch.Tensor) -> dict[str, np.ndarray]:
-        return engine(rgb.numpy(), x3d.numpy())
+        out = engine(rgb.numpy(), x3d.numpy())
+        if reference is not None:
+            out |= {f"reference_{k}": v for k, v in reference(rgb.numpy(), x3d.numpy()).items()}
+        return out
 
     with Progress("test: scoring", n, "samples", log) as progress:
         for batch, out in iterate_outputs(run, dataset, torch.device("cpu"), batch_size, cfg.data.num_workers):
             idx = batch["index"].numpy()
+            if ref_fused is not None:
+                ref_fused[idx] = out["reference_anomaly_map"][:, 0]
+                ref_scores[idx] = out["reference_score"]
             fused[idx] = out["anomaly_map"][:, 0]
             gts[idx] = batch["mask"][:, 0].numpy() > 0.5
             scores[idx] = out["score"]
@@ -118,6 +131,11 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
                 attribution=None if attribution is None else {m: float(v[i]) for m, v in attribution.items()},
                 regions=region_lines(found), reason=found.decision.reason))
             drawing.advance()
+    if ref_fused is not None:
+        fp32 = evaluate_arrays(ref_scores, labels, ref_fused, gts, defects, limits=tuple(cfg.score.aupro_limits),
+                               pro_method=pro_method)
+        result["precision_check"] = precision_check(*precision, result["overall"], fp32["overall"], scores, ref_scores,
+                                                    fused, ref_fused, thresholds.image)
     point = operating_point(scores, defects, fused, gts, thresholds, flagged)
     result["operating_point"] = point | {"statements": decision_lines(point, thresholds)}
     result["thresholds"] = thresholds.to_dict()
@@ -134,6 +152,8 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
         + ("; that is measured per sample ('which input caused it')." if explain else
            " (`trd test --explain` measures that)."),
     ]
+    if "precision_check" in result:
+        notes.insert(0, f"Scored at reduced precision: {precision_line(result['precision_check'])}.")
     if thresholds.source == threshold_source(cfg, split):
         notes.insert(0, "The thresholds were chosen on this very split: the realised rates below are not an "
                         "honest estimate of what they do on new samples.")
@@ -145,8 +165,8 @@ def evaluate_detector(engine: Engine, branches: list[str], dataset: PairDataset,
 def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, split: str = "test",
              out_dir: str | Path | None = None, pro_method: str = "exact", panels: bool = True,
              device: str = "auto", xyz_unit: str | None = None, flip_z: bool | None = None,
-             explain: bool = False, engine: str = "auto", threads: int | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             explain: bool = False, engine: str = "auto", threads: int | None = None, ep: str = "auto",
+             precision: str = "fp32", log: Callable[[str], None] = print) -> dict[str, Any]:
     """Metrics, per-sample pictures and the HTML report of a trained model on a labelled split.
 
     Args:
@@ -166,6 +186,9 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
         engine: "auto" (onnxruntime on a CPU when installed, the export cached beside the model),
             "onnx" or "torch" (`trd.workflows.engine`); the metrics agree within 1e-5.
         threads: intra-op threads (default: the CPUs this process may use).
+        ep, precision: onnxruntime's execution provider and precision (`trd.runtime.providers`);
+            a reduced precision also scores the split at fp32 on the CPU provider in the same run
+            and reports the change (``precision_check``, `trd.evaluation.precision`).
         log: where progress lines go (the one-time export, for instance).
 
     Returns:
@@ -182,7 +205,11 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
         0.953
     """
     model_path = Path(model_path)
-    model = load_model(model_path, engine=engine, device=device, threads=threads, explain=explain, log=log)
+    model = load_model(model_path, engine=engine, device=device, threads=threads, explain=explain,
+                       choice=OrtChoice(ep, precision), log=log)
+    reference = None
+    if model.precision != "fp32":
+        reference = load_model(model_path, engine="onnx", threads=threads, choice=OrtChoice("cpu", "fp32"), log=log)
     cfg = model.config
     if data_root is not None:
         cfg.data.root = str(data_root)
@@ -196,7 +223,8 @@ def evaluate(model_path: str | Path, *, data_root: str | Path | None = None, spl
         return evaluate_detector(model.engine, model.branches, dataset, cfg, model.thresholds, out,
                                  pro_method=pro_method, panels=panels, title=title, explain=explain, split=split,
                                  validation_border=None if border is None else BorderCheck.from_dict(border),
-                                 log=log)
+                                 reference=None if reference is None else reference.engine,
+                                 precision=(model.precision, model.provider), log=log)
 
 
 SUMMARY_KEYS = (("i_auroc", "I-AUROC"), ("p_auroc", "P-AUROC"), ("aupro@0.3", "AUPRO@30%"), ("aupro@0.01", "AUPRO@1%"))

@@ -46,20 +46,16 @@ from ..data.samples import Sample, check_input_paths, unlabelled_samples
 from ..errors import ConfigError, DataError, OutputError, write_error
 from ..runfolder import folder_lock
 from ..runtime.batches import iterate_batches
-from ..runtime.findings import find
-from ..runtime.heatmap import draw_outlines, png_bytes, result_images, sample_maps
-from ..runtime.records import Baseline, build_record, model_record, path_identity, record_identity
+from ..runtime.providers import check_precision
+from ..runtime.records import Baseline, model_record, path_identity, record_identity
+from ..runtime.scored import PICTURES, Scored, Target, score_batch
 from ..store import DEFAULT_RETENTION, Store, parse_retention
-from .engine import LoadedModel, load_model
+from .engine import LoadedModel, OrtChoice, load_model
 from .stored import open_model_store, store_result
 
 Log = Callable[[str], None]
 PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"
 _OUTPUTS = (PREDICTIONS, MANIFEST, "heatmaps", "masks", "outlines")
-
-
-#: Hex digits of the content key in output file names (48 bits: names of one folder never collide).
-KEY_CHARS = 12
 
 
 class Ledger:
@@ -79,7 +75,7 @@ class Ledger:
             return
         kept, dropped = [], 0
         for line in self.path.read_bytes().split(b"\n"):
-            record = _record(line, out)
+            record = complete_record(line, out)
             if record is None:
                 dropped += bool(line.strip())
                 continue
@@ -115,6 +111,26 @@ class Ledger:
             os.close(fd)
         self.done.add(record_identity(record))
 
+    def write(self, scored: Scored, before_line: Callable[[], Any] | None = None) -> None:
+        """Write a scored sample: its pictures (atomically), then ``before_line()`` (the result
+        store's commit), then its line, whose ``total`` time then includes the writing."""
+        start = time.perf_counter()
+        record = scored.record
+        for what, name in PICTURES.items():
+            atomic_write_bytes(self.path.parent / record[what], scored.images[name])
+        if before_line is not None:
+            before_line()
+        timings = record["timings_ms"]
+        timings["total"] = round(timings["total"] + (time.perf_counter() - start) * 1e3, 2)
+        self.append(record)
+
+    def copy(self, record: dict[str, Any], folder: Path) -> None:
+        """Copy ``record`` of another output ``folder`` with its pictures, unchanged."""
+        for what in PICTURES:
+            if what in record:
+                atomic_write_bytes(self.path.parent / record[what], (folder / record[what]).read_bytes())
+        self.append(record)
+
 
 def shown_path(path: Path, base: Path | None) -> str:
     """How a record names an input file: relative to the input folder ``base`` (else its file name),
@@ -124,8 +140,8 @@ def shown_path(path: Path, base: Path | None) -> str:
     return path.name
 
 
-def _record(line: bytes, out: Path) -> dict[str, Any] | None:
-    """A complete line whose files exist, else None."""
+def complete_record(line: bytes, out: Path) -> dict[str, Any] | None:
+    """A complete line of ``out``'s ledger whose files exist, else None."""
     try:
         record = json.loads(line)
     except ValueError:
@@ -137,8 +153,13 @@ def _record(line: bytes, out: Path) -> dict[str, Any] | None:
     return record
 
 
-def _claim(out: Path, model: LoadedModel, overwrite: bool, log: Log = print) -> None:
-    """Make sure the folder holds only outputs of this model (or none); write its manifest.
+def owner_of(model: LoadedModel) -> dict[str, Any]:
+    """What an output folder's manifest says of the model that writes it."""
+    return {"model": str(model.files[0]), "sha256": model.sha256, "source_sha256": model.source_sha256}
+
+
+def claim(out: Path, model: dict[str, Any], overwrite: bool, log: Log = print) -> None:
+    """Make sure the folder holds only outputs of ``model`` (`owner_of`) or none; write its manifest.
 
     The same model in another form owns the folder too: a model.pt and its ONNX export (the export
     names its model.pt by content, ``source_sha256``), so the Deploy steps can switch engines on
@@ -153,7 +174,7 @@ def _claim(out: Path, model: LoadedModel, overwrite: bool, log: Log = print) -> 
             owner = {}
     elif (out / PREDICTIONS).is_file():
         owner = {}  # predictions of an unknown model (an older trd)
-    ours = {model.sha256, model.source_sha256} - {None}
+    ours = {model.get("sha256"), model.get("source_sha256")} - {None}
     theirs = set() if owner is None else {owner.get("sha256"), owner.get("source_sha256")} - {None}
     if owner is not None and not ours & theirs:
         if not overwrite:
@@ -167,37 +188,60 @@ def _claim(out: Path, model: LoadedModel, overwrite: bool, log: Log = print) -> 
             elif target.exists():
                 target.unlink()
         owner = None
-    elif owner is not None and owner.get("sha256") != model.sha256:
+    elif owner is not None and owner.get("sha256") != model.get("sha256"):
         log(f"predict: {out} holds predictions of the same model as {owner.get('model')}; continuing with "
-            f"{model.files[0]} ({model.name}); each record names the engine that scored it")
+            f"{model.get('model')}; each record names the engine that scored it")
     if owner is None:
-        atomic_write_text(manifest, json.dumps({"model": str(model.files[0]), "sha256": model.sha256,
-                                                "source_sha256": model.source_sha256, "trd_version": __version__,
-                                                "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        atomic_write_text(manifest, json.dumps(dict(model) | {"trd_version": __version__, "created": time.strftime(
+            "%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
 
 
-def _unscored(samples: list[Sample], ledger: Ledger) -> tuple[list[Sample], list[str | None], int, set[str]]:
-    """The samples to score, their content keys, how many are skipped (recorded in ``ledger``, or
-    the same content as a sample before them), and the identities of every readable sample given
-    (`record_identity`; with the path identity of older lines). A key is None where the files
+def target_of(sample: Sample, key: str, base: Path | None) -> Target:
+    """How ``sample`` (content ``key``) is named in the output folder and its record; files relative
+    to ``base`` (the input folder; None: by file name)."""
+    return Target(sample.rgb.stem, shown_path(sample.rgb, base), shown_path(sample.xyz, base), key)
+
+
+def plan(ledger: Ledger, samples: list[Sample], unpaired: list[tuple[str, str]] = (), base: Path | None = None,
+         log: Log = print) -> tuple[list[Sample], list[Target], list[dict[str, str]], int, set[str]]:
+    """What is left to score: the samples not in ``ledger`` (recorded, or the same content as a
+    sample before them), their targets, the samples that cannot be scored (starting with
+    ``unpaired``), how many are done already, and the identities of every readable sample given
+    (`record_identity`; with the path identity of older lines). A target's key is "" where the files
     cannot be read now: reading them reports the reader's own message."""
+    failed = [{"file": f, "error": e} for f, e in unpaired]
     todo: list[Sample] = []
-    keys: list[str | None] = []
+    targets: list[Target] = []
     seen: set[str] = set()
     given: set[str] = set()
     for sample in samples:
         try:
-            key: str | None = content_key(sample.rgb, sample.xyz, sample.camera)
+            key = content_key(sample.rgb, sample.xyz, sample.camera)
         except DataError:
-            key = None
-        if key is not None:
+            key = ""
+        if key:
             given |= {key, path_identity(sample.rgb, sample.xyz)}
             if ledger.has(sample, key) or key in seen:
                 continue
         todo.append(sample)
-        keys.append(key)
-        seen.add(key or "")
-    return todo, keys, len(samples) - len(todo), given
+        targets.append(target_of(sample, key, base))
+        seen.add(key)
+    skipped = len(samples) - len(todo)
+    if skipped:
+        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (same content); "
+            f"scoring the other {len(todo)}")
+    return todo, targets, failed, skipped, given
+
+
+def summary(model: LoadedModel, ledger: Ledger, scored: int, skipped: int, failed: list[dict[str, str]],
+            given: set[str], total: int) -> dict[str, Any]:
+    """The summary ``trd predict`` prints: counts over the ``total`` scans given (``given``: their
+    identities), the anomalous ones among them (scored now or earlier) and what scored."""
+    flagged = _flagged(ledger.path.parent, given)
+    return {"scored": scored, "skipped": skipped, "anomalous": len(flagged), "failed": failed, "total": total,
+            "lines": len(ledger.done), "flagged": flagged, "predictions": str(ledger.path),
+            "heatmaps": str(ledger.path.parent / "heatmaps"), "engine": model.name, "provider": model.provider,
+            "precision": model.precision}
 
 
 def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, batch_size: int = 8,
@@ -209,13 +253,8 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
     relative to ``base`` (the input folder; None: by file name). ``ledger``: the folder's `Ledger`
     when the caller keeps one open (the watcher), else it is read here."""
     ledger = ledger or Ledger(out_dir, log)
-    failed = [{"file": f, "error": e} for f, e in unpaired]
-    todo, keys, skipped, given = _unscored(samples, ledger)
-    if skipped:
-        log(f"predict: {skipped} of {len(samples)} samples are already in {ledger.path} (same content); "
-            f"scoring the other {len(todo)}")
-    thresholds = model.thresholds
-    about = model_record(model.sha256, model.name)
+    todo, targets, failed, skipped, given = plan(ledger, samples, unpaired, base, log)
+    about = model_record(model.sha256, model.name, model.provider, model.precision)
     baseline = Baseline.of(model.validation_scores, model.reference)
     n_scored = 0
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
@@ -223,48 +262,20 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
         for batch in iterate_batches(todo, model.config.data, batch_size, reference=model.reference):
             failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch.errors]
             progress.advance(len(batch.errors))
-            if not batch.indices:
-                continue
-            start = time.perf_counter()
-            out = model.engine(batch.rgb, batch.x3d)
-            score_ms = (time.perf_counter() - start) * 1e3 / len(batch.indices)
-            maps = out["anomaly_map"][:, 0]
-            for j, index in enumerate(batch.indices):
-                written = time.perf_counter()
-                sample = todo[index]
-                key = keys[index] or content_key(sample.rgb, sample.xyz, sample.camera)  # unreadable when listed
-                name = sample.rgb.stem
-                score = float(out["score"][j])
-                found = find(maps[j], score, batch.images[j].shape[:2], batch.clouds[j], model.config, thresholds)
-                regions_ms = (time.perf_counter() - written) * 1e3
-                stem = f"{name}-{key[:KEY_CHARS]}"
-                heat, mask, outline = f"heatmaps/{stem}.png", f"masks/{stem}.png", f"outlines/{stem}.png"
-                maps_j = sample_maps(out, j) if store is not None else {"fused": maps[j]}  # the store keeps each branch's
-                images = result_images(batch.display[j], batch.display_3d[j], maps_j, thresholds.pixel, score)
-                drawn = [(r.outline, found.rules.failure(r) is None) for r in found.regions]
-                images["outline.png"] = png_bytes(draw_outlines(batch.images[j], drawn))
-                atomic_write_bytes(out_dir / heat, images["heatmap-fused.png"])
-                atomic_write_bytes(out_dir / mask, images["mask.png"])
-                atomic_write_bytes(out_dir / outline, images["outline.png"])
-                write_ms = (time.perf_counter() - written) * 1e3
-                timings = {"read": batch.read_ms[j], "score": score_ms, "regions": regions_ms,
-                           "total": batch.read_ms[j] + score_ms + write_ms}
-                record = build_record(out, j, name=name, key=key, rgb=shown_path(sample.rgb, base),
-                                      xyz=shown_path(sample.xyz, base), thresholds=thresholds, findings=found,
-                                      model=about, timings_ms=timings, baseline=baseline,
-                                      health=batch.health[j]) | {"heatmap": heat, "mask": mask,
-                                                                          "outline": outline}
-                if store is not None:  # first the store, then the ledger that says "done"
-                    store_result(store, record, sample, images, "predict")
-                ledger.append(record)
-                given.add(key)
+            for i in batch.indices:  # unreadable when listed, read now
+                if not targets[i].key:
+                    targets[i] = target_of(todo[i], content_key(todo[i].rgb, todo[i].xyz, todo[i].camera), base)
+            for scored in score_batch(model.engine, batch, targets, model.config, model.thresholds, about, baseline,
+                                      all_images=store is not None):
+                sample = todo[scored.index]
+                # first the store, then the ledger line that says "done"
+                ledger.write(scored, None if store is None else
+                             lambda: store_result(store, scored.record, sample, scored.images, "predict"))
+                given.add(scored.record["key"])
                 n_scored += 1
             progress.advance(len(batch.indices))
-    flagged = _flagged(out_dir, given)
-    return {"scored": n_scored, "skipped": skipped, "anomalous": len(flagged), "failed": failed,
-            "total": len(samples) + len(unpaired), "lines": len(ledger.done), "flagged": flagged,
-            "predictions": str(ledger.path), "heatmaps": str(out_dir / "heatmaps"), "engine": model.name,
-            "store": None if store is None else store.where}
+    return summary(model, ledger, n_scored, skipped, failed, given, len(samples) + len(unpaired)) | {
+        "store": None if store is None else store.where}
 
 
 def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
@@ -278,7 +289,7 @@ def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
         return flagged
     with path.open("rb") as fh:
         for line in fh:
-            record = _record(line, out_dir)
+            record = complete_record(line, out_dir)
             if record is None or not record.get("anomalous"):
                 continue
             if record_identity(record) in given:
@@ -291,9 +302,10 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
             batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
             xyz_unit: str | None = None, flip_z: bool | None = None, explain: bool = False,
-            engine: str = "auto", threads: int | None = None, store: str | None = None, store_files: str | None = None,
-            retain: str = DEFAULT_RETENTION, watch_dir: Path | None = None, settle: float = 2.0, poll: float = 0.5,
-            log: Log = print) -> dict[str, Any]:
+            engine: str = "auto", threads: int | None = None, ep: str = "auto", precision: str = "fp32",
+            shard: str | None = None, ray: str | None = None, workers: int | None = None, store: str | None = None,
+            store_files: str | None = None, retain: str = DEFAULT_RETENTION, watch_dir: Path | None = None,
+            settle: float = 2.0, poll: float = 0.5, log: Log = print) -> dict[str, Any]:
     """Score unlabelled pairs with a checkpoint or an exported ONNX file; bad samples are skipped.
 
     Args:
@@ -316,7 +328,15 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
             three model passes per sample; needs ``model_path`` and the torch engine).
         engine: "auto" (onnxruntime on a CPU when installed, the export cached beside the model),
             "onnx" or "torch" (`trd.workflows.engine`).
-        threads: intra-op threads (default: the CPUs this process may use).
+        threads: intra-op threads (default: the CPUs this process may use; with ``ray``: per
+            worker, default 1).
+        ep, precision: onnxruntime's execution provider and precision (`trd.runtime.providers`).
+        shard: ``"i/N"``: score only the i-th of N parts of the samples (1 <= i <= N; a job
+            array's task), split by a hash of each sample's file name (`trd.workflows.shards`);
+            `trd.workflows.shards.merge_predictions` merges the parts' folders.
+        ray: score on a Ray cluster (`trd.workflows.predict_ray`): ``"local"`` starts one on this
+            machine, else the address of a running one (``HOST:PORT``, ``auto``, ``ray://...``).
+        workers: Ray workers (default: the cluster's CPUs divided by ``threads``).
         store, store_files, retain: the result store every record also goes to (`trd.store`: a SQLite
             file or a database URL; default ``results.db`` beside the model, or in ``out_dir`` where
             the model's folder cannot be written; "none": no store), its files folder and its
@@ -329,13 +349,13 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     Returns:
         ``{"scored", "skipped", "anomalous", "failed": [{"file", "error"}, ...], "total", "lines",
         "flagged": [{"name", "score", "heatmap", "mask", "outline"}, ...], "predictions", "heatmaps",
-        "engine", "store"}``:
+        "engine", "provider", "precision", "store"}`` (with ``ray``: and ``workers``):
         the given samples scored in this run, those already in ``out_dir`` (skipped), how many of the
         given samples are anomalous (scored now or earlier), those that could not be scored, how many
         were given in all (``total`` = scored + skipped + failed, a scan without its 3D file
         included), the lines now in ``predictions.jsonl``, the anomalous ones by name (highest score
-        first, with their heatmap, mask and outline), the engine that scored and the store written
-        (or None).
+        first, with their heatmap, mask and outline), what scored (engine, execution provider,
+        precision) and the store written (or None).
 
     Example:
         >>> from trd import api
@@ -349,22 +369,39 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
     if watch_dir is not None and not Path(watch_dir).is_dir():
         raise DataError(watch_dir, "folder not found (the watched folder must exist; rgb/ and the 3D folder may "
                                    "appear later)")
+    if watch_dir is not None and (shard, ray) != (None, None):
+        raise ConfigError("--watch scores scans as they come on this machine: give it without --shard or --ray")
     check_input_paths(input_dir, rgb, xyz, camera)  # before the (slow) model load
+    from .predict_ray import RayRun, check_ray, predict_on_ray  # they use this module's ledger
+    from .shards import parse_shard, shard_of
+
+    part = parse_shard(shard) if shard is not None else None
+    choice = OrtChoice(ep, precision, batch_size)
+    if ray is not None:  # workers score; the driver only reads the model's metadata, on the CPU
+        check_ray(engine, explain, workers)
+        check_precision(ep, precision)
+        choice, engine = OrtChoice("cpu", "fp32", batch_size), "onnx"
     model = load_model(None if model_path is None else Path(model_path), None if onnx_path is None else Path(onnx_path),
-                       engine=engine, device=device, threads=threads, explain=explain, log=log)
+                       engine=engine, device=device, threads=threads, explain=explain, choice=choice, log=log)
     apply_input_overrides(model.config, xyz_unit, flip_z)
     if watch_dir is None:
         samples, unpaired = unlabelled_samples(model.config.data, input_dir, rgb, xyz, camera,
                                                camera_optional=camera_stored(model.reference))
+        if part is not None:
+            samples = shard_of(samples, part, input_dir)
     results = open_model_store(model.files[0], store, store_files, retention, log, out_dir)  # before the output folder
     try:
         with folder_lock(out_dir, "trd predict --watch" if watch_dir else "trd predict"):
-            _claim(out_dir, model, overwrite, log)
+            claim(out_dir, owner_of(model), overwrite, log)
             if watch_dir is not None:
                 from .watch import watch  # watch builds on predict_samples
 
                 return watch(model, Path(watch_dir), out_dir, results, settle=settle, poll=poll, batch_size=batch_size,
                              camera=camera, log=log)
+            if ray is not None:
+                return predict_on_ray(model, samples, out_dir, RayRun(ray, workers, threads or 1, ep, precision,
+                                                                      batch_size, xyz_unit, flip_z),
+                                      unpaired, log, base=input_dir, store=results)
             return predict_samples(model, samples, out_dir, batch_size, unpaired, log, base=input_dir, store=results)
     finally:
         if results is not None:
