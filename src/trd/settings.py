@@ -24,6 +24,8 @@ MEANINGS: dict[str, str] = {
     "data.sobel_preset": "'trd-per-class': the reference code's per-category apertures instead of sobel_k.",
     "data.plane": "Background plane removal: corners (the reference), ransac (robust) or none.",
     "data.plane_threshold": "Distance to the background plane below which a point is background, in metres.",
+    "data.degenerate_scans": "A scan with most 3D points missing or no object in its 3D input: refuse it, or score it "
+                             "with a warning (warn).",
     "data.xyz_unit": "Unit of the point cloud values (m, cm, mm, um); clouds are converted to metres.",
     "data.flip_z": "Negate z, for cameras whose z axis points away from the scene.",
     "data.max_image_pixels": "Larger images and clouds are refused from their header, before decoding.",
@@ -61,6 +63,11 @@ MEANINGS: dict[str, str] = {
     "score.aupro_limits": "False-positive limits of the AU-PRO metrics (aupro@L).",
     "score.foreground_only": "Score only the object (the 3D foreground grown by foreground_margin), an opt-in departure.",
     "score.foreground_margin": "Margin in pixels around the 3D foreground when foreground_only is on.",
+    "score.stats_share": "Share of the validation samples whose maps give the normalisation statistics; the others "
+                         "choose the thresholds (1: all give both, the reference's way; the promise is then approximate).",
+    "score.min_area_mm2": "Reject rule: a flagged region counts as a defect only from this area in mm^2 (0: no rule).",
+    "score.min_depth_mm": "Reject rule: a flagged region counts as a defect only from this depth or height in mm "
+                          "(0: no rule).",
 }
 
 

@@ -129,7 +129,7 @@ def test_a_prediction_folder_follows_its_model_through_export(exported: tuple[Pa
         api.predict(order[0][0], out, onnx_path=order[0][1], input_dir=dent, **quiet)
         lines: list[str] = []
         second = api.predict(order[1][0], out, onnx_path=order[1][1], input_dir=crack, log=lines.append)
-        assert second["scored"] == 2 and second["total"] == 4  # was: OutputError, "another model"
+        assert second["scored"] == 2 and second["lines"] == 4  # was: OutputError, "another model"
         assert any("the same model" in line for line in lines)
         assert api.predict(order[1][0], out, onnx_path=order[1][1], input_dir=dent, **quiet)["skipped"] == 2
         assert sorted(engine for _, engine in _scores(out).values()) == ["onnxruntime"] * 4

@@ -237,7 +237,7 @@ CASES: list[Case] = [
     Case("XYZ flat and constant (corners collinear)", "define no plane", "test",
          _data(TEST_XYZ, lambda p: write_tiff(p, np.full((64, 64, 3), 0.4, np.float32)))),
     Case("RGB and XYZ 2x2 (too small)", "too small", "test",
-         _data(TEST_XYZ, lambda p: (write_tiff(p, np.ones((2, 2, 3), np.float32)),
+         _data(TEST_XYZ, lambda p: (write_tiff(p, np.full((2, 2, 3), 0.4, np.float32)),
                                     Image.new("RGB", (2, 2)).save(p.parents[1] / "rgb/000.png"),
                                     Image.new("L", (2, 2)).save(p.parents[1] / "gt/000.png")))),
     Case("RGB 64x64 but XYZ 48x48", "RGB image is 64x64 but its 3D file", "test",

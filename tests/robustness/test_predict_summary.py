@@ -22,18 +22,15 @@ from PIL import Image
 from trd.runfolder import LOCK_NAME
 from trd.workflows.predict import PREDICTIONS
 
-SOURCES = ("good", "color", "crack", "dent")
 
 
-def _scans(rob_root: Path, folder: Path) -> Path:
-    """8 RGB images: 6 pairs from the test split, 1 pair whose RGB is noise (surely flagged), and 1
-    RGB image whose 3D file is missing."""
-    (folder / "rgb").mkdir(parents=True)
-    (folder / "xyz").mkdir()
+def _scans(rob_root: Path, folder: Path, tools: SimpleNamespace) -> Path:
+    """8 RGB images: 6 pairs from the test split (each another scan), 1 pair whose RGB is noise
+    (surely flagged), and 1 RGB image whose 3D file is missing."""
+    tools.scans(rob_root, folder, 7)
     for i in range(7):
-        src = rob_root / "puck" / "test" / SOURCES[i % 4]
-        shutil.copy(src / "rgb" / "000.png", folder / "rgb" / f"{i:03d}.png")
-        shutil.copy(src / "xyz" / "000.tiff", folder / "xyz" / f"{i:03d}.tiff")
+        for sub, suffix in (("rgb", ".png"), ("xyz", ".tiff")):
+            (folder / sub / f"{i:04d}{suffix}").rename(folder / sub / f"{i:03d}{suffix}")
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(noise).save(folder / "rgb" / "006.png")
     shutil.copy(folder / "rgb" / "000.png", folder / "rgb" / "007.png")  # no xyz/007.tiff
@@ -42,7 +39,7 @@ def _scans(rob_root: Path, folder: Path) -> Path:
 
 def test_summary_names_flagged_scans_counts_every_scan_and_a_rerun_says_the_same(
         rob_root: Path, ref_run: Path, tmp_path: Path, tools: SimpleNamespace) -> None:
-    scans, out = _scans(rob_root, tmp_path / "scans"), tmp_path / "preds"
+    scans, out = _scans(rob_root, tmp_path / "scans", tools), tmp_path / "preds"
     args = ("predict", "--model", str(ref_run / "model.pt"), "--input", str(scans), "--out", str(out))
     first = tools.run_cli_inprocess(*args)
     assert first.code == 1  # the scan without its 3D file
@@ -67,7 +64,7 @@ def test_summary_names_flagged_scans_counts_every_scan_and_a_rerun_says_the_same
 def test_predict_and_test_show_progress_in_a_pipe(rob_root: Path, ref_run: Path, tmp_path: Path,
                                                   tools: SimpleNamespace, monkeypatch) -> None:
     monkeypatch.setenv("TRD_PROGRESS_SECONDS", "0")  # a line per batch instead of one per 10 s
-    scans = _scans(rob_root, tmp_path / "scans")
+    scans = _scans(rob_root, tmp_path / "scans", tools)
     (scans / "rgb" / "007.png").unlink()
     pred = tools.run_cli_inprocess("predict", "--model", str(ref_run / "model.pt"), "--input", str(scans),
                                    "--out", str(tmp_path / "p"), "--batch-size", "2")
@@ -92,7 +89,7 @@ def test_export_says_what_it_does_and_how_long_it_took(ref_run: Path, tmp_path: 
 
 def test_a_terminal_gets_a_progress_bar(rob_root: Path, ref_run: Path, tmp_path: Path, tools: SimpleNamespace) -> None:
     """stderr on a pseudo-terminal: tqdm's bar (redrawn with carriage returns), then the summary line."""
-    scans = _scans(rob_root, tmp_path / "scans")
+    scans = _scans(rob_root, tmp_path / "scans", tools)
     (scans / "rgb" / "007.png").unlink()
     onnx = next((ref_run / ".onnx-cache").glob("*.onnx"))  # onnxruntime: no torch import, a quick process
     main, side = pty.openpty()

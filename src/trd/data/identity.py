@@ -52,9 +52,12 @@ def files_sha256(*paths: Path, missing_ok: bool = False) -> str:
 
 def content_key(rgb: Path, xyz: Path, camera: Path | None = None) -> str:
     """The identity of one scan: hex sha256 over its RGB file, its 3D file and, where its 3D file
-    needs one, its camera file, each preceded by its length (so no two different triples collide by
-    shifting bytes from one file to the next)."""
+    needs one and it exists, its camera file (a model that keeps its camera reads depth PNGs without
+    one), each preceded by its length (so no two different triples collide by shifting bytes from
+    one file to the next)."""
     digest = hashlib.sha256()
+    if camera is not None and not camera.is_file():
+        camera = None
     for path in (rgb, xyz, camera):
         if path is None:
             digest.update(b"-")
