@@ -23,7 +23,6 @@ from trd.runfolder import LOCK_NAME
 from trd.workflows.predict import PREDICTIONS
 
 
-
 def _scans(rob_root: Path, folder: Path, tools: SimpleNamespace) -> Path:
     """8 RGB images: 6 pairs from the test split (each another scan), 1 pair whose RGB is noise
     (surely flagged), and 1 RGB image whose 3D file is missing."""
