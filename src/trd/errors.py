@@ -72,8 +72,13 @@ def training_install_needed() -> TRDError:
 
 
 def require_torch() -> None:
-    """`training_install_needed` where torch cannot be imported (torch is imported here only to ask)."""
+    """`training_install_needed` where torch is not installed (asked of the import system: nothing
+    is imported, so the runtime can call it)."""
+    import importlib.util
+
     try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise training_install_needed() from None
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken install, or an import blocked on purpose
+        found = False
+    if not found:
+        raise training_install_needed()
