@@ -293,13 +293,12 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settl
       trd predict --onnx puck.onnx --input archive/ --out preds/ --ray 10.0.0.5:6379
       trd predict --onnx puck.onnx --input archive/ --out preds/part-3 --shard 3/8
     """
-    from .data.samples import check_input_paths  # numpy only
+    from .workflows.predict import check_request, predict as run_predict  # a cached export needs no torch
 
+    check_request(input_dir, rgb, xyz, camera, watch_dir, shard, ray_address)
     if (model_path is None) == (onnx_path is None):
         raise ConfigError("give exactly one of --model (model.pt) or --onnx (an exported file)")
     check_model_file(model_path or onnx_path, "--model" if model_path is not None else "--onnx")
-    check_input_paths(input_dir, rgb, xyz, camera)
-    from .workflows.predict import predict as run_predict  # a model.pt whose export is cached needs no torch
 
     summary = run_predict(model_path, out, input_dir=input_dir, rgb=rgb, xyz=xyz, onnx_path=onnx_path,
                           batch_size=batch_size, overwrite=overwrite, camera=camera, xyz_unit=xyz_unit,
@@ -341,7 +340,7 @@ def monitor(source, window, alpha, model_sha, as_json) -> None:
         sys.exit(1)
 
 
-@cli.command("predict-merge")
+@cli.command("predict-merge", short_help="Merge the output folders of `trd predict --shard` parts into one.")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Replace predictions of another model in --out.")
@@ -499,9 +498,11 @@ def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_uplo
     """
     from .runtime.monitor import MonitorSettings
 
+    from .serve.server import check_store, serve as run_serve  # a model.pt whose export is cached needs no torch
+
     settings = MonitorSettings(window=window, alpha=alpha)  # checked before the (slow) model load
+    check_store(store)
     check_model_file(model_path, "--model-or-onnx")
-    from .serve.server import serve as run_serve  # a model.pt whose export is cached needs no torch
 
     run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
               max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,

@@ -69,7 +69,7 @@ def _query(since, until, decision, label, model_sha) -> dict:  # noqa: ANN001
             "model": model_sha}
 
 
-@click.group("store")
+@click.group("store", short_help="The result store: list, export, label, import and prune results.")
 def store_group() -> None:
     """The result store that trd serve and trd predict write (docs/LINE.md)."""
 

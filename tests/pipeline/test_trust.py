@@ -17,6 +17,7 @@ from trd.checkpoint import load_checkpoint
 from trd.config import load_config
 from trd.data.cache import build_cache
 from trd.data.dataset import PairDataset
+from trd.data.identity import content_key
 from trd.data.samples import list_samples
 from trd.detector import load_detector
 from trd.errors import CheckpointError, ConfigError, TRDError
@@ -64,7 +65,8 @@ def test_fit_states_the_guarantee_and_warns_about_small_n(trained) -> None:
     assert record["fpr_bound_90"] == pytest.approx(0.9) and record["statements"][-1] == warning
     assert set(blob["reference"]) == {"rgb", "x3d"} and blob["reference"]["rgb"].shape == (2, 3, 64, 64)
     assert blob["extra"]["border_check"]["images"] == 2  # where maxima sit: every validation sample
-    assert blob["extra"]["stats_samples"] == ["validation/good/000.png"]
+    root = Path(blob["config"]["data"]["root"]) / "puck" / "validation" / "good"
+    assert blob["extra"]["stats_keys"] == [content_key(root / "rgb" / "000.png", root / "xyz" / "000.tiff")]
     scores = blob["extra"]["validation_scores"]  # at full precision: the threshold is the k-th largest, exactly
     assert len(scores) == 1 and sorted(scores, reverse=True)[record["rank"] - 1] == record["image"]
 
@@ -153,20 +155,20 @@ def test_calibrate_adds_new_good_samples_to_the_validation_pool(trained, tmp_pat
     dataset = _good_dataset(model, "test")
     with torch.inference_mode():
         scores = np.array([float(old_det(d["rgb"][None], d["x3d"][None])["score"]) for d in dataset])
-    pool = np.concatenate([old_extra["validation_scores"], scores])  # added to the 2 validation samples
+    pool = np.concatenate([old_extra["validation_scores"], scores])  # added to the model's pool (the validation samples that did not give the statistics)
     image, rank = order_statistic_threshold(pool, 0.3)
-    assert new.image == pytest.approx(image) and new.rank == rank and new.n_validation == 4
-    assert extra["validation_scores"] == pytest.approx(pool.tolist()) and len(extra["validation_pixel_values"]) == 4
+    assert new.image == pytest.approx(image) and new.rank == rank and new.n_validation == len(pool)
+    assert extra["validation_scores"] == pytest.approx(pool.tolist()) and len(extra["validation_pixel_values"]) == len(pool)
     assert new.target_fpr == 0.3 and new.source.endswith("(validation split) + 2 of " + new.source.split(" + 2 of ")[1])
     assert "(test split)" in new.source and "calibration samples" in new.image_statement()
     assert extra["calibrations"][-1]["previous"]["image"] == old.image
     assert extra["border_check"] == old_extra["border_check"]  # the training run's, when adding
     before = next(i for i, ln in enumerate(lines) if ln.startswith("calibrate: before: image threshold"))
-    assert "(n = 2 validation samples)" in lines[before] and lines[before + 1].startswith("calibrate: after")
-    assert "(n = 4 calibration samples)" in lines[before + 2]
+    assert f"(n = {len(pool) - 2} validation samples)" in lines[before] and lines[before + 1].startswith("calibrate: after")
+    assert f"(n = {len(pool)} calibration samples)" in lines[before + 2]
     lines.clear()
     again = api.calibrate(out, split="test", out=tmp_path / "again.pt", force=True, log=lines.append)  # nothing is added twice
-    assert load_detector(again)[2].n_validation == 4 and any("2 of the 2 samples" in ln for ln in lines)
+    assert load_detector(again)[2].n_validation == len(pool) and any("2 of the 2 samples" in ln for ln in lines)
     alone = api.calibrate(model, split="test", out=tmp_path / "alone.pt", target_fpr=0.3, replace=True, force=True,
                           log=lines.append)
     _, _, fresh, fresh_extra = load_detector(alone)
@@ -188,7 +190,8 @@ def test_calibrate_adds_new_good_samples_to_the_validation_pool(trained, tmp_pat
 def test_calibrate_on_the_own_validation_split_leaves_out_the_statistics_samples(trained, tmp_path) -> None:
     lines: list[str] = []
     out = api.calibrate(trained[0], out=tmp_path / "v.pt", log=lines.append)
-    assert "calibrate: leaving out the 1 sample(s) that gave the normalisation statistics" in lines
+    assert any(ln.startswith("calibrate: leaving out the 1 sample(s) of ") and
+               ln.endswith("(validation split) that gave the normalisation statistics") for ln in lines)
     _, _, thresholds, _ = load_detector(out)
     assert thresholds.n_validation == 1 and not thresholds.approximate
 
@@ -265,6 +268,6 @@ def test_models_of_older_versions_load_and_say_the_guarantee_is_unknown(trained,
     moved["config"]["data"]["root"] = str(tmp_path / "gone")
     torch.save(moved, tmp_path / "moved.pt")
     with pytest.raises(ConfigError, match="cannot be read to rebuild them: pass --replace") as unreadable:
-        api.calibrate(tmp_path / "moved.pt", data_root=blob["config"]["data"]["root"], split="test")
+        api.calibrate(tmp_path / "moved.pt", data_root=blob["config"]["data"]["root"], split="test", force=True)
     messages.record("setting", "calibrate a model of an older trd whose validation data is gone",
                     f"error: {unreadable.value}")

@@ -65,8 +65,8 @@ def test_scans_in_millimetres_are_refused_then_read_right_with_their_unit(
     messages.record("input", "point clouds in millimetres, read as metres", line)
     converted = _test(tools, ref_run / "model.pt", data_copy, tmp_path / "b", "--xyz-unit", "mm")
     assert converted.code == 0, converted.stderr
-    for key, value in ref_metrics.items():
-        assert _metrics(tmp_path / "b")[key] == pytest.approx(value, abs=1e-6), key
+    for key, value in ref_metrics.items():  # float32 mm -> m (x 1000, then x 0.001) moves a pixel score by ~1e-7,
+        assert _metrics(tmp_path / "b")[key] == pytest.approx(value, abs=1e-5), key  # which can swap pixel ranks
 
 
 def test_a_scan_far_from_the_training_scale_is_refused(data_copy: Path, ref_run: Path, tmp_path: Path,

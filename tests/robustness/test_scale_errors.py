@@ -4,6 +4,8 @@ install, and merges of parts that do not belong together."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -110,6 +112,12 @@ def test_merge_refuses_parts_that_do_not_belong_together(exported, synth_root: P
     inputs = synth_root / "puck" / "test" / "good"
     api.predict(None, tmp_path / "onnx", input_dir=inputs, onnx_path=exported[1], log=lambda _: None)
     api.predict(exported[0], tmp_path / "pt", input_dir=inputs, engine="onnx", log=lambda _: None)
+    # a model.pt and its export are one model: their parts merge (the same scans once)
+    same = tools.run_cli_inprocess("predict-merge", str(tmp_path / "onnx"), str(tmp_path / "pt"), "--out",
+                                   str(tmp_path / "both"))
+    assert same.code == 0 and json.loads(same.stdout)["duplicates"] == len(list((inputs / "rgb").iterdir()))
+    manifest = tmp_path / "pt" / "predict.json"  # now scored by another model
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"sha256": "f" * 64, "source_sha256": None}))
     cases = [
         ("input", "predict-merge of parts scored by two models", [tmp_path / "onnx", tmp_path / "pt"],
          "the parts were scored by 2 different models"),

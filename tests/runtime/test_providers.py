@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from trd import api
-from trd.data.identity import files_sha256
+from trd.data.identity import content_key, files_sha256
 from trd.data.samples import unlabelled_samples
 from trd.errors import CheckpointError
 from trd.runtime.batch_scorer import BatchScorer, sample_row
@@ -101,15 +101,19 @@ def test_batch_scorer_answers_what_predict_writes(exported, synth_root: Path, tm
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     samples.append(dataclasses.replace(samples[0], rgb=bad))
-    rows = [sample_row(i, s, target_of(s)) for i, s in enumerate(samples)]
+    keys = [content_key(s.rgb, s.xyz) if s.rgb.suffix == ".png" and s.rgb != bad else "" for s in samples]
+    rows = [sample_row(i, s, target_of(s, k, inputs)) for i, (s, k) in enumerate(zip(samples, keys, strict=True))]
     sha = files_sha256(exported[1])
     scorer = BatchScorer(str(exported[1]), sha, model_record(sha, "onnxruntime", ""), threads=1)
     answer = scorer({k: np.array([r[k] for r in rows], object) for k in rows[0]})
     assert list(answer["index"]) == [0, 1, 2] and answer["error"][:2].tolist() == ["", ""]
     assert "bad.png" in answer["error"][2] and answer["record"][2] == ""
-    for record, heatmap in zip(map(json.loads, answer["record"][:2]), answer["heatmap"][:2], strict=True):
+    for record, names, images in zip(map(json.loads, answer["record"][:2]), answer["names"][:2], answer["images"][:2],
+                                     strict=True):
         ours = {k: v for k, v in record.items() if k != "timings_ms"}
         assert ours == {k: v for k, v in written[record["name"]].items() if k != "timings_ms"}
-        assert heatmap == (tmp_path / "p" / record["heatmap"]).read_bytes()
+        pictures = dict(zip(names, images, strict=True))
+        for what, name in (("heatmap", "heatmap-fused.png"), ("mask", "mask.png"), ("outline", "outline.png")):
+            assert pictures[name] == (tmp_path / "p" / record[what]).read_bytes()
     with pytest.raises(CheckpointError, match="this worker's copy differs from the driver's"):
         BatchScorer(str(exported[1]), "0" * 64, model_record(sha, "onnxruntime", ""))

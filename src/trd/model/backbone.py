@@ -167,8 +167,9 @@ def _imagenet_state_dict(name: str) -> tuple[Mapping[str, Tensor], Path]:
         raise ConfigError(
             f"cannot download the ImageNet weights of {name} from {enum.url} ({type(exc).__name__}: {exc}). "
             f"Without internet, download that file on another machine, copy it here and run "
-            f"'trd weights import {published.file_name}' (it checks the file and puts it in {cached.parent}; "
-            f"'trd weights list' shows every file), or pass it with --backbone-weights FILE"
+            f"'trd weights import {published.file_name}' (it checks the file and puts it at {cached}; "
+            f"'trd weights list' shows every file), or pass it with --backbone-weights FILE (model.weights=FILE "
+            f"in a config)"
         ) from exc
     own = own_weights(cached.parent).get(published.file_name)
     if own:

@@ -100,6 +100,13 @@ class _Server(uvicorn.Server):
         asyncio.get_running_loop().call_later(self.grace_s, self.service.stop_uploads.set)
 
 
+def check_store(store: str | None) -> None:
+    """ConfigError for ``--store none``: the service always keeps its results."""
+    if store is not None and store.lower() == "none":
+        raise ConfigError("--store none: trd serve keeps every result in a store (the page's list and labels come "
+                          "from it); give a file or a URL, or leave the default")
+
+
 def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch: int = 8,
           max_wait_ms: float = 5.0, queue: int = 32, max_upload_mb: float = 64.0, max_pixels: int | None = None,
           pixel_budget: int = 32_000_000, upload_timeout_s: float = 60.0, grace_s: float = 20.0,
@@ -124,9 +131,7 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
     """
     token = resolve_token(host, token)
     retention = parse_retention(retain)
-    if store is not None and store.lower() == "none":
-        raise ConfigError("--store none: trd serve keeps every result in a store (the page's list and labels come "
-                          "from it); give a file or a URL, or leave the default")
+    check_store(store)
     if models_dir is not None and not Path(models_dir).is_dir():
         raise ConfigError(f"--models-dir {models_dir}: no such folder")
     model = Path(model)

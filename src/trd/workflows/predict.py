@@ -113,15 +113,15 @@ class Ledger:
 
     def write(self, scored: Scored, before_line: Callable[[], Any] | None = None) -> None:
         """Write a scored sample: its pictures (atomically), then ``before_line()`` (the result
-        store's commit), then its line, whose ``total`` time then includes the writing."""
+        store's commit), then its line; the record's ``total`` time includes writing the pictures."""
         start = time.perf_counter()
         record = scored.record
         for what, name in PICTURES.items():
             atomic_write_bytes(self.path.parent / record[what], scored.images[name])
-        if before_line is not None:
-            before_line()
         timings = record["timings_ms"]
         timings["total"] = round(timings["total"] + (time.perf_counter() - start) * 1e3, 2)
+        if before_line is not None:  # the store keeps the same record as the line
+            before_line()
         self.append(record)
 
     def copy(self, record: dict[str, Any], folder: Path) -> None:
@@ -298,6 +298,21 @@ def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
     return sorted(flagged, key=lambda r: -(r["score"] or 0.0))
 
 
+def check_request(input_dir: Path | None, rgb: Path | None, xyz: Path | None, camera: Path | None,
+                  watch_dir: Path | None = None, shard: str | None = None, ray: str | None = None) -> None:
+    """The checks of a predict request that need no model (cheap, torch-free: the CLI runs them
+    before anything heavy): the inputs exist, and ``--watch`` comes without other inputs."""
+    if watch_dir is not None:
+        if (input_dir, rgb, xyz) != (None, None, None):
+            raise ConfigError("--watch DIR scores what appears in DIR: give it without --input, --rgb or --xyz")
+        if (shard, ray) != (None, None):
+            raise ConfigError("--watch scores scans as they come on this machine: give it without --shard or --ray")
+        if not Path(watch_dir).is_dir():
+            raise DataError(watch_dir, "folder not found (the watched folder must exist; rgb/ and the 3D folder "
+                                       "may appear later)")
+    check_input_paths(input_dir, rgb, xyz, camera)
+
+
 def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Path | None = None,
             rgb: Path | None = None, xyz: Path | None = None, onnx_path: Path | None = None,
             batch_size: int = 8, device: str = "auto", overwrite: bool = False, camera: Path | None = None,
@@ -363,15 +378,8 @@ def predict(model_path: str | Path | None, out_dir: str | Path, *, input_dir: Pa
         {'scored': 60, 'skipped': 0, 'anomalous': 3, 'failed': [], 'total': 60, 'lines': 60, 'flagged': [...], ...}
     """
     out_dir = Path(out_dir)
+    check_request(input_dir, rgb, xyz, camera, watch_dir, shard, ray)  # before the (slow) model load
     retention = parse_retention(retain)
-    if watch_dir is not None and (input_dir, rgb, xyz) != (None, None, None):
-        raise ConfigError("--watch DIR scores what appears in DIR: give it without --input, --rgb or --xyz")
-    if watch_dir is not None and not Path(watch_dir).is_dir():
-        raise DataError(watch_dir, "folder not found (the watched folder must exist; rgb/ and the 3D folder may "
-                                   "appear later)")
-    if watch_dir is not None and (shard, ray) != (None, None):
-        raise ConfigError("--watch scores scans as they come on this machine: give it without --shard or --ray")
-    check_input_paths(input_dir, rgb, xyz, camera)  # before the (slow) model load
     from .predict_ray import RayRun, check_ray, predict_on_ray  # they use this module's ledger
     from .shards import parse_shard, shard_of
 
