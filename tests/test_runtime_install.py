@@ -8,6 +8,7 @@ install, and the commands that need training say which extra to install, in one 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,15 @@ def test_predict_with_an_export_needs_no_torch(exported: tuple[Path, Path], synt
 
 
 def test_training_commands_name_the_extra_to_install(exported: tuple[Path, Path], synth_root: Path,
-                                                     tmp_path: Path, trd_without_torch) -> None:
+                                                     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                     monkeypatch: pytest.MonkeyPatch, trd_without_torch) -> None:
     model, _ = exported
+    fresh = tmp_path_factory.mktemp("never-scored") / "model.pt"  # no export cached anywhere: predict needs torch
+    shutil.copyfile(model, fresh)
+    monkeypatch.setenv("TRD_CACHE", str(fresh.parent / "cache" / "preprocess"))
     for args in (["fit", "--data", str(synth_root), "--category", "puck", "--out", str(tmp_path / "run")],
                  ["test", "--model", str(model)],
-                 ["predict", "--model", str(model), "--input", str(synth_root / "puck" / "test" / "good"),
+                 ["predict", "--model", str(fresh), "--input", str(synth_root / "puck" / "test" / "good"),
                   "--out", str(tmp_path / "p")],
                  ["demo", "--out", str(tmp_path / "demo")],  # was a ModuleNotFoundError traceback (issue 23.12)
                  ["calibrate", "--model", str(model)],

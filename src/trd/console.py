@@ -96,6 +96,8 @@ class Progress:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self.bar is not None:
+            if kind is None:
+                self.bar.refresh()  # the last count is drawn even when it came faster than tqdm redraws
             self.bar.close()
         took = time.monotonic() - self.start
         if kind is None and self.done and took >= self.every_s:

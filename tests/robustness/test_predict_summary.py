@@ -73,7 +73,7 @@ def test_predict_and_test_show_progress_in_a_pipe(rob_root: Path, ref_run: Path,
     test = tools.run_cli_inprocess("test", "--model", str(ref_run / "model.pt"), "--out", str(tmp_path / "eval"))
     lines = tools.visible_lines(test.stderr)
     assert test.code == 0 and "test: scoring: 4 samples in " in "\n".join(lines), lines
-    assert any(ln.startswith("test: panels: 4 panels in ") for ln in lines), lines
+    assert any(ln.startswith("test: regions and pictures: 4 samples in ") for ln in lines), lines
     assert not (tmp_path / "eval" / LOCK_NAME).exists()
 
 

@@ -164,7 +164,8 @@ class Thresholds:
     @property
     def _samples(self) -> str:
         """How the statements name the samples: validation samples, or the samples `trd calibrate` used."""
-        kind = "validation" if not self.source or "(validation split)" in self.source else "calibration"
+        parts = self.source.split(" + ") if self.source else []  # a pool: "k of A (validation split) + m of B"
+        kind = "validation" if all("(validation split)" in part for part in parts) else "calibration"
         return f"n = {self.n_validation} {kind} samples"
 
     @property

@@ -36,9 +36,10 @@ def record_folder(model_sha256: str, key: str) -> str:
 
 
 def scan_copies(rgb: Path, x3d: Path, camera: Path | None) -> dict[str, Path]:
-    """The files of a scan under their names in a record's folder (`stage`'s ``copies``)."""
+    """The files of a scan under their names in a record's folder (`stage`'s ``copies``); the camera
+    file where there is one (a model that keeps its camera reads depth PNGs without one)."""
     copies = {f"rgb{rgb.suffix.lower()}": rgb, f"3d{x3d.suffix.lower()}": x3d}
-    if camera is not None:
+    if camera is not None and camera.is_file():
         copies["camera.json"] = camera
     return copies
 
