@@ -92,7 +92,7 @@ def test_report_shows_banner_decisions_border_and_attribution(trained, tmp_path)
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "> **WARNING: Random teachers" in md.splitlines()[2]
     assert "## Decisions at the deployment thresholds" in md and "cannot support the requested 1 %" in md
-    assert "| false alarm (good image flagged) |" in md and "95 % CI" in md and "## Where the image maxima sit" in md
+    assert "| false alarm (good image flagged) |" in md and "95 % range" in md and "## Where the image maxima sit" in md
     assert "## Modality attribution per defect type" in md and "## I-AUROC per defect type, each branch alone" in md
     assert "branch_i_auroc_per_defect" not in md.split("## Configuration")[0]
     html = (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -40,9 +40,9 @@ def test_scans_labelled_good_in_the_store_join_the_validation_pool(exported, syn
     assert new.n_validation == len(pool) and new.image == pytest.approx(order_statistic_threshold(np.array(pool), 0.3)[0],
                                                                  rel=1e-4, abs=1e-4)
     assert new.source.endswith(f"+ 1 of scans labelled good in {store.where}")
-    assert any(line.startswith("calibrate: before: ") and f"(n = {len(pool) - 1} validation samples)" in line
-               for line in lines)
-    assert any(f"(n = {len(pool)} calibration samples)" in line for line in lines)
+    assert any(line.startswith("calibrate: before: ") and f"(n = {len(pool) - 1} validation samples" in line
+               for line in lines), lines
+    assert any(f"(n = {len(pool)} calibration samples" in line for line in lines)
     lines.clear()
     again = api.calibrate(out, store=store_path, out=tmp_path / "again.pt", log=lines.append)
     assert load_detector(again)[2].n_validation == len(pool)  # the same scan is not added twice
