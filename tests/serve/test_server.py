@@ -3,6 +3,8 @@ no torch on the ONNX path, a model.pt. Each test starts its own real server on 1
 
 from __future__ import annotations
 
+import os
+
 import re
 import shutil
 import subprocess
@@ -150,8 +152,12 @@ def test_a_model_pt_is_served_with_torch(start_server, served, exported) -> None
     assert str(exported[0].parents[2]) not in httpx.get(f"{server.url}/v1/model").text
 
 
-def test_a_model_pt_without_torch_names_the_extra(trd_serve, exported, block_torch) -> None:
-    process = trd_serve("--port", "0", prelude=block_torch, model=exported[0])
+def test_a_model_pt_without_torch_names_the_extra(trd_serve, exported, block_torch, tmp_path) -> None:
+    fresh = tmp_path / "never-scored" / "model.pt"  # no export cached anywhere: serving it needs torch
+    fresh.parent.mkdir()
+    shutil.copyfile(exported[0], fresh)
+    env = {**os.environ, "TRD_CACHE": str(tmp_path / "cache" / "preprocess")}
+    process = trd_serve("--port", "0", prelude=block_torch, model=fresh, env=env)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert err.splitlines()[0] == ("error: this command needs the training install (PyTorch), which is not "
