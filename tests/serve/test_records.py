@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,10 @@ REGION_KEYS = {"pixels", "box", "centre_px", "peak_score", "area_mm2", "depth_mm
 
 def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_path: Path) -> None:
     inputs = synth_root / "puck" / "test" / "dent"
-    api.predict(None, tmp_path / "p", input_dir=inputs, onnx_path=exported[1], log=lambda _: None)
+    onnx = tmp_path / "model" / exported[1].name  # a folder of its own: the default store beside it is this test's
+    onnx.parent.mkdir()
+    shutil.copyfile(exported[1], onnx)
+    api.predict(None, tmp_path / "p", input_dir=inputs, onnx_path=onnx, log=lambda _: None)
     lines = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
     engine = open_onnx(exported[1])
     thresholds, validation = engine.thresholds, engine.validation_scores
@@ -58,7 +62,7 @@ def test_predict_writes_the_versioned_record(exported, synth_root: Path, tmp_pat
     assert [(line["rgb"], line["xyz"]) for line in lines] == [("rgb/000.png", "xyz/000.tiff"), ("rgb/001.png", "xyz/001.tiff")]
     assert [line["key"] for line in lines] == [content_key(inputs / "rgb" / f"{n}.png", inputs / "xyz" / f"{n}.tiff")
                                                for n in ("000", "001")]
-    store = open_store(str(exported[1].parent / "results.db"))  # by default, also in the store beside the model
+    store = open_store(str(onnx.parent / "results.db"))  # by default, also in the store beside the model
     stored = {s.key: s for s in store.query(source="predict", model=lines[0]["model"]["sha256"], limit=None)}
     for line in lines:
         assert stored[line["key"]].record == line and (store.folder(stored[line["key"]]) / "3d.tiff").is_file()
