@@ -59,8 +59,9 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _model_file(name: str, work: Path) -> Path:
-    """A model.pt of the named size with random teachers and fixed statistics (made once)."""
+def _model_file(name: str, work: Path, thresholds: tuple[float, float] = (1.0, 1.0)) -> Path:
+    """A model.pt of the named size with random teachers and fixed statistics (made once), with
+    ``thresholds`` (image, pixel)."""
     import torch
 
     from trd.config import load_config
@@ -78,7 +79,7 @@ def _model_file(name: str, work: Path) -> Path:
             model = build_model(cfg.model, cfg.data.image_size).eval()
         scorer = Scorer(list(model.students), sigma=cfg.score.sigma)
         scorer.set_stats({b: (0.5, 0.1) for b in model.students})
-        save_detector(path, Detector(model, scorer).eval(), cfg, Thresholds(1.0, 1.0, 0.01, 0.01))
+        save_detector(path, Detector(model, scorer).eval(), cfg, Thresholds(*thresholds, 0.01, 0.01))
     return path
 
 

@@ -254,7 +254,9 @@ def _measure(g: _Geometry, window: tuple[slice, slice], region: np.ndarray, widt
     inner = ndimage.binary_dilation(region, _EIGHT, iterations=_RING_GAP)
     ring = ndimage.binary_dilation(inner, _EIGHT, iterations=width) & ~inner & g.surroundings[window]
     ring_points = xyz[ring][:: max(1, int(ring.sum()) // _RING_POINTS)].astype(np.float64)
-    surface = ring_points if len(ring_points) >= 3 else points  # without surroundings: the region's own plane
+    # without surroundings (a region covering the whole object): the region's own plane, fitted on an
+    # even subsample as the ring is (a 6-coefficient surface needs thousands of points, not 640,000)
+    surface = ring_points if len(ring_points) >= 3 else points[:: max(1, len(points) // _RING_POINTS)]
     if len(surface) < 3:
         return {"centre_mm": tuple(float(v) * 1e3 for v in centre)}
     origin, normal, axes, coef = _fit_surface(surface, centre)
@@ -263,7 +265,7 @@ def _measure(g: _Geometry, window: tuple[slice, slice], region: np.ndarray, widt
     known = np.isfinite(patch)
     area = float(patch[known].sum() + (~known).sum() * (np.median(patch[known]) if known.any() else 0.0)) * 1e6
     out: dict[str, Any] = {"area_mm2": area, "centre_mm": tuple(float(v) * 1e3 for v in centre)}
-    if surface is points:
+    if len(ring_points) < 3:
         return out
     deviation = np.full(region.shape, np.nan)
     rel = points - origin
