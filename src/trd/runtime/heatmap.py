@@ -55,9 +55,11 @@ def overlay(rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: 
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 image (no metadata, so equal images give equal bytes)."""
+    """PNG encoding of a uint8 image (no metadata, so equal images give equal bytes). zlib level 1:
+    an 800 x 800 outline picture encodes in 48 ms instead of 125 ms at Pillow's default level 6,
+    13 % larger (measured on a synthetic scan, one core)."""
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
