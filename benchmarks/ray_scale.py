@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                    HOME=str(work / "home"), RAY_TMPDIR=str(work))  # Ray leaves nothing in this machine's ~ or /tmp
         base = ["--onnx", str(onnx_path), "--input", str(inputs), "--batch-size", str(args.batch_size)]
         for round_ in range(args.rounds):
-            for name, extra in ROWS.items():
-                row = run_row([*base, *extra], work / f"out-{round_}-{len(results['runs'][name])}-{name[:3]}",
-                              args.scans, env)
+            for index, (name, extra) in enumerate(ROWS.items()):
+                out = work / f"out-{round_}-{index}"  # a fresh folder and result store per row
+                row = run_row([*base, *extra, "--store", str(out) + ".db"], out, args.scans, env)
                 results["runs"][name].append(row)
                 print(f"{name}: {json.dumps(row)}", flush=True)
     results["rows"] = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
