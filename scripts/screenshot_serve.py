@@ -82,17 +82,17 @@ def most_anomalous(url: str, data: Path) -> tuple[Path, Path, float]:
     return rgb, xyz, score
 
 
-def screenshot(url: str, rgb: Path, xyz: Path, profile: Path) -> bytes:
-    """The whole page, WIDTH px wide, after uploading ``rgb`` + ``xyz`` through its file inputs."""
+def screenshot(url: str, rgb: Path, xyz: Path, profile: Path, width: int = WIDTH) -> bytes:
+    """The whole page, ``width`` px wide, after uploading ``rgb`` + ``xyz`` through its file inputs."""
     driver = start_chrome(profile)
     try:
-        set_viewport(driver, WIDTH, 900)
+        set_viewport(driver, width, 900)
         driver.get(url + "/")
         driver.find_element("id", "rgb-file").send_keys(str(rgb))
         driver.find_element("id", "xyz-file").send_keys(str(xyz))
         driver.find_element("id", "score-button").click()
         WebDriverWait(driver, 120).until(lambda d: images_loaded(d, "#images img"))
-        set_viewport(driver, WIDTH, int(driver.execute_script("return document.documentElement.scrollHeight")))
+        set_viewport(driver, width, int(driver.execute_script("return document.documentElement.scrollHeight")))
         return driver.get_screenshot_as_png()
     finally:
         driver.quit()
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="An ONNX export of a puck model (skip training).")
     parser.add_argument("--backbone-weights", default="imagenet", help="Teachers of the trained model (none: random).")
     parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
+    parser.add_argument("--width", type=int, default=WIDTH, help="Page width in px (390: a phone).")
     args = parser.parse_args()
     if missing():
         raise SystemExit(f"cannot take the screenshot: {missing()}")
@@ -126,7 +127,7 @@ def main() -> None:
         server, url = start_server(model)
         try:
             rgb, xyz, _ = most_anomalous(url, work / "data")
-            png = small_png(screenshot(url, rgb, xyz, work / "chromium-profile"))
+            png = small_png(screenshot(url, rgb, xyz, work / "chromium-profile", args.width))
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
