@@ -1,11 +1,11 @@
 """The layer contract of pyproject.toml ([tool.importlinter]): imports point down only.
 
-Layers, highest first ("|": independent siblings): cli > api | serve | cli_store > workflows >
-calibration | export | reporting > detector | evaluation | runtime | store > scoring | training >
-checkpoint | data | model | runfolder > config > atomic > errors (docs/ARCHITECTURE.md). Beside them:
-the runtime and the store never import torch, and importing the runtime, the store, the service or
-the CLI loads no torch,
-package ``__init__`` files included (`tests/import_contracts.py`).
+Layers, highest first ("|": independent siblings): cli > cli_deploy > cli_setup > api | serve |
+cli_store > workflows > calibration | export | reporting > detector | evaluation | runtime | store >
+scoring | training > checkpoint | data | model | runfolder | settings > config > atomic | console >
+errors (docs/ARCHITECTURE.md). Beside them: the runtime and the store never import torch, and
+importing the runtime, the store, the service or the CLI loads no torch, package ``__init__`` files
+included (`tests/import_contracts.py`).
 """
 
 from __future__ import annotations

@@ -19,19 +19,12 @@ from pathlib import Path
 import click
 
 from .checkpoint import check_model_file
-from .cli_setup import FORMAT_HELP, check_folder, log as _log, settings, weights
+from .cli_deploy import export, monitor, predict_merge, serve
+from .cli_setup import FORMAT_HELP, check_folder, engine_options, full_api, log as _log, settings, weights
 from .cli_store import store_group, store_options
 from .config import FORMATS, XYZ_UNITS, load_config
 from .console import WarningTally
-from .errors import ConfigError, TRDError, require_torch
-
-
-def _api():  # noqa: ANN202 - the module trd.api
-    """The full toolkit (`trd.api`), or a one-line TRDError where torch is not installed."""
-    require_torch()
-    from . import api
-
-    return api
+from .errors import ConfigError, TRDError
 
 
 def _config_options(f):
@@ -113,7 +106,7 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
 
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, category=category, format=fmt)
     no_test_split = check_splits(cfg.data, test=then_test)
-    model_path = _api().fit(cfg, out, resume=not no_resume)
+    model_path = full_api().fit(cfg, out, resume=not no_resume)
     if model_path is None:  # a non-zero torchrun rank
         return
     click.echo(f"model: {model_path}")
@@ -121,39 +114,10 @@ def fit(root, category, fmt, out, no_resume, then_test, config_file, overrides, 
         click.echo(f"evaluation skipped: no test split ({no_test_split} not found); the model is ready. To evaluate "
                    f"it later on labelled samples: trd test --model {model_path} --data ROOT")
     elif then_test:
-        result = _api().evaluate(model_path, out_dir=out, log=_log)
-        click.echo(_api().summary_line(result))
-        click.echo(_api().decision_summary(result))
+        result = full_api().evaluate(model_path, out_dir=out, log=_log)
+        click.echo(full_api().summary_line(result))
+        click.echo(full_api().decision_summary(result))
         click.echo(f"report: {out / 'report.html'}")
-
-
-def _engine_options(f):
-    """Which inference engine, on which execution provider, with how many threads (test, predict, serve)."""
-    f = click.option("--precision", default="fp32", show_default=True, metavar="fp32|fp16|bf16",
-                     help="onnxruntime's precision: fp16 (TensorRT, CUDA, CPU, OpenVINO) or bf16 (OpenVINO) change "
-                          "the scores; `trd test` reports by how much.")(f)
-    f = click.option("--ep", default="auto", show_default=True, metavar="auto|cpu|openvino[:GPU|:NPU]|cuda|tensorrt",
-                     help="onnxruntime's execution provider; auto: the first of tensorrt, cuda, openvino, cpu that "
-                          "this install has and that starts. The record says which ran.")(f)
-    f = click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="Intra-op threads (default: the CPUs this process may use, or TRD_THREADS).")(f)
-    f = click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
-                     help="auto: onnxruntime on a CPU when installed (the export is cached beside the model), "
-                          "else torch.")(f)
-    return f
-
-
-def _monitor_options(prefix: str = ""):  # noqa: ANN202 - a click decorator
-    """The drift monitor's window and false-alarm level (``--[monitor-]window``, ``--[monitor-]alpha``;
-    docs/MONITOR.md), checked by `trd.runtime.monitor.MonitorSettings`."""
-
-    def add(f):
-        f = click.option(f"--{prefix}alpha", "alpha", type=float, default=0.001, show_default=True,
-                         help="Drift monitor: false-alarm level of each check per window.")(f)
-        return click.option(f"--{prefix}window", "window", type=int, default=100, show_default=True,
-                            help="Drift monitor: the last N scans its checks look at.")(f)
-
-    return add
 
 
 def _input_options(f):
@@ -176,7 +140,7 @@ def _input_options(f):
                    "(aupro100@L), or both.")
 @click.option("--explain", is_flag=True, help="Also measure modality attribution per sample (3x the inference time).")
 @_input_options
-@_engine_options
+@engine_options
 def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z, engine, threads, ep,
              precision) -> None:
     """Evaluate a trained model: metrics (JSON, CSV), heatmaps and an HTML report.
@@ -192,13 +156,13 @@ def test_cmd(model_path, root, split, out, pro_method, explain, xyz_unit, flip_z
     """
     check_model_file(model_path, "--model")
     check_folder(root)
-    result = _api().evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
+    result = full_api().evaluate(model_path, data_root=root, split=split, out_dir=out, pro_method=pro_method,
                              explain=explain, xyz_unit=xyz_unit, flip_z=flip_z, engine=engine, threads=threads,
                              ep=ep, precision=precision, log=_log)
-    click.echo(_api().summary_line(result))
+    click.echo(full_api().summary_line(result))
     if "precision_check" in result:
-        click.echo(_api().precision_line(result["precision_check"]))
-    click.echo(_api().decision_summary(result))
+        click.echo(full_api().precision_line(result["precision_check"]))
+    click.echo(full_api().decision_summary(result))
 
 
 @cli.command(short_help="New thresholds for a model from (new) good samples, without retraining.")
@@ -238,7 +202,7 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
     """
     check_model_file(model_path, "--model")
     check_folder(root)
-    _api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
+    full_api().calibrate(model_path, data_root=root, category=category, fmt=fmt, split=split, out=out,
                      target_fpr=target_fpr, pixel_fpr=pixel_fpr, overwrite=overwrite, force=force, store=store,
                      store_files=store_files, store_labels=store_labels, replace=replace, log=_log)
 
@@ -274,7 +238,7 @@ def calibrate(model_path, root, category, fmt, split, out, target_fpr, pixel_fpr
               help="Ray workers (default: the cluster's CPUs divided by --threads, which is 1 per worker with --ray).")
 @_input_options
 @store_options
-@_engine_options
+@engine_options
 def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settle, poll, out, overwrite, batch_size,
             explain, shard, ray_address, workers, xyz_unit, flip_z, engine, threads, ep, precision, store, store_files,
             retain) -> None:
@@ -310,57 +274,6 @@ def predict(model_path, onnx_path, input_dir, rgb, xyz, camera, watch_dir, settl
         sys.exit(1)
 
 
-@cli.command(short_help="Check scored scans for drift: flag rate, p-values, input health.")
-@click.argument("source")
-@_monitor_options()
-@click.option("--model-sha", default=None,
-              help="For a result store: the model whose results are checked (sha256 or its first 8+ digits; "
-                   "default: the model of the newest result).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of lines.")
-def monitor(source, window, alpha, model_sha, as_json) -> None:
-    """Check scored scans for drift: flag rate, p-values, input health (docs/MONITOR.md).
-
-    SOURCE is a predictions.jsonl, a `trd predict --out` folder, or a result store (results.db, or a
-    postgresql:// URL). The records are replayed in the order they were scored; the checks on the last --window scans are printed, with where each alarm
-    was first raised. Exit code 1 when a check is in alarm on the last window (cron and CI can act
-    on it), 2 on bad input or settings. Needs only the runtime install.
-
-    \b
-    Examples:
-      trd monitor preds/
-      trd monitor preds/predictions.jsonl --window 100 --json
-      trd monitor runs/puck/results.db
-    """
-    from .runtime.monitor import MonitorSettings
-    from .workflows.monitor import monitor as run_monitor, report_lines
-
-    summary = run_monitor(source, MonitorSettings(window=window, alpha=alpha), model=model_sha, log=_log)
-    click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(report_lines(summary)))
-    if summary["alarm"]:
-        sys.exit(1)
-
-
-@cli.command("predict-merge", short_help="Merge the output folders of `trd predict --shard` parts into one.")
-@click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--overwrite", is_flag=True, help="Replace predictions of another model in --out.")
-def predict_merge(parts, out, overwrite) -> None:
-    """Merge the output folders of `trd predict --shard` parts (of one model) into one.
-
-    Checks that every part was scored by the same model, copies each part's complete records with
-    their pictures, writes a scan (its content) found in two parts once, and continues when run
-    again. Prints a JSON summary.
-
-    \b
-    Example:
-      trd predict-merge preds/part-* --out preds/all
-    """
-    from .workflows.shards import merge_predictions
-
-    summary = merge_predictions(parts, out, overwrite=overwrite, log=_log)
-    click.echo(json.dumps(summary, indent=2))
-
-
 @cli.command(short_help="Synthetic data, fit, test and reports with a small backbone (minutes on a CPU).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--backbone-weights", default=None,
@@ -378,7 +291,7 @@ def demo(out, backbone_weights, variants, overrides) -> None:
     Example:
       trd demo --out runs/demo --variants trd,rd_rgb,rd_3d
     """
-    api = _api()  # before anything imports torch: one line where it is missing
+    api = full_api()  # before anything imports torch: one line where it is missing
     from .model.trd import VARIANTS
 
     chosen = list(VARIANTS) if variants == "all" else [v.strip() for v in variants.split(",")]
@@ -407,7 +320,7 @@ def reproduce(root, out, categories, dry_run, config_file, overrides, backbone_w
       trd reproduce --data /data/mvtec3d --out runs/paper --categories bagel,tire
     """
     cfg = _build_config(config_file, overrides, backbone_weights, root=root, format="mvtec3d")
-    text = _api().reproduce(cfg, out, categories.split(",") if categories else None, dry_run=dry_run)
+    text = full_api().reproduce(cfg, out, categories.split(",") if categories else None, dry_run=dry_run)
     if not dry_run:
         click.echo(text)
 
@@ -427,95 +340,9 @@ def prepare_eyecandies(raw, out) -> None:
     click.echo(json.dumps(prepare(raw, out), indent=2))
 
 
-@cli.command(short_help="Export a model.pt to ONNX for onnxruntime (line PCs, trd serve).")
-@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True, help="RUN/model.pt")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
-              help="Export format (ONNX, run by onnxruntime).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The ONNX file to write.")
-def export(model_path, fmt, out) -> None:
-    """Export the detector (two inputs; fused map, per-branch maps, score) for deployment.
+for command in (export, monitor, predict_merge, serve, store_group, settings, weights):
+    cli.add_command(command)
 
-    Prints the path written. The file carries its config and thresholds (needs the training install).
-
-    \b
-    Example:
-      trd export --model runs/puck/model.pt --out puck.onnx
-    """
-    from .console import Ticker
-
-    check_model_file(model_path, "--model")
-    api = _api()
-    with Ticker("export", _log):
-        written = api.export(model_path, out, fmt=fmt, log=lambda line: _log(f"export: {line}"))
-    click.echo(str(written))
-
-
-@cli.command(short_help="Serve a model over HTTP, with a review page at /.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="An exported .onnx file (runtime install) or a model.pt (needs the training install).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; any other than loopback needs a token.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
-@click.option("--token", default=None, help="Require 'Authorization: Bearer TOKEN' (default: $TRD_TOKEN).")
-@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Requests scored together in one engine call.")
-@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
-              help="How long the first request of a batch waits for others.")
-@click.option("--queue", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Requests that may wait for the engine; more get 503 with Retry-After.")
-@click.option("--max-upload-mb", default=64.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Largest request body (MiB); larger ones get 413.")
-@click.option("--max-pixels", default=None, type=click.IntRange(min=1),
-              help="Largest uploaded image or cloud, in pixels (default: the model's data.max_image_pixels).")
-@click.option("--pixel-budget", default=32_000_000, show_default=True, type=click.IntRange(min=1),
-              help="Pixels of the pairs decoded at once (memory: about 85 bytes each); larger pairs get 413, "
-                   "pairs that do not fit now wait.")
-@click.option("--upload-timeout-s", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Time an upload may take from its arrival; slower ones get 408.")
-@click.option("--grace-s", default=20.0, show_default=True, type=click.FloatRange(min=0),
-              help="After SIGTERM, time that uploads still coming in get to finish.")
-@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
-              help="A Host name this service answers to besides localhost and IP addresses (repeatable).")
-@click.option("--recent", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Results listed by GET /v1/recent (the page's list), newest first, from the store.")
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where POST /v1/threshold (the page's 'write a model file') writes new model files "
-                   "(default: beside the served model).")
-@_monitor_options("monitor-")
-@store_options
-@_engine_options
-def serve(model_path, host, port, token, max_batch, max_wait_ms, queue, max_upload_mb, max_pixels, pixel_budget,
-          upload_timeout_s, grace_s, allowed_hosts, recent, models_dir, window, alpha, engine, threads, ep,
-          precision, store, store_files, retain) -> None:
-    """Serve a model over HTTP: POST /v1/score, GET /v1/model, the review page at / (docs/SERVE.md).
-
-    Prints the URL once it accepts requests; SIGTERM answers the requests in flight, then exits 0.
-
-    \b
-    Examples:
-      trd serve --model puck.onnx
-      TRD_TOKEN=s3cret trd serve --model puck.onnx --host 0.0.0.0 --port 8000
-    """
-    from .runtime.monitor import MonitorSettings
-
-    from .serve.server import check_store, serve as run_serve  # a model.pt whose export is cached needs no torch
-
-    settings = MonitorSettings(window=window, alpha=alpha)  # checked before the (slow) model load
-    check_store(store)
-    check_model_file(model_path, "--model-or-onnx")
-
-    run_serve(model_path, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
-              max_upload_mb=max_upload_mb, max_pixels=max_pixels, pixel_budget=pixel_budget,
-              upload_timeout_s=upload_timeout_s, grace_s=grace_s, allowed_hosts=allowed_hosts, recent=recent,
-              models_dir=models_dir, threads=threads, engine=engine, store=store, store_files=store_files,
-              retain=retain, monitor=settings, ep=ep, precision=precision, log=_log)
-
-
-cli.add_command(store_group)
-
-
-cli.add_command(settings)
-cli.add_command(weights)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from .errors import DataError, TRDError, require_torch
+from .errors import DataError, require_torch
 
 
 def log(line: str) -> None:
@@ -24,6 +24,43 @@ def check_folder(root: Path | None) -> None:
     """DataError for a --data folder that does not exist (before any heavy import)."""
     if root is not None and not root.is_dir():
         raise DataError(root, "dataset root folder not found" if not root.exists() else "is a file, expected a folder")
+
+
+def full_api():  # noqa: ANN202 - the module trd.api
+    """The full toolkit (`trd.api`), or a one-line TRDError where torch is not installed."""
+    require_torch()
+    from . import api
+
+    return api
+
+
+def engine_options(f):
+    """Which inference engine, on which execution provider, with how many threads (test, predict, serve)."""
+    f = click.option("--precision", default="fp32", show_default=True, metavar="fp32|fp16|bf16",
+                     help="onnxruntime's precision: fp16 (TensorRT, CUDA, CPU, OpenVINO) or bf16 (OpenVINO) change "
+                          "the scores; `trd test` reports by how much.")(f)
+    f = click.option("--ep", default="auto", show_default=True, metavar="auto|cpu|openvino[:GPU|:NPU]|cuda|tensorrt",
+                     help="onnxruntime's execution provider; auto: the first of tensorrt, cuda, openvino, cpu that "
+                          "this install has and that starts. The record says which ran.")(f)
+    f = click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Intra-op threads (default: the CPUs this process may use, or TRD_THREADS).")(f)
+    f = click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+                     help="auto: onnxruntime on a CPU when installed (the export is cached beside the model), "
+                          "else torch.")(f)
+    return f
+
+
+def monitor_options(prefix: str = ""):  # noqa: ANN202 - a click decorator
+    """The drift monitor's window and false-alarm level (``--[monitor-]window``, ``--[monitor-]alpha``;
+    docs/MONITOR.md), checked by `trd.runtime.monitor.MonitorSettings`."""
+
+    def add(f):
+        f = click.option(f"--{prefix}alpha", "alpha", type=float, default=0.001, show_default=True,
+                         help="Drift monitor: false-alarm level of each check per window.")(f)
+        return click.option(f"--{prefix}window", "window", type=int, default=100, show_default=True,
+                            help="Drift monitor: the last N scans its checks look at.")(f)
+
+    return add
 
 
 #: --format of fit and calibrate.
