@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -13,6 +16,16 @@ import pytest
 
 from trd.data.synth import generate
 from trd.errors import DataError
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The caches trd keeps between runs (saved onnxruntime graphs, model hashes, exports of read-only
+    models, preprocessing) go into this run's temporary folder, not the user's ~/.cache/trd: a test run
+    leaves nothing behind there and finds nothing of an earlier run. Child processes inherit it."""
+    if "TRD_CACHE" not in os.environ:
+        home = tempfile.mkdtemp(prefix="trd-test-cache-")  # its siblings (ort/, identity/, ...) land in it too
+        os.environ["TRD_CACHE"] = os.path.join(home, "preprocess")
+        config.add_cleanup(lambda: (os.environ.pop("TRD_CACHE", None), shutil.rmtree(home, ignore_errors=True)))
 
 
 @pytest.fixture(scope="session")

@@ -68,3 +68,10 @@ def test_sobel_preset_is_the_reference_table_whatever_sobel_k(sobel_k: int) -> N
     assert preprocess_params(cfg, "cookie")["sobel_k"] == 3 and preprocess_params(cfg, "bagel")["sobel_k"] == 5
     # Without a preset the global aperture holds for every category.
     assert {DataConfig(sobel_k=sobel_k).sobel_for(c) for c in MVTEC3D_CATEGORIES} == {sobel_k}
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Windows editors save UTF-8 with a BOM; tomllib alone refuses the file ("Invalid statement").
+    path = tmp_path / "line.toml"
+    path.write_bytes("\ufeff[train]\nepochs = 7\n".encode())
+    assert load_config(path).train.epochs == 7
