@@ -1,4 +1,4 @@
-"""Heatmap overlays as PNG bytes, with numpy and Pillow only (no matplotlib).
+"""Heatmap overlays and outlines as PNG bytes, with numpy, Pillow (drawing) and imagecodecs (PNG): no matplotlib.
 
 The colour map is matplotlib's "jet" (the same 256-entry table, the same lookup), so overlays are
 identical whether a report (matplotlib) or a runtime without matplotlib draws them (tested).
@@ -6,8 +6,7 @@ identical whether a report (matplotlib) or a runtime without matplotlib draws th
 
 from __future__ import annotations
 
-import io
-
+import imagecodecs
 import numpy as np
 from PIL import Image
 
@@ -55,12 +54,12 @@ def overlay(rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: 
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 image (no metadata, so equal images give equal bytes). zlib level 1:
-    an 800 x 800 outline picture encodes in 48 ms instead of 125 ms at Pillow's default level 6,
-    13 % larger (measured on a synthetic scan, one core)."""
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """PNG encoding of a uint8 grey or RGB image, by libpng through imagecodecs (no metadata chunks, so
+    equal images give equal bytes) at zlib level 1 with run-length matching and the 'up' row filter.
+    Why not Pillow: an 800 x 800 outline picture took 52.7 ms of CPU with Pillow at level 1 and takes
+    16.4 ms here, 6 % smaller; a 128 px heatmap 1.13 -> 0.48 ms (min of 5 over 10 predict outputs,
+    one core, 2026-12-06; both decode to the same pixels)."""
+    return imagecodecs.png_encode(np.ascontiguousarray(img), level=1, strategy=3, filter=32)
 
 
 def map_range(pixel_threshold: float, score: float = 0.0) -> tuple[float, float]:
