@@ -210,16 +210,25 @@ def find_regions(amap: np.ndarray, threshold: float, *, xyz: np.ndarray | None =
 
 
 class _Geometry:
-    """The cloud, where it has points, and where a ring may lie: on the object, not flagged."""
+    """The cloud, and per region's window where it has points and where a ring may lie (on the object,
+    not flagged): measured per window, not over the whole scan, since most regions are small."""
 
     def __init__(self, xyz: np.ndarray, flagged: np.ndarray, on_object: np.ndarray | None) -> None:
         self.xyz = np.asarray(xyz)  # windows are taken to float64 when measured (no full-size copy)
         if self.xyz.shape[:2] != flagged.shape:
             raise ValueError(f"point cloud is {self.xyz.shape[:2]} but the map is {flagged.shape}")
-        z = self.xyz[..., 2]
-        self.valid = np.isfinite(z) & (z != 0) & np.isfinite(self.xyz[..., :2]).all(axis=2)
         self.flagged = flagged
-        self.surroundings = self.valid & ~flagged if on_object is None else self.valid & ~flagged & on_object
+        self.on_object = on_object
+
+    def window(self, window: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(points, where they are valid, where a ring may lie) of ``window``."""
+        xyz = self.xyz[window]
+        z = xyz[..., 2]
+        valid = np.isfinite(z) & (z != 0) & np.isfinite(xyz[..., :2]).all(axis=2)
+        surroundings = valid & ~self.flagged[window]
+        if self.on_object is not None:
+            surroundings &= self.on_object[window]
+        return xyz, valid, surroundings
 
 
 def _region(labels: np.ndarray, label: int, box: tuple[slice, slice], peak: float,
@@ -246,13 +255,13 @@ def _measure(g: _Geometry, window: tuple[slice, slice], region: np.ndarray, widt
     """Area, depth and centre of one region (a mask of ``window``) from the cloud."""
     from scipy import ndimage  # here, not at import: 0.27 s that a scan without flagged pixels never needs
 
-    xyz, valid = g.xyz[window], g.valid[window]
+    xyz, valid, surroundings = g.window(window)
     points = xyz[region & valid].astype(np.float64)
     if len(points) == 0:
         return {}
     centre = points.mean(axis=0)
     inner = ndimage.binary_dilation(region, _EIGHT, iterations=_RING_GAP)
-    ring = ndimage.binary_dilation(inner, _EIGHT, iterations=width) & ~inner & g.surroundings[window]
+    ring = ndimage.binary_dilation(inner, _EIGHT, iterations=width) & ~inner & surroundings
     ring_points = xyz[ring][:: max(1, int(ring.sum()) // _RING_POINTS)].astype(np.float64)
     # without surroundings (a region covering the whole object): the region's own plane, fitted on an
     # even subsample as the ring is (a 6-coefficient surface needs thousands of points, not 640,000)
