@@ -40,7 +40,7 @@ def _npy_reader(path: Path, options: ReadOptions) -> np.ndarray:
 def npy_kind(monkeypatch: pytest.MonkeyPatch) -> Reader:
     """A made-up kind of 3D file (a NumPy array of the cloud) registered for folder datasets."""
     kind = Reader(kind="xyz_npy", folder="xyz", suffixes=(".npy",), formats=("folder",), description="NumPy cloud",
-                  read=_npy_reader)
+                  read=_npy_reader, size=lambda path: np.load(path, mmap_mode="r").shape[:2])
     monkeypatch.setitem(READERS, kind.kind, kind)
     return kind
 

@@ -20,6 +20,8 @@ from trd import api
 from trd.runtime.ort import open_onnx
 from trd.scoring.threshold import bound_90
 
+from ..cloud_writers import write_pcd, write_ply
+
 NO_PAIR = {"rgb", "xyz", "heatmap", "mask", "outline", "timings_ms", "id"}  # keys whose values differ by design
 #: Keys computed from the score (equal to ~1e-5 between a batch of one and a micro-batch).
 FROM_SCORE = {"score", "branch_shares", "anomalous", "score_above_threshold", "decided_by", "regions", "heatmap_range"}
@@ -141,6 +143,20 @@ def _cli_message(rgb: Path, xyz: Path, served, tmp_path: Path, monkeypatch: pyte
 
 def _post(served, files: dict[str, tuple[str, bytes]]) -> httpx.Response:
     return httpx.post(f"{served.url}/v1/score", files=files, headers=served.headers(), timeout=60)
+
+
+@pytest.mark.parametrize("form", ["pcd binary_compressed", "ply ascii, no grid in the file"])
+def test_point_cloud_files_are_scored_like_the_tiff(served, form: str, tmp_path: Path) -> None:
+    # the pixel budget reads each 3D file's declared size from its own header (PIL cannot open these)
+    rgb, xyz = served.pair(5)
+    cloud = tifffile.imread(xyz).astype(np.float32)
+    if form.startswith("pcd"):
+        name = write_pcd(tmp_path / "scan.pcd", cloud, "binary_compressed").name
+    else:
+        name = write_ply(tmp_path / "scan.ply", cloud, "ascii").name  # the grid comes from the RGB image
+    answer = _post(served, {"rgb": (rgb.name, rgb.read_bytes()), "xyz": (name, (tmp_path / name).read_bytes())})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["score"] == served.score(5).json()["score"]
 
 
 def test_bad_inputs_get_422_with_the_clis_message(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..io import image_size
 
 if TYPE_CHECKING:
     from .depth_png import Camera
@@ -41,7 +40,8 @@ class Reader:
     "xyz_unit" (the values are in ``data.xyz_unit``) or "camera" (``depth_scale`` in camera.json:
     the reader returns metres); ``camera``: needs camera.json. ``size(path)`` is the (height, width)
     the file declares in its header, read without decoding it (what `trd serve` charges a request
-    against its pixel budget before reading it); the default reads an image header.
+    against its pixel budget before reading it): every kind states its own, since a point-cloud
+    file is no image (`trd.data.io.image_size` for the image formats).
     """
 
     kind: str
@@ -50,7 +50,7 @@ class Reader:
     formats: tuple[str, ...]
     description: str
     read: Callable[[Path, ReadOptions], np.ndarray]
+    size: Callable[[Path], tuple[int, int]]
     cloud: bool = True
     unit: str = "xyz_unit"
     camera: bool = False
-    size: Callable[[Path], tuple[int, int]] = image_size

@@ -22,7 +22,7 @@ import numpy as np
 
 from ...config import XYZ_UNITS
 from ...errors import DataError
-from ..io import DEFAULT_MAX_PIXELS, SIXTEEN_BIT_MODES, open_image
+from ..io import DEFAULT_MAX_PIXELS, SIXTEEN_BIT_MODES, image_size, open_image
 from .base import Reader, ReadOptions
 
 #: ``depth_unit`` values: a positive number (default 1) and a unit of `XYZ_UNITS` ("µm" = "um").
@@ -205,4 +205,5 @@ def _read(path: Path, options: ReadOptions) -> np.ndarray:
 
 
 READER = Reader(kind="depth_png", folder="depth", suffixes=(".png",), formats=("folder",),
-                description="16-bit depth PNG", read=_read, unit="camera", camera=True)
+                description="16-bit depth PNG", read=_read, size=image_size, unit="camera",
+                camera=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_rgb
+from ..io import image_size, read_rgb
 from .base import Reader, ReadOptions
 
 
@@ -16,4 +16,4 @@ def _read(path: Path, options: ReadOptions) -> np.ndarray:
 
 
 READER = Reader(kind="normals_png", folder="normals", suffixes=(".png",), formats=("eyecandies",),
-                description="normal-map PNG", read=_read, cloud=False, unit="none")
+                description="normal-map PNG", read=_read, size=image_size, cloud=False, unit="none")

@@ -195,5 +195,12 @@ def _read(path: Path, options: ReadOptions) -> np.ndarray:
     return read_pcd(path, options.max_pixels, options.rgb_hw)
 
 
+def pcd_size(path: Path) -> tuple[int, int]:
+    """(HEIGHT, WIDTH) a PCD file declares, from its header (nothing else read)."""
+    lines, _ = read_header(path, _END, "PCD")
+    header = parse_header(path, lines)
+    return header.height, header.width
+
+
 READER = Reader(kind="pcd", folder="xyz", suffixes=(".pcd",), formats=("mvtec3d", "folder"),
-                description="organised PCD point cloud", read=_read)
+                description="organised PCD point cloud", read=_read, size=pcd_size)

@@ -223,5 +223,13 @@ def _read(path: Path, options: ReadOptions) -> np.ndarray:
     return read_ply(path, options.max_pixels, options.rgb_hw)
 
 
+def ply_size(path: Path) -> tuple[int, int]:
+    """(1, vertex count) a PLY file declares, from its header: its points (the grid may come only
+    from the paired RGB image)."""
+    lines, _ = read_header(path, _END, "PLY")
+    header = parse_header(path, lines)
+    return 1, header.elements[_vertex(path, header)].count
+
+
 READER = Reader(kind="ply", folder="xyz", suffixes=(".ply",), formats=("mvtec3d", "folder"),
-                description="ordered PLY point cloud", read=_read)
+                description="ordered PLY point cloud", read=_read, size=ply_size)
