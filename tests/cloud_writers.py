@@ -71,7 +71,7 @@ def write_ply(path: Path, xyz: np.ndarray, fmt: str = "binary_little_endian", *,
     points = xyz.reshape(-1, 3)[:vertices]
     order = ">" if fmt == "binary_big_endian" else "<"
     kind = {"f4": "float", "f8": "double"}[dtype]
-    head = [f"ply", f"format {fmt} 1.0", *notes, f"element vertex {len(points)}",
+    head = ["ply", f"format {fmt} 1.0", *notes, f"element vertex {len(points)}",
             *(f"property {kind} {a}" for a in "xyz"), "property uchar red"]
     trailing = []
     if faces:

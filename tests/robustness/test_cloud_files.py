@@ -8,7 +8,6 @@ import re
 import shutil
 import struct
 import time
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 

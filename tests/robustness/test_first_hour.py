@@ -7,7 +7,6 @@ Each test failed on the main branch before these fixes (checked by running it wi
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

@@ -8,6 +8,7 @@ options (a tiny queue, a token, a slow batch), each stopped with SIGTERM at the 
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -56,6 +57,19 @@ class Server:
         files = {"rgb": (rgb.name, rgb.read_bytes(), "image/png"), "xyz": (xyz.name, xyz.read_bytes(), "image/tiff")}
         return httpx.post(f"{self.url}/v1/score", params={"heatmaps": "true"} if heatmaps else None, files=files,
                           headers=self.headers(), timeout=60, **kwargs)
+
+    def metric(self, name: str) -> float:
+        """The value of Prometheus gauge or counter ``name`` on /metrics (0 where it is not listed)."""
+        text = httpx.get(f"{self.url}/metrics", headers=self.headers()).text
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    def wait_for(self, name: str, value: float, timeout: float = 20) -> None:
+        """Poll /metrics until ``name`` equals ``value`` (fails after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while self.metric(name) != value:
+            assert time.monotonic() < deadline, f"{name} never reached {value}"
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, wait for the exit; the exit code (``stderr`` holds what it printed)."""

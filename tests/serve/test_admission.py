@@ -19,19 +19,6 @@ import tifffile
 from PIL import Image
 
 
-def _metric(server, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", headers=server.headers()).text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
-def _wait_for(server, name: str, value: float, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while _metric(server, name) != value:
-        assert time.monotonic() < deadline, f"{name} never reached {value}"
-        time.sleep(0.02)
-
-
 class SlowClient:
     """A POST /v1/score that declares a 100 kB body, sends the head of its file part, then one byte of
     the file every half second."""
@@ -89,7 +76,7 @@ def test_only_host_names_of_the_service_are_answered(start_server, messages) -> 
 def test_slow_clients_hold_no_queue_places_and_get_408(start_server, messages) -> None:
     server = start_server("--queue", "4", "--upload-timeout-s", "4")
     slow = [SlowClient(server.url) for _ in range(4)]
-    _wait_for(server, "trd_uploads_in_progress", 4)
+    server.wait_for("trd_uploads_in_progress", 4)
     started = time.monotonic()
     with ThreadPoolExecutor(3) as pool:  # normal requests are scored meanwhile (were: every one 503)
         assert [a.status_code for a in pool.map(server.score, range(3))] == [200] * 3
@@ -97,13 +84,13 @@ def test_slow_clients_hold_no_queue_places_and_get_408(start_server, messages) -
     assert [client.status() for client in slow] == [408] * 4
     messages.record("serve", "an upload slower than --upload-timeout-s", f"408: {slow[0].error()}")
     assert time.monotonic() - started < 15
-    assert _metric(server, "trd_uploads_in_progress") == 0 and _metric(server, "trd_requests_in_flight") == 0
+    assert server.metric("trd_uploads_in_progress") == 0 and server.metric("trd_requests_in_flight") == 0
 
 
 def test_sigterm_with_a_slow_upload_open_exits_after_the_grace_time(start_server, messages) -> None:
     server = start_server("--grace-s", "2")
     slow = SlowClient(server.url)
-    _wait_for(server, "trd_uploads_in_progress", 1)
+    server.wait_for("trd_uploads_in_progress", 1)
     started = time.monotonic()
     assert server.stop(timeout=20) == 0  # SIGTERM, then the exit code; was: still running 90 s later
     assert 2 <= time.monotonic() - started < 6
@@ -146,7 +133,7 @@ def test_pairs_decode_within_the_pixel_budget_while_small_ones_are_served(start_
     assert [f.result().status_code for f in large] == [200, 200]
     assert small_status == 200
     assert max(pixels for pixels, _, _ in seen) <= large_px + small_px
-    assert _metric(server, "trd_pixel_budget") == large_px + small_px
+    assert server.metric("trd_pixel_budget") == large_px + small_px
 
     tight = start_server("--pixel-budget", str(small_px - 1))  # a pair larger than the whole budget
     refused = tight.score(0)

@@ -73,7 +73,7 @@ def test_a_dim_light_raises_the_brightness_alarm_on_metrics_and_v1_monitor(drift
     assert status["schema"] == "trd.monitor/1" and status["scans"] == WINDOW and status["seen"] == 2 + WINDOW
     brightness = next(c for c in status["checks"] if c["name"] == "brightness")
     assert status["alarm"] and brightness["state"] == "alarm" and brightness["p"] < status["alpha"]
-    assert brightness["reason"].startswith(f"RGB brightness: mean ") and f"over the last {WINDOW} scans" in brightness["reason"]
+    assert brightness["reason"].startswith("RGB brightness: mean ") and f"over the last {WINDOW} scans" in brightness["reason"]
     assert status["raised"]["brightness"] == 1
     text = httpx.get(f"{server.url}/metrics", timeout=60).text
     assert _metric(text, "trd_monitor_alarm", "brightness") == 1 and _metric(text, "trd_monitor_alarm_any") == 1

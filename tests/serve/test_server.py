@@ -4,8 +4,6 @@ no torch on the ONNX path, a model.pt. Each test starts its own real server on 1
 from __future__ import annotations
 
 import os
-
-import re
 import shutil
 import subprocess
 import sys
@@ -16,19 +14,6 @@ import httpx
 import pytest
 from PIL import Image
 
-#: A prelude after which importing torch or torchvision fails, as in the runtime install.
-def _metric(server, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", headers=server.headers()).text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
-def _wait_for(server, name: str, value: float, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while _metric(server, name) != value:
-        assert time.monotonic() < deadline, f"{name} never reached {value}"
-        time.sleep(0.02)
-
 
 def test_concurrent_requests_are_scored_together_each_with_its_own_row(served, start_server) -> None:
     alone = [served.score(i).json()["score"] for i in range(8)]
@@ -38,7 +23,7 @@ def test_concurrent_requests_are_scored_together_each_with_its_own_row(served, s
     assert [a.status_code for a in answers] == [200] * 8
     assert [a.json()["score"] for a in answers] == pytest.approx(alone, rel=1e-5, abs=1e-5)
     assert [a.json()["name"] for a in answers] == [served.pair(i)[0].stem for i in range(8)]
-    assert _metric(server, "trd_batch_size_count") < 8  # fewer engine calls than requests
+    assert server.metric("trd_batch_size_count") < 8  # fewer engine calls than requests
     assert max(a.json()["timings_ms"]["queue"] for a in answers) < 1500
 
 
@@ -46,7 +31,7 @@ def test_a_full_queue_answers_503_with_retry_after(start_server) -> None:
     server = start_server("--queue", "1", "--max-batch", "2", "--max-wait-ms", "1500")
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(server.score, 0)  # waits up to 1.5 s for a second request to batch with
-        _wait_for(server, "trd_queue_depth", 1)
+        server.wait_for("trd_queue_depth", 1)
         refused = server.score(1)
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json()["error"].startswith("queue full (1 requests waiting)")
@@ -58,7 +43,7 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(start_server) -> N
     server = start_server("--max-batch", "64", "--max-wait-ms", "20000")
     with ThreadPoolExecutor(5) as pool:
         pending = [pool.submit(server.score, i) for i in range(5)]
-        _wait_for(server, "trd_queue_depth", 5)  # all five admitted, waiting for a batch to fill
+        server.wait_for("trd_queue_depth", 5)  # all five admitted, waiting for a batch to fill
         client = httpx.Client(base_url=server.url)
         assert client.get("/readyz").status_code == 200  # a connection kept open
         started = time.monotonic()
@@ -88,10 +73,10 @@ def test_a_fault_of_the_service_is_a_500_with_one_line_and_the_service_goes_on(s
     assert broken.status_code == 500
     assert broken.json() == {"error": "internal error of the service (logged on the server)", "status": 500}
     assert "Traceback" not in broken.text and str(uploads) not in broken.text
-    assert _metric(server, "trd_queue_depth") == 0 and _metric(server, "trd_requests_in_flight") == 0
+    assert server.metric("trd_queue_depth") == 0 and server.metric("trd_requests_in_flight") == 0
     uploads.mkdir()
     assert server.score(1).status_code == 200  # its place in the queue was given back; the service goes on
-    assert _metric(server, 'trd_requests_total{endpoint="/v1/score",code="500"}') == 1
+    assert server.metric('trd_requests_total{endpoint="/v1/score",code="500"}') == 1
     assert server.stop() == 0
     assert "internal error answering POST /v1/score" in server.stderr and "FileNotFoundError" in server.stderr
 

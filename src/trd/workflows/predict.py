@@ -34,8 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..config import apply_input_overrides
