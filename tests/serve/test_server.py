@@ -3,6 +3,7 @@ no torch on the ONNX path, a model.pt. Each test starts its own real server on 1
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -125,8 +126,8 @@ def test_serving_an_export_never_imports_torch(start_server, served, block_torch
     assert "TORCH_MODULES []" in server.stderr, server.stderr
 
 
-def test_a_model_pt_is_served_with_torch(start_server, served, exported) -> None:
-    server = start_server("--engine", "torch", model=exported[0])
+def test_a_model_pt_is_served_with_torch(start_server, served, exported, tmp_path) -> None:
+    server = start_server("--engine", "torch", "--models-dir", str(tmp_path), model=exported[0])
     answer = server.score(4).json()
     assert answer["model"]["engine"] == "torch"
     assert answer["score"] == pytest.approx(served.score(4).json()["score"], rel=1e-4, abs=1e-4)
@@ -135,6 +136,11 @@ def test_a_model_pt_is_served_with_torch(start_server, served, exported) -> None
     # model.pt holds the training machine's dataset path; the answer does not (issue 23.12)
     assert info["thresholds"]["source"] == "puck (validation split)"
     assert str(exported[0].parents[2]) not in httpx.get(f"{server.url}/v1/model").text
+    scores = sorted(info["validation_scores"])  # nor does the answer of a typed threshold (a new model.pt)
+    written = httpx.post(f"{server.url}/v1/threshold", json={"image": (scores[0] + scores[-1]) / 2}, timeout=60)
+    assert written.status_code == 200
+    assert written.json()["thresholds"]["source"].startswith("puck (validation split); image threshold ")
+    assert str(exported[0].parents[2]) not in json.dumps(written.json()["thresholds"])  # "folder": where it went
 
 
 def test_a_model_pt_without_torch_names_the_extra(trd_serve, exported, block_torch, tmp_path) -> None:

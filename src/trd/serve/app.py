@@ -220,7 +220,7 @@ def create_app(service: Service) -> Gate:
         except OutputError as exc:
             raise ApiError(507, str(exc)) from None
         log.info("wrote %s (image threshold %s set on the page)", path, choice.image)
-        return {"file": path.name, "folder": str(path.parent), "thresholds": thresholds.to_dict(),
+        return {"file": path.name, "folder": str(path.parent), "thresholds": without_machine_paths(thresholds.to_dict()),
                 "served": service.model.files[0].name}
 
     @app.get("/v1/monitor")
