@@ -132,6 +132,8 @@ def _truth(mask: np.ndarray, xn: np.ndarray, yn: np.ndarray, z_clean: np.ndarray
     pixel covers |P_x x P_y| pitch^2 of the surface, and moving z by dz moves a point along the ray
     (x / Z0, y / Z0, 1) dz, i.e. by (ray . n) dz along the surface normal n.
     """
+    if not mask.any():  # a good sample: nothing to measure (no random numbers are drawn here)
+        return DefectTruth(0, float("nan"), float("nan"), 0.0, 0.0, 0.0)
     zy, zx = np.gradient(z_clean, pitch)
     px = np.stack([(z_clean + xn * zx) / _Z0, yn * zx / _Z0, zx], axis=2)
     py = np.stack([xn * zy / _Z0, (z_clean + yn * zy) / _Z0, zy], axis=2)
@@ -141,8 +143,6 @@ def _truth(mask: np.ndarray, xn: np.ndarray, yn: np.ndarray, z_clean: np.ndarray
     normal *= -np.sign(normal[..., 2:3])  # towards the camera (z < 0 direction)
     ray = np.stack([xn / _Z0, yn / _Z0, np.ones_like(xn)], axis=2)
     along = dz * np.einsum("ijk,ijk->ij", ray, normal)  # > 0 towards the camera
-    if not mask.any():
-        return DefectTruth(0, float("nan"), float("nan"), 0.0, 0.0, 0.0)
     rows, cols = np.nonzero(mask)
     signed = along[mask]
     peak = float(signed[np.argmax(np.abs(signed))])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import apply_input_overrides
-from ..data.identity import content_key, files_sha256
+from ..data.identity import content_key, model_sha256
 from ..data.samples import Sample
 from ..errors import CheckpointError
 from .batches import load_batch
@@ -47,7 +47,7 @@ class BatchScorer:
     """Scores batches of rows on one worker (see the module's text).
 
     ``onnx_path``: the export every node reads; ``sha256``: its content as the driver hashed it
-    (`trd.data.identity.files_sha256` of the file and its ``.data``); ``model``: the record's model
+    (`trd.data.identity.model_sha256` of the file and its ``.data``); ``model``: the record's model
     entry (the worker fills in the provider and precision it runs with); ``ep``, ``precision``,
     ``threads``, ``max_batch``: as `trd.runtime.ort.open_onnx`; ``xyz_unit``, ``flip_z``: input
     overrides, as predict's; ``all_images``: every picture the result store keeps, not only the
@@ -60,9 +60,10 @@ class BatchScorer:
         path = Path(onnx_path)
         if not path.is_file():
             raise CheckpointError(path, "ONNX file not found on this worker (every node needs it at the same path)")
-        if files_sha256(path, path.with_name(path.name + ".data"), missing_ok=True) != sha256:
+        if model_sha256(path, path.with_name(path.name + ".data"), missing_ok=True) != sha256:
             raise CheckpointError(path, "this worker's copy differs from the driver's (another model at the same path)")
-        self.engine = open_onnx(path, threads, ep=ep, precision=precision, max_batch=max_batch)
+        # with its identity a CPU session loads the optimised graph saved by an earlier start
+        self.engine = open_onnx(path, threads, sha256, ep=ep, precision=precision, max_batch=max_batch)
         apply_input_overrides(self.engine.config, xyz_unit, flip_z)
         self.model = dict(model) | {"provider": self.engine.provider, "precision": self.engine.precision}
         self.baseline = Baseline.of(self.engine.validation_scores, self.engine.inputs)

@@ -13,8 +13,6 @@ Sessions are sized from the CPUs this process may use (`trd.runtime.threads`): `
 opened by `open_session`, the one place that chooses the execution provider (`trd.runtime.providers`)
 and checks that the session really runs on it.
 
-= that count, one inter-op thread, sequential execution, all graph optimisations.
-
 Start-up (issue 24): optimising the graph is most of the cost of a new session (the paper model:
 ~6.4 s of CPU and 3.3 GB, against 0.65 s and 0.4 GB to load the optimised graph). Given the file's
 identity (its sha256), the first session saves its optimised graph (weights as external data, which
@@ -52,7 +50,7 @@ import numpy as np
 from ..config import Config, legacy_branch, validate_config
 from ..data.cache import default_cache_dir
 from ..data.inputs import InputStats
-from ..data.identity import files_sha256
+from ..data.identity import model_sha256
 from ..errors import CheckpointError, ConfigError, TRDError
 from ..scoring.threshold import Thresholds
 from .precision import cache_folder, fp16_graph
@@ -122,7 +120,7 @@ def _trt_settings(path: Path, precision: str, max_batch: int) -> dict[str, Any]:
     cache when its folder is read-only). The input size comes from the graph (needs ``onnx``)."""
     graph = require("onnx").load(str(path), load_external_data=False).graph
     size = graph.input[0].type.tensor_type.shape.dim[2].dim_value
-    sha = files_sha256(path, path.with_name(path.name + ".data"), missing_ok=True)
+    sha = model_sha256(path, path.with_name(path.name + ".data"), missing_ok=True)  # remembered, not re-read
     folder = cache_folder(path.parent / ".trt-cache", "tensorrt") / f"{path.stem}-{sha[:16]}-{precision}-{size}px-b{max_batch}"
     folder.mkdir(parents=True, exist_ok=True)
     shape = {k: ",".join(f"{name}:{b}x3x{size}x{size}" for name in INPUT_NAMES)
@@ -249,6 +247,7 @@ class OrtEngine:
     @property
     def precision(self) -> str:
         return self.placement.precision
+
 
 def optimised_dir() -> Path:
     """Where saved optimised graphs live: beside the preprocessing cache (``$TRD_CACHE/../ort``)."""

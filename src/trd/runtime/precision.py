@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_bytes
 from ..data.cache import default_cache_dir
-from ..data.identity import files_sha256
+from ..data.identity import model_sha256
 from ..errors import OutputError, TRDError
 
 
@@ -48,7 +48,7 @@ def fp16_graph(path: Path, log: Callable[[str], None] | None = None) -> Path:
     except ImportError:
         raise TRDError("--precision fp16 on the CPU or CUDA provider converts the graph with the 'onnx' package: "
                        "pip install onnx (the [gpu] and [train] installs have it)") from None
-    sha = files_sha256(path, path.with_name(path.name + ".data"), missing_ok=True)
+    sha = model_sha256(path, path.with_name(path.name + ".data"), missing_ok=True)  # remembered, not re-read
     beside = path.parent if path.parent.name == ".onnx-cache" else path.parent / ".onnx-cache"
     folder = cache_folder(beside, "onnx")
     target = folder / f"{path.stem}-fp16-{sha[:16]}.onnx"

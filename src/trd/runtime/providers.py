@@ -138,9 +138,7 @@ def candidates(ep: str, precision: str, available: list[str], build: str) -> lis
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a session runs: the provider key, its options as passed to onnxruntime, the precision.
-
-    ``key`` names it in caches (a session or graph cached for one placement is not another's)."""
+    """Where a session runs: the provider key, its options as passed to onnxruntime, the precision."""
 
     ep: str
     precision: str
@@ -149,10 +147,6 @@ class Placement:
     @property
     def provider(self) -> str:
         return PROVIDERS[self.ep]
-
-    @property
-    def key(self) -> str:
-        return json.dumps([self.ep, self.precision, self.providers], sort_keys=True)
 
 
 def placement(key: str, precision: str, *, threads: int, ov_device: str | None = None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..config import ScoreConfig
 from .regions import Region
@@ -62,16 +61,11 @@ def _mm(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class Decision:
-    """``anomalous``: the decision; ``above_threshold``: the score alone; ``reason``: why, in words;
-    ``passing``: which regions (0-based) count as defects under the rules (all when none are set)."""
+    """``anomalous``: the decision; ``above_threshold``: the score alone; ``reason``: why, in words."""
 
     anomalous: bool
     above_threshold: bool
     reason: str
-    passing: tuple[int, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"anomalous": self.anomalous, "score_above_threshold": self.above_threshold, "reason": self.reason}
 
 
 def decide(score: float, thresholds: Thresholds, regions: Sequence[Region], rules: Rules) -> Decision:
@@ -84,18 +78,17 @@ def decide(score: float, thresholds: Thresholds, regions: Sequence[Region], rule
     """
     head = f"image score {score:.4f}"
     if not score > thresholds.image:
-        return Decision(False, False, f"{head} is not above the threshold {thresholds.image:.4f}: good", ())
+        return Decision(False, False, f"{head} is not above the threshold {thresholds.image:.4f}: good")
     above = f"{head} is above the threshold {thresholds.image:.4f}"
     if not rules.active:
         where = f"; region 1 ({regions[0].size_text()}) holds its highest score" if regions else ""
-        return Decision(True, True, f"{above}{where}: anomalous", tuple(range(len(regions))))
-    passing = tuple(i for i, r in enumerate(regions) if rules.failure(r) is None)
-    if passing:
-        first = passing[0]
+        return Decision(True, True, f"{above}{where}: anomalous")
+    first = next((i for i, r in enumerate(regions) if rules.failure(r) is None), None)
+    if first is not None:
         return Decision(True, True, f"{above}; region {first + 1} ({regions[first].size_text()}) passes the rules "
-                                    f"({rules.text()}): anomalous", passing)
+                                    f"({rules.text()}): anomalous")
     if not regions:
         return Decision(False, True, f"{above}, but no flagged region lies on the object to check the rules "
-                                     f"({rules.text()}) against: good", ())
+                                     f"({rules.text()}) against: good")
     return Decision(False, True, f"{above}, but no region passes the rules ({rules.text()}): region 1 "
-                                 f"{rules.failure(regions[0])}: good", ())
+                                 f"{rules.failure(regions[0])}: good")

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..data.identity import files_sha256
+from ..data.identity import model_sha256
 from ..data.samples import Sample
 from ..errors import ConfigError, TRDError
 from ..runtime.batch_scorer import BatchScorer, sample_row
@@ -152,7 +152,7 @@ def predict_on_ray(model: LoadedModel, samples: list[Sample], out_dir: Path, run
     workers = 0
     if todo:
         onnx = Path(model.onnx_path)
-        scorer = {"onnx_path": str(onnx), "sha256": files_sha256(onnx, onnx.with_name(onnx.name + ".data"), missing_ok=True),
+        scorer = {"onnx_path": str(onnx), "sha256": model_sha256(onnx, onnx.with_name(onnx.name + ".data"), missing_ok=True),
                   "model": model_record(model.sha256, model.name, "", run.precision), "ep": run.ep,
                   "precision": run.precision, "threads": run.threads, "max_batch": run.batch_size,
                   "xyz_unit": run.xyz_unit, "flip_z": run.flip_z, "all_images": store is not None}

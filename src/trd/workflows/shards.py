@@ -27,7 +27,7 @@ from ..data.samples import Sample
 from ..errors import ConfigError, DataError
 from ..runfolder import folder_lock
 from ..runtime.records import record_identity
-from .predict import MANIFEST, PREDICTIONS, Ledger, claim, complete_record
+from .predict import MANIFEST, PREDICTIONS, Ledger, claim, complete_record, shown_path
 
 Log = Callable[[str], None]
 
@@ -49,10 +49,9 @@ def parse_shard(text: str) -> Shard:
 
 
 def shard_key(sample: Sample, input_dir: Path | None) -> str:
-    """What decides a sample's part: its RGB file's path inside ``input_dir`` (else its file name)."""
-    if input_dir is not None and sample.rgb.is_relative_to(input_dir):
-        return sample.rgb.relative_to(input_dir).as_posix()
-    return sample.rgb.name
+    """What decides a sample's part: its RGB file as its record names it (`shown_path`: the path
+    inside ``input_dir``, else the file name)."""
+    return shown_path(sample.rgb, input_dir)
 
 
 def shard_of(samples: Sequence[Sample], shard: Shard, input_dir: Path | None) -> list[Sample]:

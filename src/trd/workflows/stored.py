@@ -12,15 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data.identity import content_key
 from ..data.samples import Sample
 from ..store import DEFAULT_NAME, Retention, Store, Stored, open_store
 from ..store.files import scan_copies
-
-
-def scan_key(sample: Sample) -> str:
-    """The identity of a scan: `trd.data.identity.content_key` of its files."""
-    return content_key(sample.rgb, sample.xyz, sample.camera)
 
 
 def store_result(store: Store, record: dict[str, Any], sample: Sample, images: dict[str, bytes],
