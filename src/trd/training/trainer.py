@@ -182,8 +182,12 @@ class Trainer:
                 out = student(main, assist)
             loss = student_loss(out, targets[name])
             losses[name] = float(loss.detach())
-            if not math.isfinite(losses[name]):  # every later step would be NaN too: stop before stepping
-                raise ConfigError(diverged(self.cfg, name, losses[name], self.epoch + 1))
+            # Every later step would be NaN too: stop before stepping. Under DDP every rank decides on the
+            # mean over ranks (NaN spreads through it), so no rank waits in backward's all-reduce for one
+            # that stopped.
+            agreed = mean_over_ranks({name: losses[name]}, self.info, self.device)[name]
+            if not math.isfinite(agreed):
+                raise ConfigError(diverged(self.cfg, name, agreed, self.epoch + 1))
             loss.backward()
             opt.step()
         return losses
