@@ -28,7 +28,7 @@ def store_options(f):
                           "required for PostgreSQL).")(f)
     f = click.option("--store", default=None, metavar="FILE|URL|none",
                      help="Result store: a SQLite file or postgresql://user@host/db (default: results.db beside the "
-                          "model).")(f)
+                          "model; where that folder is read-only, predict's --out or ~/.local/share/trd/stores/).")(f)
     return f
 
 

@@ -53,17 +53,18 @@ def duration(seconds: float) -> str:
 
 
 def estimate_left(done: int, total: int, elapsed: float) -> str:
-    """``~3 min 20 s left`` from the pace so far (``""`` before the first item or after the last)."""
+    """``~3 min 20 s left at this pace``: the pace so far extrapolated (``""`` before the first item or
+    after the last)."""
     if done <= 0 or done >= total:
         return ""
-    return f"~{duration(elapsed / done * (total - done))} left"
+    return f"~{duration(elapsed / done * (total - done))} left at this pace"
 
 
 class Progress:
     """Progress of one step over ``total`` items (``with Progress(...) as p: ... p.advance(n)``).
 
     On a terminal a bar (tqdm, cleared when the step ends); elsewhere plain lines through ``log``
-    (``test: scoring: 16/60 samples (27 %), 12 s, ~33 s left``), at most one every ``every_s``
+    (``test: scoring: 16/60 samples (27 %), 12 s, ~33 s left at this pace``), at most one every ``every_s``
     seconds. When a step of at least ``every_s`` seconds ends without an error, one line says how
     long it took.
     """

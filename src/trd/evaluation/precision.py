@@ -52,5 +52,5 @@ def precision_line(check: Mapping[str, Any]) -> str:
             parts.append(f"{label} {change:+.4f}")
     return (f"precision {check['precision']} ({check['provider']}) vs fp32 (CPUExecutionProvider, same run): "
             f"{', '.join(parts)}; largest score difference {check['max_score_diff']:.4g} "
-            f"({100 * check['max_score_diff_rel']:.2g} % of the largest score); decisions changed on "
-            f"{check['decisions_changed']} of {check['samples']} samples")
+            f"({100 * check['max_score_diff_rel']:.2g} % of the largest score); image-threshold decisions changed on "
+            f"{check['decisions_changed']} of {check['samples']} samples (the score alone, before reject rules)")

@@ -235,7 +235,7 @@ class Trainer:
                 # The estimate: the epochs still to run times the last epoch's time (the first
                 # epoch also fills the teacher cache, so the next ones are faster), updated each epoch.
                 todo = t.epochs - self.epoch
-                left = f"  ~{duration(seconds * todo)} of training left" if todo else ""
+                left = f"  ~{duration(seconds * todo)} of training left at this epoch's pace" if todo else ""
                 self.log("epoch {epoch}/{total}: {losses}  {seconds:.1f}s  {rate:.1f} pairs/s{left}".format(
                     epoch=self.epoch, total=t.epochs, seconds=seconds, rate=record["pairs_per_s"], left=left,
                     losses="  ".join(f"loss_{k}={v:.4f}" for k, v in means.items())))

@@ -126,10 +126,14 @@ export function updateExplorer() {
   const decision = score > t ? "anomalous" : "good";
   const sample = $("threshold-sample");
   sample.textContent = `This sample (${record.name}, score ${fixed(score)}) is above ${below} of the ${n} validation ` +
-    "scores; at this threshold it would be ";
+    "scores; by its score alone (before any reject rules), at this threshold it would be ";
   const strong = make("strong", decision === "anomalous" ? "bad" : "ok", decision);
   strong.id = "explorer-decision";
-  sample.append(strong, ` (at the model's threshold: ${record.anomalous ? "anomalous" : "good"}).`);
+  // the same condition for the model's own threshold; the reject rules may then narrow it to good
+  const ownAbove = record.score_above_threshold ?? record.anomalous; // trd.record/1: the score's decision only
+  const own = ownAbove ? "anomalous" : "good";
+  const narrowed = ownAbove && !record.anomalous ? ", and good after its reject rules" : "";
+  sample.append(strong, ` (at the model's threshold: ${own}${narrowed}).`);
 }
 
 /** Write a new model file with the explorer's threshold and show it with its statement. */

@@ -2,7 +2,7 @@
 // "confirmed defect" with its type), with their name; labels are kept in the result store with who
 // and when (GET/POST /v1/results/{id}/labels), and the last one can be taken back (undo).
 
-import { $, api, ApiError, guarded, setValue, state, when } from "./common.js";
+import { $, api, ApiError, guarded, postJson, setValue, state, when } from "./common.js";
 
 const REVIEWER_KEY = "trd-reviewer"; // the reviewer's name, remembered by this browser
 
@@ -52,9 +52,7 @@ async function review(path, body, after) {
     throw new ApiError("enter your name first: it is kept with the label", 0);
   }
   localStorage.setItem(REVIEWER_KEY, by);
-  const answer = await api(`v1/results/${encodeURIComponent(state.record.id)}/labels${path}`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ...body, by }),
-  });
+  const answer = await postJson(`v1/results/${encodeURIComponent(state.record.id)}/labels${path}`, { ...body, by });
   showReview(answer);
   await after();
 }
