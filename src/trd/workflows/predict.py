@@ -63,12 +63,14 @@ class Ledger:
     Opening it drops lines a killed run left incomplete (a torn last line, or a line whose heatmap
     or mask is gone), rewriting the file atomically. ``done`` holds the identity of every recorded
     scan (`trd.runtime.records.record_identity`: its content key; for lines of trd before keys,
-    the resolved paths of its files).
+    the resolved paths of its files); ``flagged`` the anomalous ones by identity, as the summary
+    lists them (kept while appending, so a long watch never reads the file again).
     """
 
     def __init__(self, out: Path, log: Log) -> None:
         self.path = out / PREDICTIONS
         self.done: set[str] = set()
+        self.flagged: dict[str, dict[str, Any]] = {}
         if not self.path.is_file():
             return
         kept, dropped = [], 0
@@ -78,7 +80,7 @@ class Ledger:
                 dropped += bool(line.strip())
                 continue
             kept.append(line + b"\n")
-            self.done.add(record_identity(record))
+            self._add(record)
         if dropped:
             atomic_write_bytes(self.path, b"".join(kept))
             log(f"predict: dropped {dropped} incomplete line(s) of {self.path} (an interrupted run); "
@@ -107,7 +109,15 @@ class Ledger:
             raise write_error(self.path, exc) from None
         finally:
             os.close(fd)
-        self.done.add(record_identity(record))
+        self._add(record)
+
+    def _add(self, record: dict[str, Any]) -> None:
+        identity = record_identity(record)
+        self.done.add(identity)
+        if record.get("anomalous"):
+            out = self.path.parent
+            self.flagged[identity] = {"name": record["name"], "score": record.get("score"),
+                                      **{k: str(out / record[k]) for k in ("heatmap", "mask", "outline") if k in record}}
 
     def write(self, scored: Scored, before_line: Callable[[], Any] | None = None) -> None:
         """Write a scored sample: its pictures (atomically), then ``before_line()`` (the result
@@ -235,7 +245,7 @@ def summary(model: LoadedModel, ledger: Ledger, scored: int, skipped: int, faile
             given: set[str], total: int) -> dict[str, Any]:
     """The summary ``trd predict`` prints: counts over the ``total`` scans given (``given``: their
     identities), the anomalous ones among them (scored now or earlier) and what scored."""
-    flagged = _flagged(ledger.path.parent, given)
+    flagged = _flagged(ledger, given)
     return {"scored": scored, "skipped": skipped, "anomalous": len(flagged), "failed": failed, "total": total,
             "lines": len(ledger.done), "flagged": flagged, "predictions": str(ledger.path),
             "heatmaps": str(ledger.path.parent / "heatmaps"), "engine": model.name, "provider": model.provider,
@@ -276,23 +286,11 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
         "store": None if store is None else store.where}
 
 
-def _flagged(out_dir: Path, given: set[str]) -> list[dict[str, Any]]:
-    """The anomalous scans among ``given`` (their identities, `record_identity`) that
-    ``predictions.jsonl`` holds, scored in this run or an earlier one: name, score and where the
-    heatmap, mask and outline are, highest score first. Read from the file, so a rerun reports the
-    same as the run that scored them."""
-    flagged = []
-    path = out_dir / PREDICTIONS
-    if not path.is_file():
-        return flagged
-    with path.open("rb") as fh:
-        for line in fh:
-            record = complete_record(line, out_dir)
-            if record is None or not record.get("anomalous"):
-                continue
-            if record_identity(record) in given:
-                flagged.append({"name": record["name"], "score": record.get("score"),
-                                **{k: str(out_dir / record[k]) for k in ("heatmap", "mask", "outline") if k in record}})
+def _flagged(ledger: Ledger, given: set[str]) -> list[dict[str, Any]]:
+    """The anomalous scans among ``given`` (their identities, `record_identity`) that the ledger
+    holds, scored in this run or an earlier one: name, score and where the heatmap, mask and outline
+    are, highest score first (so a rerun reports the same as the run that scored them)."""
+    flagged = [entry for identity, entry in ledger.flagged.items() if identity in given]
     return sorted(flagged, key=lambda r: -(r["score"] or 0.0))
 
 
