@@ -84,15 +84,20 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def _serve_row(onnx: Path, pairs: list[tuple[Path, Path]], clients: int, requests: int, extra: list[str]) -> dict[str, Any]:
-    """Start `trd serve`, run the load, stop it with SIGTERM; throughput, latency, lost, mean batch."""
+def start_serve(onnx: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """A `trd serve` process for ``onnx`` on a free port, once it accepts requests, and its URL."""
     cmd = [sys.executable, "-m", "trd.cli", "serve", "--model", str(onnx), "--port", "0", *extra]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = server.stdout.readline()
     if not line.startswith("trd serve: http://"):
         server.kill()
         raise RuntimeError(f"trd serve did not start: {line}{server.stderr.read()[-2000:]}")
-    url = line.split()[2].rstrip("/")
+    return server, line.split()[2].rstrip("/")
+
+
+def _serve_row(onnx: Path, pairs: list[tuple[Path, Path]], clients: int, requests: int, extra: list[str]) -> dict[str, Any]:
+    """Start `trd serve`, run the load, stop it with SIGTERM; throughput, latency, lost, mean batch."""
+    server, url = start_serve(onnx, *extra)
     uploads = [{"rgb": (r.name, r.read_bytes(), "image/png"), "xyz": (x.name, x.read_bytes(), "image/tiff")}
                for r, x in pairs]
 

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +39,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from serve import start_serve  # this folder: benchmarks/serve.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = 128
@@ -98,14 +99,7 @@ def _files(rgb: Path, xyz: Path) -> dict[str, tuple[str, bytes, str]]:
 def load_row(onnx: Path, large: tuple[Path, Path], small: tuple[Path, Path], budget: int, clients: int,
              requests: int) -> dict[str, Any]:
     """One load test against a fresh server with ``--pixel-budget budget``."""
-    cmd = [sys.executable, "-m", "trd.cli", "serve", "--model", str(onnx), "--port", "0",
-           "--pixel-budget", str(budget), "--max-upload-mb", "256"]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = server.stdout.readline()
-    if not line.startswith("trd serve: http://"):
-        server.kill()
-        raise RuntimeError(f"trd serve did not start: {line}{server.stderr.read()[-2000:]}")
-    url = line.split()[2].rstrip("/")
+    server, url = start_serve(onnx, "--pixel-budget", str(budget), "--max-upload-mb", "256")
     big, little = _files(*large), _files(*small)
     with httpx.Client(timeout=600) as http:
         assert http.post(f"{url}/v1/score", files=little).status_code == 200  # warm-up: the engine allocates
