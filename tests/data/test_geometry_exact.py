@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from trd.data import geometry
 from trd.data.geometry import (
     close_mask,
     fill_holes,
@@ -134,6 +135,18 @@ def test_preprocessing_of_a_scan_is_unchanged() -> None:
     values = z[z != 0].astype(np.float64)
     expected[z != 0] = (values - values.min()) / (values.max() - values.min()) * 0.8 + 0.1
     assert same_bits(depth[0], ref_fill_holes(expected))
+
+
+def test_the_plane_test_by_blocks_of_rows_matches_the_whole_cloud() -> None:
+    """`_beyond_plane` (blocks of rows, a float64 block at a time) against the distance of the whole
+    cloud at once, at widths that divide the block and widths that leave a short last block."""
+    rng = np.random.default_rng(4)
+    for h, w in ((400, 400), (37, 801), (1, 5), (129, 128), (3, geometry._PLANE_BLOCK + 7)):
+        xyz = _scene(h, w, rng)
+        normal, d = geometry.corner_plane(xyz) if min(h, w) >= 12 else (np.array([0.0, 0.6, 0.8]), 0.4)
+        distance = np.abs(xyz.astype(np.float64) @ normal - d)
+        for threshold in (0.005, float(np.median(distance))):
+            assert same_bits(geometry._beyond_plane(xyz, normal, d, threshold), distance > threshold), (h, w)
 
 
 def test_a_resize_that_skips_the_zero_border_gives_the_same_bytes() -> None:

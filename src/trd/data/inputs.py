@@ -133,6 +133,13 @@ def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = N
 
     ``rgb_hw``: the paired RGB image's (H, W), the grid of a cloud file without one (PLY).
     """
+    return read_cloud_median(sample, cfg, reference, rgb_hw)[0]
+
+
+def read_cloud_median(sample: Sample, cfg: DataConfig, reference: InputStats | None = None,
+                      rgb_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """`read_cloud`, and the median z (m) of its valid points that the checks computed (a sort of
+    every point: what the fit statistics and a scan's health need, computed once)."""
     kind = reader(sample.xyz_kind)
     if not kind.cloud:
         raise DataError(sample.xyz, f"not a point cloud (xyz_kind={sample.xyz_kind!r})")
@@ -165,7 +172,7 @@ def read_cloud(sample: Sample, cfg: DataConfig, reference: InputStats | None = N
         problem = missing_problem(missing_share(xyz), reference)
         if problem:
             _degenerate(sample.xyz, problem, cfg)
-    return xyz
+    return xyz, z_m
 
 
 def preprocess_params(cfg: DataConfig, category: str, reference: InputStats | None = None) -> dict[str, Any]:
@@ -231,12 +238,14 @@ def load_3d(sample: Sample, cfg: DataConfig, rgb_hw: tuple[int, int], cache: Pre
 class Scan:
     """A sample as read: ``rgb`` (uint8 HxWx3, the file's resolution), the model's 3D input ``x3d``
     (float32 3xSxS in [0,1]), the resized ground truth ``mask`` (bool SxS) and, when asked for and
-    the 3D file is a cloud, the ``cloud`` (float32 HxWx3, metres, z = 0 missing)."""
+    the 3D file is a cloud, the ``cloud`` (float32 HxWx3, metres, z = 0 missing) and the median z of
+    its valid points (m)."""
 
     rgb: np.ndarray
     x3d: np.ndarray
     mask: np.ndarray
     cloud: np.ndarray | None = None
+    z_median_m: float | None = None
 
 
 def load_scan(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
@@ -246,7 +255,8 @@ def load_scan(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = N
     size = cfg.image_size
     rgb_full = read_rgb(sample.rgb, cfg.max_image_pixels)
     hw = rgb_full.shape[:2]
-    cloud = read_cloud(sample, cfg, reference, hw) if with_cloud and reader(sample.xyz_kind).cloud else None
+    cloud, z_median = read_cloud_median(sample, cfg, reference, hw) if with_cloud and reader(sample.xyz_kind).cloud \
+        else (None, None)
     x3d = load_3d(sample, cfg, hw, cache, reference, cloud)
     if sample.mask is not None:
         mask = resize_mask(read_mask(sample.mask, shape=hw, max_pixels=cfg.max_image_pixels), size)
@@ -254,7 +264,7 @@ def load_scan(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = N
         raise DataError(sample.rgb, f"defect sample ({sample.defect}) has no ground-truth mask")
     else:
         mask = np.zeros((size, size), dtype=bool)
-    return Scan(rgb_full, x3d, mask, cloud)
+    return Scan(rgb_full, x3d, mask, cloud, z_median)
 
 
 def load_pair(sample: Sample, cfg: DataConfig, cache: PreprocessCache | None = None,
@@ -323,8 +333,7 @@ def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
     with warnings.catch_warnings():  # the reader's and geometry's warnings come again when training reads them
         warnings.simplefilter("ignore")
         for i, sample in enumerate(clouds):
-            xyz = read_cloud(sample, cfg, rgb_hw=sizes.get(sample.rgb))
-            medians[sample.xyz] = median_z(xyz)
+            xyz, medians[sample.xyz] = read_cloud_median(sample, cfg, rgb_hw=sizes.get(sample.rgb))
             missing.append(missing_share(xyz))
             if i in picks:
                 image = _preprocessed(sample, xyz, preprocess_params(cfg, sample.category))
@@ -342,9 +351,10 @@ def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
                       len(clouds), camera, health)
 
 
-def scan_health(rgb: np.ndarray, cloud: np.ndarray | None) -> ScanHealth:
+def scan_health(rgb: np.ndarray, cloud: np.ndarray | None, z_median_m: float | None = None) -> ScanHealth:
     """The `ScanHealth` of a scan read for scoring: ``rgb`` as the model sees it (uint8 SxSx3) and
-    its cloud (metres, z = 0 missing; None for normal-map inputs)."""
+    its cloud (metres, z = 0 missing; None for normal-map inputs), with the cloud's median z when
+    it is known already (`Scan.z_median_m`)."""
     if cloud is None:
         return ScanHealth(brightness(rgb))
-    return ScanHealth(brightness(rgb), missing_share(cloud), median_z(cloud))
+    return ScanHealth(brightness(rgb), missing_share(cloud), median_z(cloud) if z_median_m is None else z_median_m)
