@@ -6,14 +6,16 @@ sample's RGB image and point cloud at their original resolution (where its defec
 measured, `trd.scoring.regions`); a sample whose files are bad is reported in its batch's
 ``errors`` and left out, the others go on. The next batch is read
 on a background thread while the current one is scored (inference engines release the GIL), and at
-most two batches exist at once, so memory does not grow with the number of samples.
+most two batches exist at once, so memory does not grow with the number of samples. `InOrder` is the
+other end: results written in order on a thread of their own, while the next ones are scored.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,3 +95,52 @@ def iterate_batches(samples: list[Sample], cfg: DataConfig, batch_size: int, *, 
             pending = pool.submit(load_batch, samples, spans[k + 1], cfg, cache, reference, aspect) \
                 if k + 1 < len(spans) else None
             yield batch
+
+
+#: Results `InOrder` holds at most before the caller waits for the oldest to be written.
+WRITE_AHEAD = 16
+
+
+class InOrder:
+    """Calls run one after another, in the order given, on one background thread: writing results
+    (each file synced to disk, then a database commit, then a ledger line: mostly waiting for the
+    disk) overlaps with reading and scoring the next samples. At most `WRITE_AHEAD` calls wait; a
+    call that failed raises in the caller, at its next `submit` or when the block ends, and the calls
+    still waiting then are dropped (their samples were not recorded, so a rerun scores them)."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: deque[Future] = deque()
+        self._failed = False
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= WRITE_AHEAD):
+            self._oldest()
+        self._pending.append(self._pool.submit(self._run, fn, args))
+
+    def _run(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        if self._failed:  # an earlier call failed: this one is dropped
+            return
+        try:
+            fn(*args)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _oldest(self) -> None:
+        """Wait for the oldest call; if it failed, raise (the ones behind it do nothing, `_run`)."""
+        try:
+            self._pending.popleft().result()
+        except BaseException:
+            self._pending.clear()
+            raise
+
+    def __enter__(self) -> InOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:  # what was submitted is still written (scored work is not thrown away), failures raise
+            while self._pending:
+                self._oldest()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -16,8 +16,10 @@ The output folder holds::
 A scan is its content (`trd.data.identity.content_key` of its files), not its path: running again
 with the same model skips the scans already in ``predictions.jsonl`` (and says how many) from any
 working directory and however the paths are written, scores a file rewritten under the same name
-as the new scan it is, and never scores the same content twice. A killed run loses at most the
-sample in flight. Another model is refused unless ``overwrite`` removes the earlier outputs first.
+as the new scan it is, and never scores the same content twice. Scored samples are written in
+order on a background thread while the next ones are read and scored (`trd.runtime.batches.InOrder`),
+so a killed run loses at most the samples in flight (scored but not yet written: at most
+`trd.runtime.batches.WRITE_AHEAD`), which the next run scores again. Another model is refused unless ``overwrite`` removes the earlier outputs first.
 A second writer on a busy folder is refused at once (`trd.runfolder.folder_lock`). Memory stays
 flat over any number of samples, and predict keeps no preprocessing cache (a line scores each scan
 once; the cache would only grow). Every record also goes to the result store (`trd.store`),
@@ -43,7 +45,7 @@ from ..data.inputs import camera_stored
 from ..data.samples import Sample, check_input_paths, unlabelled_samples
 from ..errors import ConfigError, DataError, OutputError, write_error
 from ..runfolder import folder_lock
-from ..runtime.batches import iterate_batches
+from ..runtime.batches import InOrder, iterate_batches
 from ..runtime.providers import check_precision
 from ..runtime.records import Baseline, model_record, path_identity, record_identity
 from ..runtime.scored import PICTURES, Scored, Target, score_batch
@@ -265,8 +267,13 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
     about = model_record(model.sha256, model.name, model.provider, model.precision)
     baseline = Baseline.of(model.validation_scores, model.reference)
     n_scored = 0
+
+    def write(scored: Scored, sample: Sample) -> None:  # first the store, then the ledger line that says "done"
+        ledger.write(scored, None if store is None else
+                     lambda: store_result(store, scored.record, sample, scored.images, "predict"))
+
     # No preprocessing cache: a line scores each scan once, a cache would only grow.
-    with Progress("predict", len(todo), "scans", log) as progress:
+    with Progress("predict", len(todo), "scans", log) as progress, InOrder("trd-write") as writes:
         for batch in iterate_batches(todo, model.config.data, batch_size, reference=model.reference):
             failed += [{"file": str(todo[i].rgb), "error": msg} for i, msg in batch.errors]
             progress.advance(len(batch.errors))
@@ -275,10 +282,7 @@ def predict_samples(model: LoadedModel, samples: list[Sample], out_dir: Path, ba
                     targets[i] = target_of(todo[i], content_key(todo[i].rgb, todo[i].xyz, todo[i].camera), base)
             for scored in score_batch(model.engine, batch, targets, model.config, model.thresholds, about, baseline,
                                       all_images=store is not None):
-                sample = todo[scored.index]
-                # first the store, then the ledger line that says "done"
-                ledger.write(scored, None if store is None else
-                             lambda: store_result(store, scored.record, sample, scored.images, "predict"))
+                writes.submit(write, scored, todo[scored.index])
                 given.add(scored.record["key"])
                 n_scored += 1
             progress.advance(len(batch.indices))
