@@ -84,6 +84,19 @@ def test_missing_points_regions_without_a_cloud_and_many_regions() -> None:
     assert find_regions(np.full((8, 8), np.nan), 1.0) == ([], 0)
 
 
+def test_pixels_are_compared_with_the_threshold_in_float64_and_nan_is_never_flagged() -> None:
+    """A float32 map against a threshold float32 cannot hold: float32(0.1) lies above 0.1 and is flagged,
+    NaN is not, +inf is; the peak is the map's own value."""
+    amap = np.zeros((20, 20), np.float32)
+    amap[2:4, 2:4] = np.float32(0.1)
+    amap[10:12, 10:12] = np.nan
+    amap[15, 15] = np.inf
+    regions, omitted = find_regions(amap, 0.1)
+    assert omitted == 0 and sorted(r.pixels for r in regions) == [1, 4]
+    assert regions[0].peak == math.inf and regions[1].peak == float(np.float32(0.1))
+    assert find_regions(amap.astype(np.float64), 0.1)[0] == regions
+
+
 def test_map_back_to_the_original_resolution() -> None:
     small = np.zeros((4, 4), np.float32)
     small[1:3, 1:3] = 1.0

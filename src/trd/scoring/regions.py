@@ -189,8 +189,8 @@ def find_regions(amap: np.ndarray, threshold: float, *, xyz: np.ndarray | None =
     where regions may lie (`object_pixels`; default: everywhere). Returns the `MAX_REGIONS`
     highest-scoring regions (region 1 holds the map's maximum) and how many more there were.
     """
-    amap = np.asarray(amap, dtype=np.float64)
-    flagged = np.nan_to_num(amap, nan=-np.inf) > threshold
+    amap = np.asarray(amap)
+    flagged = np.greater(amap, np.float64(threshold))  # compared in float64 whatever the map's type; NaN: never
     if on_object is not None:
         flagged &= on_object
     if not flagged.any():
@@ -202,7 +202,7 @@ def find_regions(amap: np.ndarray, threshold: float, *, xyz: np.ndarray | None =
         return [], 0
     slices = ndimage.find_objects(labels)
     # per region within its box (ndimage.maximum sorts the whole image: 0.6 s at 800 x 800)
-    peaks = np.array([amap[box][labels[box] == i].max() for i, box in enumerate(slices, start=1)])
+    peaks = np.array([amap[box][labels[box] == i].max() for i, box in enumerate(slices, start=1)], np.float64)
     order = 1 + np.argsort(-peaks, kind="stable")[:MAX_REGIONS]
     geometry = _Geometry(xyz, flagged, on_object) if xyz is not None else None
     regions = [_region(labels, int(i), slices[i - 1], float(peaks[i - 1]), geometry) for i in order]

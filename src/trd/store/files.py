@@ -51,6 +51,17 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def _copy(path: Path, source: Path) -> None:
+    """Copy ``source`` to ``path`` inside the kernel (`shutil.copyfile`: no copy of a scan's
+    megabytes through Python), then sync it."""
+    shutil.copyfile(source, path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -65,7 +76,7 @@ def stage(root: Path, copies: Mapping[str, Path], data: Mapping[str, bytes]) -> 
     try:
         folder.mkdir(parents=True)
         for name, source in copies.items():
-            _write(folder / name, source.read_bytes())
+            _copy(folder / name, source)
         for name, content in data.items():
             _write(folder / name, content)
         _fsync_dir(folder)
