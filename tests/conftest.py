@@ -71,15 +71,15 @@ BLOCK_TORCH = ("import importlib.abc, sys\n"
                "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
                "            raise ImportError(f'No module named {name!r}')\n"
                "sys.meta_path.insert(0, NoTorch())\n")
-#: Runs the CLI with torch blocked; prints ``TORCH_MODULES [...]`` (what of them got imported) on
-#: stderr at the end.
+#: Runs the CLI with torch blocked; prints ``TORCH_MODULES [...]`` (what of them got imported) and
+#: ``SQLALCHEMY_LOADED True|False`` on one line of stderr at the end.
 WITHOUT_TORCH = (BLOCK_TORCH + "sys.argv = ['trd', *sys.argv[1:]]\n"
                  "from trd.cli import main\n"
                  "try:\n"
                  "    main()\n"
                  "finally:\n"
                  "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
-                 "    print('TORCH_MODULES', loaded, file=sys.stderr)\n")
+                 "    print('TORCH_MODULES', loaded, 'SQLALCHEMY_LOADED', 'sqlalchemy' in sys.modules, file=sys.stderr)\n")
 
 
 @pytest.fixture(scope="session")

@@ -35,11 +35,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..errors import ConfigError, OutputError, TRDError
 from . import files as store_files
-from .retention import Retention, prune
+from .policy import DEFAULT_NAME, Retention
+from .retention import prune
 from .schema import UTC, ensure_schema, records
 
 Log = Callable[[str], None]
-DEFAULT_NAME = "results.db"
 #: Retention runs after every this many adds of one process (and when the store is opened).
 PRUNE_EVERY = 100
 SOURCES = ("serve", "predict", "import")

@@ -34,7 +34,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
@@ -49,9 +49,12 @@ from ..runtime.batches import InOrder, iterate_batches
 from ..runtime.providers import check_precision
 from ..runtime.records import Baseline, model_record, path_identity, record_identity
 from ..runtime.scored import PICTURES, Scored, Target, score_batch
-from ..store import DEFAULT_RETENTION, Store, parse_retention
+from ..store import DEFAULT_RETENTION, parse_retention
 from .engine import LoadedModel, OrtChoice, load_model
 from .stored import open_model_store, store_result
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 Log = Callable[[str], None]
 PREDICTIONS, MANIFEST = "predictions.jsonl", "predict.json"

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.identity import model_sha256
 from ..data.samples import Sample
@@ -36,10 +36,12 @@ from ..errors import ConfigError, TRDError
 from ..runtime.batch_scorer import BatchScorer, sample_row
 from ..runtime.records import model_record, record_identity
 from ..runtime.scored import Scored
-from ..store import Store
 from .engine import LoadedModel
 from .predict import Ledger, plan, summary
 from .stored import store_result
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 Log = Callable[[str], None]
 RAY_EXTRA = "pip install 'trd-anomaly[ray]'"

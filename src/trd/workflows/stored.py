@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.samples import Sample
-from ..store import DEFAULT_NAME, Retention, Store, Stored, open_store
+from ..store import DEFAULT_NAME, Retention, open_store
 from ..store.files import scan_copies
+
+if TYPE_CHECKING:
+    from ..store import Store, Stored
 
 
 def store_result(store: Store, record: dict[str, Any], sample: Sample, images: dict[str, bytes],

@@ -28,15 +28,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.inputs import camera_stored
 from ..data.readers import folders
 from ..data.samples import RGB_SUFFIXES, Sample, unlabelled_samples
 from ..errors import ConfigError, DataError
-from ..store import Store
 from .engine import LoadedModel
 from .predict import Ledger, predict_samples
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 Log = Callable[[str], None]
 
