@@ -25,7 +25,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -60,16 +62,27 @@ def _normalised(name: str) -> str:
 
 def installed_builds(path: list[str] | None = None) -> dict[str, str]:
     """``{distribution: version}`` of every installed ONNX Runtime build (on ``path``, default
-    ``sys.path``), read from the package metadata without importing onnxruntime."""
+    ``sys.path``), read from the package metadata without importing onnxruntime. Only the metadata
+    folders whose names start like a build's are read (reading every installed package's metadata
+    cost ~30 ms of each start)."""
     found: dict[str, str] = {}
-    for dist in importlib.metadata.distributions(**({} if path is None else {"path": path})):
-        name = _normalised(dist.metadata["Name"] or "")
-        if name in found:
-            continue  # the same distribution further down the path is shadowed
-        known = name in BUILDS or name in OTHER_BUILDS
-        if known or (name.startswith(("onnxruntime", "ort-"))
-                     and any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in dist.files or ())):
-            found[name] = dist.version
+    for entry in sys.path if path is None else path:
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        for folder in names:
+            if not folder.endswith((".dist-info", ".egg-info")) or \
+                    not _normalised(folder).startswith(("onnxruntime", "ort-")):
+                continue
+            dist = importlib.metadata.PathDistribution(Path(entry or ".") / folder)
+            name = _normalised(dist.metadata["Name"] or "")
+            if name in found:
+                continue  # the same distribution further down the path is shadowed
+            known = name in BUILDS or name in OTHER_BUILDS
+            if known or (name.startswith(("onnxruntime", "ort-"))
+                         and any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in dist.files or ())):
+                found[name] = dist.version
     return found
 
 
