@@ -71,7 +71,9 @@ def test_a_killed_server_loses_no_acknowledged_record(backend: str, start_server
                                                       request: pytest.FixtureRequest) -> None:
     target = str(tmp_path / "results.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
     files = [] if backend == "sqlite" else ["--store-files", str(tmp_path / "files")]
-    server = start_server("--store", target, *files, "--max-batch", "4")
+    uploads = tmp_path / "tmp"  # the server's temp folder: where its uploads wait
+    uploads.mkdir()
+    server = start_server("--store", target, *files, "--max-batch", "4", env={"TMPDIR": str(uploads)})
     pairs = distinct_pairs(served.pair(0), tmp_path / "scans", 40)
     acknowledged: list[dict] = []
     lock = threading.Lock()
@@ -104,6 +106,14 @@ def test_a_killed_server_loses_no_acknowledged_record(backend: str, start_server
     if backend == "sqlite":
         with store.transaction(write=False) as conn:
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        # The killed server's uploads stay in the temp folder until the next server starts there.
+        left = [p.name for p in uploads.glob("trd-serve-*")]
+        assert len(left) == 1, left
+        again = start_server("--store", target, env={"TMPDIR": str(uploads)})
+        assert [p.name for p in uploads.glob("trd-serve-*")] != left
+        again.process.send_signal(signal.SIGTERM)
+        assert again.stop() == 0
+        assert not list(uploads.glob("trd-serve-*"))  # and a server that stops removes its own
 
 
 def test_labels_over_http_keep_history_and_undo(served) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -51,7 +50,7 @@ from .batcher import Batcher
 from .metrics import CONTENT_TYPE, Metrics
 from .results import with_images
 from .review import add_review_routes
-from .uploads import Deadline, UploadError, declared_pixels, pair, read_pair, receive
+from .uploads import Deadline, UploadError, UploadRoot, declared_pixels, pair, read_pair, receive
 
 STATIC = Path(__file__).with_name("static")
 #: Paths answered without the token: health checks and the page (no data in it).
@@ -96,6 +95,7 @@ class Service:
         self.store, self.recent = store, recent
         self.about = model_record(model.sha256, model.name, model.provider, model.precision)
         self.aspect = AspectOnce(model.reference)
+        self.uploads = UploadRoot()  # last: nothing after it can fail and leave it behind
 
     def deadline(self) -> Deadline:
         """The read deadline of an upload that starts now."""
@@ -179,6 +179,7 @@ def create_app(service: Service) -> Gate:
         finally:
             await run_in_threadpool(service.batcher.close)
             service.store.close()
+            service.uploads.close()
 
     app = FastAPI(title="trd serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -299,7 +300,7 @@ async def _score(service: Service, request: Request, heatmaps: bool) -> dict[str
     admitted = submitted = False
     try:
         # The uploads stay until the result is stored: the store keeps a copy of the scan.
-        with tempfile.TemporaryDirectory(prefix="trd-serve-") as tmp:  # mode 0700: private to the service
+        with service.uploads.request_folder() as tmp:  # mode 0700: private to the service
             folder = Path(tmp)
             try:
                 service.uploading += 1

@@ -147,6 +147,9 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str 
                       pixel_budget=pixel_budget, upload_timeout_s=upload_timeout_s,
                       hosts=allowed_names(host, allowed_hosts, token),
                       models_dir=None if models_dir is None else Path(models_dir), monitor=monitor)
+    if service.uploads.removed:
+        log(f"trd serve: removed {service.uploads.removed} upload folder(s) that killed servers left in "
+            f"{service.uploads.path.parent}")
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     ready = (f"trd serve: http://{shown}:{bound}/ (model {model.name}, engine {loaded.name} on {loaded.provider}, "

@@ -10,14 +10,21 @@ is in. Each file part is saved under its own name (reduced to a plain file name:
 choose server paths) in a private temporary folder of the request, then paired and read by
 `trd.data.samples.unlabelled_samples` and `trd.runtime.batches.load_batch`, the code `trd predict`
 runs: the checks (image size from the header before decoding, cloud size, units, ...) and the
-one-line messages are the CLI's, with the temporary folder left out of them.
+one-line messages are the CLI's, with the temporary folder left out of them. The request folders
+live in the server's `UploadRoot`, which a server killed mid-request does not leave behind for long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import re
 import shutil
+import stat
+import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +47,84 @@ from ..runtime.batches import Batch, load_batch
 PARTS = {"rgb": "the RGB image", "xyz": f"the 3D file: {', '.join(r.description for r in READERS.values())}",
          "camera": None}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+#: Upload folders in the system temp folder: ``trd-serve-<random>`` (a server's `UploadRoot`).
+UPLOADS_PREFIX = "trd-serve-"
+_LOCK = ".lock"
+#: A ``trd-serve-*`` folder without a lock file (one request's folder, as trd made them before
+#: `UploadRoot`) older than this is a left-over: a request is received and read within minutes.
+_UNLOCKED_STALE_S = 3600.0
+
+
+class UploadRoot:
+    """The private folder (0700, in the system temp folder) of one server's uploads, a sub-folder per
+    request (`request_folder`), removed by `close`.
+
+    The server holds an exclusive ``flock`` on the folder's lock file while it runs; the kernel
+    drops it however the process ends. A server killed mid-request (SIGKILL, the OOM killer) leaves
+    its uploads behind, so each server first removes the ``trd-serve-*`` folders whose lock nobody
+    holds (`sweep`). The folder is made and locked under a hidden name and then renamed, so a
+    starting server's folder is never seen unlocked.
+    """
+
+    def __init__(self, base: Path | None = None) -> None:
+        self._base = Path(base or tempfile.gettempdir())
+        self.removed = sweep(self._base)
+        self._fd: int | None = None
+        self._open()
+
+    def _open(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        staging = Path(tempfile.mkdtemp(prefix="." + UPLOADS_PREFIX, dir=self._base))
+        self._fd = os.open(staging / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = self._base / staging.name[1:]
+        os.rename(staging, self.path)
+
+    def request_folder(self) -> tempfile.TemporaryDirectory:
+        """A new private folder for one request's files, removed when its block ends (the server's
+        folder is made again first if something on the host removed it, e.g. a temp-folder cleaner)."""
+        if not self.path.is_dir():
+            self._open()
+        return tempfile.TemporaryDirectory(dir=self.path)
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def sweep(base: Path, now: float | None = None) -> int:
+    """Remove this user's upload folders in ``base`` that no running server holds (`UploadRoot`);
+    how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    for entry in base.glob(UPLOADS_PREFIX + "*"):
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        try:
+            fd = os.open(entry / _LOCK, os.O_RDWR)
+        except FileNotFoundError:  # one request's folder of an older trd
+            if now - info.st_mtime > _UNLOCKED_STALE_S:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+            continue
+        except OSError:
+            continue
+        try:
+            with contextlib.suppress(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(entry, ignore_errors=True)  # its server is gone
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 class UploadError(Exception):
