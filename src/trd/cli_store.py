@@ -14,13 +14,14 @@ from pathlib import Path
 import click
 
 from .errors import ConfigError
+from .store.policy import DEFAULT as DEFAULT_RETENTION
 
 STORE_HELP = "The result store: a SQLite file (e.g. runs/puck/results.db) or postgresql://user@host/db."
 
 
 def store_options(f):
     """Where `trd predict` and `trd serve` store their results (docs/LINE.md)."""
-    f = click.option("--retain", default="10000", show_default=True, metavar="COUNT|AGEd|COUNT,AGEd|none",
+    f = click.option("--retain", default=DEFAULT_RETENTION, show_default=True, metavar="COUNT|AGEd|COUNT,AGEd|none",
                      help="Keep the newest COUNT unlabelled results and/or those of the last AGE days (labelled "
                           "ones are kept); what is removed is logged.")(f)
     f = click.option("--store-files", default=None, type=click.Path(file_okay=False),

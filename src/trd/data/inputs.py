@@ -351,10 +351,9 @@ def measure_input_stats(samples: list[Sample], cfg: DataConfig) -> InputStats:
                       len(clouds), camera, health)
 
 
-def scan_health(rgb: np.ndarray, cloud: np.ndarray | None, z_median_m: float | None = None) -> ScanHealth:
-    """The `ScanHealth` of a scan read for scoring: ``rgb`` as the model sees it (uint8 SxSx3) and
-    its cloud (metres, z = 0 missing; None for normal-map inputs), with the cloud's median z when
-    it is known already (`Scan.z_median_m`)."""
-    if cloud is None:
+def scan_health(rgb: np.ndarray, scan: Scan) -> ScanHealth:
+    """The `ScanHealth` of a scan read for scoring: ``rgb`` as the model sees it (uint8 SxSx3), and
+    the scan's cloud (None for normal-map inputs) with the median z its checks computed."""
+    if scan.cloud is None:
         return ScanHealth(brightness(rgb))
-    return ScanHealth(brightness(rgb), missing_share(cloud), median_z(cloud) if z_median_m is None else z_median_m)
+    return ScanHealth(brightness(rgb), missing_share(scan.cloud), scan.z_median_m)

@@ -69,7 +69,7 @@ def load_batch(samples: list[Sample], indices: range, cfg: DataConfig, cache: Pr
         kept.append(i)
         images.append(scan.rgb)
         clouds.append(scan.cloud)
-        health.append(scan_health(rgb, scan.cloud, scan.z_median_m))
+        health.append(scan_health(rgb, scan))
         rgbs.append(normalise(rgb_to_chw01(rgb)))
         x3ds.append(normalise(x3d))
         displays.append(rgb)

@@ -67,15 +67,16 @@ def installed_builds(path: list[str] | None = None) -> dict[str, str]:
     cost ~30 ms of each start)."""
     found: dict[str, str] = {}
     for entry in sys.path if path is None else path:
+        site = Path(entry or ".")
         try:
-            names = sorted(os.listdir(entry or "."))
+            names = sorted(os.listdir(site))
         except OSError:
             continue
         for folder in names:
             if not folder.endswith((".dist-info", ".egg-info")) or \
                     not _normalised(folder).startswith(("onnxruntime", "ort-")):
                 continue
-            dist = importlib.metadata.PathDistribution(Path(entry or ".") / folder)
+            dist = importlib.metadata.PathDistribution(site / folder)
             name = _normalised(dist.metadata["Name"] or "")
             if name in found:
                 continue  # the same distribution further down the path is shadowed

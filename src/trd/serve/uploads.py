@@ -96,11 +96,10 @@ class UploadRoot:
             self._fd = None
 
 
-def sweep(base: Path, now: float | None = None) -> int:
+def sweep(base: Path) -> int:
     """Remove this user's upload folders in ``base`` that no running server holds (`UploadRoot`);
     how many."""
-    now = time.time() if now is None else now
-    removed = 0
+    now, removed = time.time(), 0
     for entry in base.glob(UPLOADS_PREFIX + "*"):
         try:
             info = entry.lstat()

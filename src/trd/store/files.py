@@ -55,14 +55,11 @@ def _copy(path: Path, source: Path) -> None:
     """Copy ``source`` to ``path`` inside the kernel (`shutil.copyfile`: no copy of a scan's
     megabytes through Python), then sync it."""
     shutil.copyfile(source, path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Sync a file or a folder (its entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -79,7 +76,7 @@ def stage(root: Path, copies: Mapping[str, Path], data: Mapping[str, bytes]) -> 
             _copy(folder / name, source)
         for name, content in data.items():
             _write(folder / name, content)
-        _fsync_dir(folder)
+        _fsync(folder)
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise write_error(folder, exc) from None
@@ -101,7 +98,7 @@ def place(root: Path, staged: Path, relative: str) -> None:
             if not target.is_dir():  # not the race of two writers of one scan: a real failure
                 raise
             discard(staged)
-        _fsync_dir(target.parent)
+        _fsync(target.parent)
     except OSError as exc:
         raise write_error(target, exc) from None
 
